@@ -1,0 +1,68 @@
+"""One exception hierarchy for everything that can go wrong while rendering.
+
+``permanent`` separates bad input (the job will fail the same way every time: move it to
+failed/) from transient trouble (a CUDA out-of-memory, a full disk: try again later).
+``code`` is a stable, machine-readable identifier that ends up in the sidecar's error
+object; ``str(error)`` is the human sentence, which always names the file concerned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LipsyncError(Exception):
+    """Base class. Subclasses set ``code`` and ``permanent``."""
+
+    code = "render_error"
+    permanent = True
+
+    def __init__(self, message: str, *, path: str | Path | None = None):
+        self.path = str(path) if path is not None else None
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class MediaError(LipsyncError):
+    """The file cannot be used as media: unreadable, corrupt, wrong type, no stream."""
+
+    code = "bad_media"
+
+
+class NoAudioStreamError(MediaError):
+    code = "no_audio_stream"
+
+
+class NoVideoStreamError(MediaError):
+    code = "no_video_stream"
+
+
+class MediaLimitError(MediaError):
+    """Declared size, pixels, duration or frame count exceed the configured limits."""
+
+    code = "limit_exceeded"
+
+
+class NoFaceError(LipsyncError):
+    """The template has no usable face in any frame."""
+
+    code = "no_face"
+
+
+class CheckpointError(LipsyncError):
+    """A model checkpoint is missing, truncated, malicious or of the wrong architecture."""
+
+    code = "bad_checkpoint"
+
+
+class EngineUnavailableError(LipsyncError):
+    """The requested engine cannot run here (unknown name, missing weights)."""
+
+    code = "engine_unavailable"
+
+
+class TransientRenderError(LipsyncError):
+    """Worth retrying later: out of GPU memory, disk full, device busy."""
+
+    code = "render_transient"
+    permanent = False
