@@ -1,0 +1,174 @@
+"""Builds small real media for tests: face templates from a real photograph and audio clips.
+
+``skimage.data.astronaut()`` is a real portrait photograph (512x512) shipped inside
+scikit-image. Moving templates are made from it by panning, zooming and rotating a crop
+and encoding the frames with PyAV (H.264), so every test exercises real decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+DATA = Path(__file__).resolve().parent / "data"
+SPEECH = DATA / "speech_en.wav"
+SPEECH_SHORT = DATA / "speech_short.wav"
+SILENCE = DATA / "silence_3s.wav"
+
+
+def astronaut() -> np.ndarray:
+    """The 512x512 RGB uint8 astronaut photograph."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut())
+
+
+def portrait(size: tuple[int, int] = (256, 256)) -> np.ndarray:
+    """A head-and-shoulders crop of the astronaut, resized to (width, height)."""
+    from PIL import Image
+
+    img = Image.fromarray(astronaut()).crop((96, 0, 352, 256))  # face roughly centred
+    return np.asarray(img.resize(size, Image.BICUBIC))
+
+
+def write_still(path: Path, size: tuple[int, int] = (256, 256)) -> Path:
+    from PIL import Image
+
+    Image.fromarray(portrait(size)).save(path)
+    return path
+
+
+def _affine_frame(src: np.ndarray, out_w: int, out_h: int, t: float, *, pan: float, zoom: float, rot_deg: float) -> np.ndarray:
+    """One frame of a slow camera move over ``src`` (t in 0..1)."""
+    from PIL import Image
+
+    img = Image.fromarray(src)
+    phase = math.sin(2 * math.pi * t)
+    scale = 1.0 + zoom * phase
+    angle = rot_deg * phase
+    dx = pan * phase * src.shape[1]
+    cx, cy = 224 + dx, 128  # centre of the face region in the photograph
+    crop = 256 / scale
+    img = img.rotate(angle, resample=Image.BICUBIC, center=(cx, cy))
+    box = (cx - crop / 2, cy - crop / 2, cx + crop / 2, cy + crop / 2)
+    return np.asarray(img.crop(tuple(int(round(v)) for v in box)).resize((out_w, out_h), Image.BICUBIC))
+
+
+def write_face_video(path: Path, *, seconds: float = 2.0, fps: int = 25, size: tuple[int, int] = (256, 256),
+                     pan: float = 0.02, zoom: float = 0.05, rot_deg: float = 3.0,
+                     cover: range | None = None, audio: bool = False) -> Path:
+    """An H.264 clip of the astronaut with a gentle pan/zoom/rotation.
+
+    ``cover``: output frame numbers in which the face is hidden behind a grey block (to test
+    frames without a face). ``audio``: also add an AAC track of a 220 Hz tone.
+    """
+    src = astronaut()
+    n = max(1, int(round(seconds * fps)))
+    w, h = size
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        vs.options = {"crf": "16", "preset": "ultrafast"}
+        a_s = out.add_stream("aac", rate=48000) if audio else None
+        for i in range(n):
+            frame = _affine_frame(src, w, h, i / n, pan=pan, zoom=zoom, rot_deg=rot_deg).copy()
+            if cover is not None and i in cover:
+                frame[h // 6: h, w // 8: w - w // 8] = 128
+            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            for p in vs.encode(vf):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        if a_s is not None:
+            _write_tone(out, a_s, n / fps)
+    return path
+
+
+def write_plain_video(path: Path, *, seconds: float = 1.0, fps: int = 25, size: tuple[int, int] = (64, 48),
+                      codec: str = "libx264") -> Path:
+    """A tiny clip whose frame i shows its own number as brightness (i * 8 % 256), for timing tests."""
+    n = max(1, int(round(seconds * fps)))
+    w, h = size
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(codec, rate=fps)
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if codec == "libx264":
+            vs.options = {"crf": "10", "preset": "ultrafast"}
+        for i in range(n):
+            frame = np.full((h, w, 3), (i * 8) % 256, np.uint8)
+            for p in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+    return path
+
+
+def _write_tone(out, stream, seconds: float, freq: float = 220.0) -> None:
+    rate = stream.codec_context.sample_rate
+    total = int(seconds * rate)
+    pos = 0
+    while pos < total:
+        n = min(1024, total - pos)
+        t = (np.arange(pos, pos + n) / rate).astype(np.float32)
+        samples = (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pos
+        frame.time_base = Fraction(1, rate)
+        for p in stream.encode(frame):
+            out.mux(p)
+        pos += n
+    for p in stream.encode():
+        out.mux(p)
+
+
+def write_tone(path: Path, *, seconds: float = 1.0, rate: int = 16000, freq: float = 220.0) -> Path:
+    """A WAV (pcm_s16le) tone: a quick valid audio input for pipeline tests."""
+    n = int(seconds * rate)
+    samples = (0.3 * np.sin(2 * np.pi * freq * np.arange(n) / rate) * 32767).astype(np.int16)
+    with av.open(str(path), "w", format="wav") as out:
+        st = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame.sample_rate = rate
+        for p in st.encode(frame):
+            out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+    return path
+
+
+def probe(path: Path) -> dict:
+    """Duration, size and codecs of an MP4 as a player sees them (decodes every frame)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0] if c.streams.video else None
+        a = c.streams.audio[0] if c.streams.audio else None
+        frames = sum(1 for _ in c.decode(video=0)) if v else 0
+        return {
+            "duration": float(c.duration / av.time_base) if c.duration else 0.0,
+            "video_codec": v.codec_context.name if v else None,
+            "audio_codec": a.codec_context.name if a else None,
+            "width": v.codec_context.width if v else 0,
+            "height": v.codec_context.height if v else 0,
+            "fps": float(v.average_rate) if v and v.average_rate else 0.0,
+            "frames": frames,
+        }
+
+
+def moov_before_mdat(path: Path) -> bool:
+    """True when the MP4's moov atom precedes mdat (faststart: streams from a link)."""
+    data = Path(path).read_bytes()
+    pos, order = 0, []
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        order.append(kind)
+        if size == 1:
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        if size < 8:
+            break
+        pos += size
+    return b"moov" in order and b"mdat" in order and order.index(b"moov") < order.index(b"mdat")
