@@ -300,14 +300,24 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
     if problems:
         raise ConfigError(problems)
 
-    _apply_env(raw, env, problems)
+    origins = _apply_env(raw, env, problems)
     base = path.resolve().parent
     cfg = _build(Config, raw, str(path), "", base, problems)
     cfg.source = path.resolve()
     _cross_checks(cfg, str(path), problems)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_blame_environment(p, str(path), origins) for p in problems])
     return cfg
+
+
+def _blame_environment(problem: str, src: str, origins: dict[str, str]) -> str:
+    """Name the environment variable, not the file, when the bad value came from it."""
+    head = f"{src}: "
+    if not problem.startswith(head):
+        return problem
+    key = problem[len(head):].split(":", 1)[0]
+    var = origins.get(key)
+    return f"environment {var} ({key}): {problem[len(head) + len(key) + 2:]}" if var else problem
 
 
 def from_dict(raw: dict, *, base: Path, name: str = "<dict>") -> Config:
@@ -320,7 +330,9 @@ def from_dict(raw: dict, *, base: Path, name: str = "<dict>") -> Config:
     return cfg
 
 
-def _apply_env(raw: dict, env: dict[str, str], problems: list[str]) -> None:
+def _apply_env(raw: dict, env: dict[str, str], problems: list[str]) -> dict[str, str]:
+    """Apply the overrides to ``raw``; returns dotted key -> the variable that set it."""
+    origins: dict[str, str] = {}
     for name, text in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name or name == DEFAULT_CONFIG_ENV:
             continue
@@ -340,6 +352,8 @@ def _apply_env(raw: dict, env: dict[str, str], problems: list[str]) -> None:
                 break
         else:
             node[keys[-1]] = value
+            origins[".".join(keys)] = name
+    return origins
 
 
 def _build(cls: type, raw: Any, src: str, prefix: str, base: Path, problems: list[str]) -> Any:
@@ -444,7 +458,8 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
         url = getattr(cfg.storage, key)
         if url and not re.match(r"^https?://[^/\s]+", url):
             problems.append(f"{src}: storage.{key}: {url!r} must start with http:// or https://")
-        if url and re.match(r"^https?://[^/@\s]+:[^/@\s]+@", url):
+        # user:secret@ -- AWS secrets contain '/', which people paste unencoded
+        if url and re.match(r"^https?://[^/@\s:]+:[^@\s]+@", url):
             problems.append(f"{src}: storage.{key}: credentials do not belong in the URL")
     if cfg.storage.prefix.startswith("/"):
         problems.append(f"{src}: storage.prefix: must not start with '/'")
@@ -462,6 +477,9 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
         extra = set(hook) - {"url", "format", "events"}
         if extra:
             problems.append(f"{src}: notify.webhooks[{i}]: unknown key(s) {', '.join(sorted(extra))}")
+    if cfg.cluster.host_id and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", cfg.cluster.host_id):
+        problems.append(f"{src}: cluster.host_id: {cfg.cluster.host_id!r} names a folder on the share: "
+                        "use up to 64 letters, digits, '.', '_' or '-'")
     if cfg.cluster.heartbeat_interval * 2 > cfg.cluster.lease_timeout:
         problems.append(f"{src}: cluster.heartbeat_interval: must be at most half of cluster.lease_timeout")
     if cfg.links.refresh_margin >= cfg.links.lifetime:

@@ -97,6 +97,13 @@ class EngineSession(ABC):
         # human-readable remarks for the job's sidecar (fallbacks, faceless frames, ...)
         self.notes: list[str] = []
 
+    def __getattr__(self, name: str) -> Any:
+        # a subclass whose __init__ forgets super().__init__() still has its notes list
+        if name == "notes":
+            self.notes = []
+            return self.notes
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @abstractmethod
     def process(self, chunk: FrameChunk) -> np.ndarray:
         """Return the output frames for ``chunk`` as (T, H, W, 3) uint8 RGB."""
@@ -109,6 +116,20 @@ class Engine(ABC):
     """A loaded engine. Creating one may be expensive; ``start`` must be cheap-ish."""
 
     name: ClassVar[str]
+    # share of a render's 0..1 progress that ``start`` (audio features, face analysis)
+    # reports through ``ctx.progress``; the frames get the rest
+    prepare_share: ClassVar[float] = 0.1
+
+    def __init__(self) -> None:
+        # remarks from loading, e.g. "wav2lip unavailable (...); using warp"
+        self.load_notes: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        # every engine has load_notes, even one whose __init__ skips super().__init__()
+        if name == "load_notes":
+            self.load_notes = []
+            return self.load_notes
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abstractmethod
     def start(self, ctx: RenderContext) -> EngineSession:

@@ -1,0 +1,39 @@
+"""``lipsyncd status``: every job by state, from the sidecars and the work area."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from daemon.actions import EXIT_OK, load_config
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "status",
+        help="list jobs by state (queued, rendering, uploading, done, failed, expired)",
+        description="Lists every job from the sidecars in the outbox and the claims in this host's work area: "
+                    "state, age, time in the current state, host, progress while rendering, link expiry when "
+                    "done, the reason when failed. Reads only; safe to run while the daemon works.",
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these jobs (names or glob patterns)")
+    p.add_argument("--json", action="store_true", help="machine-readable output (counts and one object per job)")
+    p.add_argument("--state", action="append", default=None, metavar="STATE",
+                   choices=("queued", "rendering", "uploading", "done", "failed", "expired"),
+                   help="only jobs in this state (repeatable)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from daemon import sidecar, status
+
+    cfg = load_config(args)
+    now = sidecar.utcnow()
+    jobs = status.collect(cfg, names=args.names, now=now)
+    if args.state:
+        jobs = [j for j in jobs if j.state in args.state]
+    if args.json:
+        print(json.dumps(status.as_json(jobs, now), indent=2, ensure_ascii=False))
+    else:
+        print(status.format_table(jobs, now))
+    return EXIT_OK

@@ -1,0 +1,345 @@
+"""The inbox scanner: which drops are complete jobs, which are still arriving, which failed.
+
+Rules, in the order they apply:
+
+* Only the top level of the inbox is scanned. Dot-files, dot-folders (the daemon's own
+  ``.lipsyncd/``), the temporary names of copy tools (``*.part``, ``*.tmp``,
+  ``*.crdownload``, ``~$*``, ``*.swp``), README files and non-media files are ignored.
+  Files in sub-folders are used only when a manifest names them.
+* A file is complete once its size and mtime have not changed for
+  ``watch.settle_seconds`` of scan time. A job is ready only when all its files are.
+* A manifest ``NAME.job.toml`` / ``NAME.job.json`` makes the job ``NAME`` from the files it
+  names; those files are never paired by stem as well. While a manifest ``NAME`` is in
+  the inbox, same-stem files called ``NAME.*`` that it does not name wait for it to go.
+* Otherwise files pair by stem (case-sensitive; the extension is not): ``talk.wav`` +
+  ``talk.mp4`` is the job ``talk``.
+* Ambiguity is an error, never a guess: two audios or two templates with one stem, two
+  manifests with one name, or an inbox file named by two manifests fail those jobs.
+* A lone file (no partner file present at all, not even one still being copied) waits
+  ``watch.partner_grace``, counted from the last time a file of the job settled, then
+  fails with MissingPartnerError.
+* A symlink is never read: one that leads out of the inbox fails its job with
+  PathOutsideInboxError, any other with a ``symlink_input`` error.
+
+Failed jobs come back as specs with ``error`` set and every file of the drop in
+``files``, so they are claimed and moved to failed/ like any other job.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Config
+from daemon.errors import BadManifestError, JobError, MissingPartnerError, PathOutsideInboxError, PermanentJobError
+from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
+from daemon.logsetup import get_logger
+from daemon.manifest import Manifest, PathRules, parse_manifest
+from daemon.names import audio_names_hint, file_kind, is_readme, is_temporary_name, job_stem, template_names_hint
+
+log = get_logger("lipsyncd.inbox")
+
+
+@dataclass
+class _Seen:
+    size: int
+    mtime_ns: int
+    since: float  # scan time at which this (size, mtime) was first observed
+    is_link: bool
+
+
+def format_duration(seconds: float) -> str:
+    """600 -> "10m", 90 -> "1m30s", 7200 -> "2h": how the config writes durations."""
+    total = int(round(seconds))
+    if total <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts)
+
+
+class Inbox:
+    """Keeps per-file observations across scans; ``scan(now)`` is deterministic in ``now``."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.root = cfg.paths.inbox
+        self.settle = float(cfg.watch.settle_seconds)
+        self.grace = float(cfg.watch.partner_grace)
+        self.max_templates = cfg.limits.max_templates_per_job
+        self.rules = PathRules(cfg)
+        self._seen: dict[tuple[bool, str], _Seen] = {}
+        self._manifests: dict[str, tuple[int, int, Manifest | BadManifestError]] = {}
+        self._logged: set[str] = set()
+        self._deadline: float | None = None
+        self._touched: set[tuple[bool, str]] = set()
+
+    # ------------------------------------------------------------------ public
+
+    def scan(self, now: float | None = None) -> list[JobSpec]:
+        """Every job that is ready now (including failed ones), oldest first."""
+        now = time.time() if now is None else now
+        self._deadline = None
+        self._touched = set()
+        top = self._list_top(now)
+        manifests = {n: k for n, k in top.items() if k == "manifest"}
+        specs, reserved, manifest_names = self._manifest_jobs(manifests, now)
+        media = {n: k for n, k in top.items() if k != "manifest" and n not in reserved}
+        specs += self._stem_jobs(media, manifest_names, now)
+        for key in set(self._seen) - self._touched:
+            del self._seen[key]
+        for name in set(self._manifests) - set(manifests):
+            del self._manifests[name]
+        specs.sort(key=lambda s: (s.ready_since, s.name))
+        return specs
+
+    def next_deadline(self) -> float | None:
+        """Scan-clock time at which the last scan's waiting files settle or a grace ends.
+
+        The worker may scan again then rather than waiting for the next rescan.
+        """
+        return self._deadline
+
+    # ------------------------------------------------------------------ observation
+
+    def _list_top(self, now: float) -> dict[str, str]:
+        found: dict[str, str] = {}
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            log.warning("inbox_missing", inbox=str(self.root))
+            return found
+        present = set()
+        for entry in entries:
+            name = entry.name
+            present.add(name)
+            if is_temporary_name(name) or is_readme(name):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    continue
+            except OSError:
+                continue
+            kind = file_kind(name)
+            if kind is None:
+                self._log_once(name, "inbox_file_ignored", reason="not an audio, template or manifest file")
+                continue
+            if self._observe((False, name), now) is None:
+                continue
+            found[name] = kind
+        self._logged &= present
+        return found
+
+    def _observe(self, key: tuple[bool, str], now: float) -> _Seen | None:
+        root = self.cfg.paths.templates if key[0] else self.root
+        try:
+            st = os.lstat(root / key[1])  # type: ignore[operator]
+        except OSError:
+            return None
+        is_link = stat.S_ISLNK(st.st_mode)
+        if not is_link and not stat.S_ISREG(st.st_mode):
+            self._log_once(key[1], "inbox_file_ignored", reason="not a regular file")
+            return None
+        self._touched.add(key)
+        old = self._seen.get(key)
+        if old is None or (old.size, old.mtime_ns, old.is_link) != (st.st_size, st.st_mtime_ns, is_link):
+            old = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now, is_link)
+        return old
+
+    def _stable(self, key: tuple[bool, str], now: float) -> bool:
+        seen = self._seen[key]
+        due = seen.since + self.settle
+        if now >= due:
+            return True
+        self._wake_at(due)
+        return False
+
+    def _wake_at(self, t: float) -> None:
+        if self._deadline is None or t < self._deadline:
+            self._deadline = t
+
+    def _log_once(self, name: str, event: str, **kw: str) -> None:
+        if name not in self._logged:
+            self._logged.add(name)
+            log.debug(event, file=name, **kw)
+
+    def _settled_at(self, keys: list[tuple[bool, str]]) -> float:
+        return max(self._seen[k].since for k in keys) + self.settle
+
+    # ------------------------------------------------------------------ manifests
+
+    def _manifest_jobs(self, manifests: dict[str, str], now: float
+                       ) -> tuple[list[JobSpec], set[str], set[str]]:
+        """Jobs from manifests, the inbox names they reserve, and the job names they take."""
+        parsed: dict[str, Manifest | BadManifestError] = {n: self._parse(n) for n in manifests}
+        by_name: dict[str, list[str]] = defaultdict(list)
+        for n in manifests:
+            by_name[job_stem(n)].append(n)
+        claimers: dict[str, list[str]] = defaultdict(list)  # inbox name -> manifests naming it
+        for n, m in parsed.items():
+            if isinstance(m, Manifest):
+                for ref in [m.audio, *m.templates]:
+                    claimers[_normal(ref)].append(n)
+        reserved = set(claimers)
+
+        specs: list[JobSpec] = []
+        for job, names in sorted(by_name.items()):
+            if len(names) > 1:
+                spec = self._failed_if_settled(job, names, ambiguous_job_error(
+                    f"{' and '.join(sorted(names))}: two manifests for the job {job!r}; keep one", file=names[0]), now)
+            else:
+                spec = self._manifest_job(names[0], parsed[names[0]], claimers, now)
+            if spec is not None:
+                specs.append(spec)
+        return specs, reserved, set(by_name)
+
+    def _parse(self, name: str) -> Manifest | BadManifestError:
+        seen = self._seen[(False, name)]
+        cached = self._manifests.get(name)
+        if cached and cached[:2] == (seen.size, seen.mtime_ns):
+            return cached[2]
+        if seen.is_link:
+            result: Manifest | BadManifestError = BadManifestError(f"{name}: is a symbolic link", file=name)
+        else:
+            try:
+                result = parse_manifest(self.root / name, max_templates=self.max_templates)
+            except BadManifestError as e:
+                result = e
+        self._manifests[name] = (seen.size, seen.mtime_ns, result)
+        return result
+
+    def _manifest_job(self, name: str, m: Manifest | BadManifestError, claimers: dict[str, list[str]],
+                      now: float) -> JobSpec | None:
+        job = job_stem(name)
+        mkey = (False, name)
+        if self._seen[mkey].is_link:
+            return self._failed_if_settled(job, [name], self._link_error(name), now)
+        if isinstance(m, BadManifestError):
+            return self._failed_if_settled(job, [name], m, now)
+
+        refs = [("audio", m.audio, False)] + [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
+        located: list = []
+        missing: list[str] = []
+        error: JobError | None = None
+        for field, ref, is_template in refs:
+            try:
+                loc = self.rules.locate(ref, manifest=name, field=field, template=is_template)
+            except JobError as e:
+                error = error or e
+                continue
+            if loc is None:
+                missing.append(ref)
+                continue
+            located.append(loc)
+            others = [c for c in claimers.get(loc.name, []) if c != name]
+            if others and not loc.library and error is None:
+                # library templates are only read, so any number of jobs may share one
+                error = ambiguous_job_error(f"{name}: {field} {ref!r} is also named by {', '.join(sorted(others))}; "
+                                            "an inbox file can belong to one job only", file=name)
+
+        keys = [mkey]
+        for loc in located:
+            key = (loc.library, loc.name)
+            if self._observe(key, now) is not None:
+                keys.append(key)
+        if not all([self._stable(k, now) for k in keys]):
+            return None
+        files = [self.root / name] + [loc.path for loc in located if not loc.library]
+        ready_since = self._settled_at(keys)
+        if error is not None:
+            return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name, files=_unique(files),
+                           options=m.options, error=error, ready_since=ready_since)
+        if missing:
+            due = ready_since + self.grace
+            if now < due:
+                self._wake_at(due)
+                return None
+            err = MissingPartnerError(f"{name}: {', '.join(repr(r) for r in missing)} not found in the inbox"
+                                      f"{' or the template library' if self.rules.library else ''} "
+                                      f"after waiting {format_duration(self.grace)}", file=name)
+            return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name, files=_unique(files),
+                           options=m.options, error=err, ready_since=due)
+        audio, templates = located[0], located[1:]
+        return JobSpec(
+            name=job, audio=audio.path, templates=[t.path for t in templates], manifest=self.root / name,
+            files=_unique(files), library_templates=[t.path for t in templates if t.library],
+            options=m.options, ready_since=ready_since)
+
+    # ------------------------------------------------------------------ same-stem pairs
+
+    def _stem_jobs(self, media: dict[str, str], manifest_jobs: set[str], now: float) -> list[JobSpec]:
+        groups: dict[str, list[str]] = defaultdict(list)
+        for n in media:
+            groups[job_stem(n)].append(n)
+        specs = []
+        for stem, names in sorted(groups.items()):
+            if stem in manifest_jobs:
+                continue  # the manifest NAME goes first; these are paired once it is claimed
+            names.sort()
+            keys = [(False, n) for n in names]
+            if not all([self._stable(k, now) for k in keys]):
+                continue
+            spec = self._stem_job(stem, names, media, now)
+            if spec is not None:
+                specs.append(spec)
+        return specs
+
+    def _stem_job(self, stem: str, names: list[str], media: dict[str, str], now: float) -> JobSpec | None:
+        files = [self.root / n for n in names]
+        settled = self._settled_at([(False, n) for n in names])
+        links = [n for n in names if self._seen[(False, n)].is_link]
+        if links:
+            return JobSpec(name=stem, audio=None, templates=[], files=files,
+                           error=self._link_error(links[0]), ready_since=settled)
+        audios = [n for n in names if media[n] == "audio"]
+        templates = [n for n in names if media[n] == "template"]
+        if len(audios) > 1 or len(templates) > 1:
+            what = audios if len(audios) > 1 else templates
+            kind = "audio files" if len(audios) > 1 else "templates"
+            err = ambiguous_job_error(f"{stem}: {len(what)} {kind} share the name {stem!r} ({', '.join(what)}); "
+                                      "keep one, rename the others, or use a NAME.job.toml manifest", file=what[0])
+            return JobSpec(name=stem, audio=None, templates=[], files=files, error=err, ready_since=settled)
+        if audios and templates:
+            return JobSpec(name=stem, audio=self.root / audios[0], templates=[self.root / templates[0]],
+                           files=files, ready_since=settled)
+        due = settled + self.grace
+        if now < due:
+            self._wake_at(due)
+            return None
+        lone = names[0]
+        wanted = f"no template ({template_names_hint(stem)})" if audios else f"no audio ({audio_names_hint(stem)})"
+        err = MissingPartnerError(f"{lone} has {wanted} after waiting {format_duration(self.grace)}", file=lone)
+        return JobSpec(name=stem, audio=None, templates=[], files=files, error=err, ready_since=due)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _failed_if_settled(self, job: str, names: list[str], error: JobError, now: float) -> JobSpec | None:
+        keys = [(False, n) for n in names]
+        if not all([self._stable(k, now) for k in keys]):
+            return None
+        return JobSpec(name=job, audio=None, templates=[], manifest=self.root / names[0],
+                       files=[self.root / n for n in names], options=JobOptions(), error=error,
+                       ready_since=self._settled_at(keys))
+
+    def _link_error(self, name: str) -> JobError:
+        target = os.path.realpath(self.root / name)
+        if not Path(target).is_relative_to(os.path.realpath(self.root)):
+            return PathOutsideInboxError(f"{name} is a symbolic link that leads out of the inbox; "
+                                         "links are never followed", file=name)
+        return PermanentJobError(f"{name} is a symbolic link; drop the file itself", code=SYMLINK_INPUT, file=name)
+
+
+def _normal(ref: str) -> str:
+    parts = [p for p in ref.replace("\\", "/").split("/") if p not in ("", ".")]
+    return "/".join(parts)
+
+
+def _unique(paths: list[Path]) -> list[Path]:
+    return list(dict.fromkeys(paths))

@@ -1,0 +1,299 @@
+"""Job manifests (``NAME.job.toml`` / ``NAME.job.json``) and the confinement of the paths
+they name.
+
+A manifest names one audio file and one or more templates, plus per-job options::
+
+    audio = "speech.mp3"
+    templates = ["anna.mp4", "ben.jpg"]
+    output_name = "welcome"        # optional, default: NAME
+    link_lifetime = "3d"           # optional: seconds or "90s", "15m", "12h", "7d"
+    engine = "warp"                # optional: auto | warp | wav2lip | passthrough
+    callback_url = "https://..."   # optional webhook for this job
+
+:func:`parse_manifest` checks everything it can without touching other files and raises
+one :class:`BadManifestError` that lists every problem. :class:`PathRules` then locates
+each named file: relative paths only, inside the inbox (audio and templates) or the
+template library (templates, looked up after the inbox), never through ``..``, a
+dot-folder, a symlink that leaves its root, or the daemon's own folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config, parse_duration
+from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
+from daemon.jobs import ENGINE_CHOICES, SYMLINK_INPUT, JobOptions
+from daemon.names import file_kind, job_stem
+
+MAX_MANIFEST_BYTES = 1024 * 1024
+MIN_LINK_LIFETIME = 60.0
+MAX_LINK_LIFETIME = 7 * 86400.0  # SigV4 presigned URLs cannot live longer
+
+_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A syntactically valid manifest; the paths are as written, not yet located."""
+
+    path: Path
+    name: str  # job name: NAME of NAME.job.toml
+    audio: str
+    templates: list[str]
+    options: JobOptions
+
+
+def parse_manifest(path: Path, *, max_templates: int = 100) -> Manifest:
+    """Read and check ``path``; raise BadManifestError listing every problem at once."""
+    try:
+        # O_NOFOLLOW: a manifest swapped for a symlink after the scan must not be read;
+        # O_NONBLOCK: a FIFO with a manifest's name must not hang the scan
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise BadManifestError(f"{path.name}: cannot read the manifest: {e.strerror}", file=path.name) from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise BadManifestError(f"{path.name}: the manifest is not a regular file", file=path.name)
+        data = fh.read(MAX_MANIFEST_BYTES + 1)
+    return parse_manifest_bytes(path, data, max_templates=max_templates)
+
+
+def parse_manifest_bytes(path: Path, data: bytes, *, max_templates: int = 100) -> Manifest:
+    name = path.name
+    if len(data) > MAX_MANIFEST_BYTES:
+        _fail(name, [f"the manifest is larger than {MAX_MANIFEST_BYTES // 1024} KiB"])
+    try:
+        text = data.decode("utf-8-sig")  # editors on Windows like to add a BOM
+    except UnicodeDecodeError as e:
+        _fail(name, [f"not UTF-8 text (byte {e.start})"])
+    raw = _load(name, text)
+    problems: list[str] = []
+    for key in raw:
+        if key not in _KEYS:
+            close = [k for k in _KEYS if k[:3] == str(key)[:3]]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{key}: unknown key{hint}; allowed: {', '.join(_KEYS)}")
+
+    audio = _check_audio(raw.get("audio"), problems)
+    templates = _check_templates(raw.get("templates"), max_templates, problems)
+    options = _check_options(raw, problems)
+    if problems:
+        _fail(name, problems)
+    return Manifest(path=path, name=job_stem(name), audio=audio, templates=templates, options=options)
+
+
+def _fail(name: str, problems: list[str]) -> None:
+    count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
+    err = BadManifestError(f"{name}: {count}: " + "; ".join(problems), file=name)
+    err.problems = list(problems)  # type: ignore[attr-defined]
+    raise err
+
+
+def _load(name: str, text: str) -> dict[str, Any]:
+    if name.lower().endswith(".json"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            _fail(name, [f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}"])
+        if not isinstance(raw, dict):
+            _fail(name, [f"the manifest must be a JSON object, not {type(raw).__name__}"])
+        return raw
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        _fail(name, [f"not valid TOML: {e}"])
+    raise AssertionError("unreachable")
+
+
+def _check_name(value: str, where: str, kind: str, problems: list[str]) -> bool:
+    if not value.strip():
+        problems.append(f"{where}: must not be empty")
+        return False
+    if "\x00" in value:
+        problems.append(f"{where}: contains a NUL character")
+        return False
+    if file_kind(value.replace("\\", "/").rsplit("/", 1)[-1]) != kind:
+        what = "an audio file (wav, mp3, m4a, flac, ogg, aac)" if kind == "audio" else \
+            "a template (mp4, mov, mkv, webm, png, jpg, jpeg)"
+        problems.append(f"{where}: {value!r} is not {what}")
+        return False
+    return True
+
+
+def _check_audio(value: Any, problems: list[str]) -> str:
+    if value is None:
+        problems.append("audio: missing (name the audio file, e.g. audio = \"speech.mp3\")")
+        return ""
+    if not isinstance(value, str):
+        problems.append(f"audio: expected a file name string, got {type(value).__name__}")
+        return ""
+    _check_name(value, "audio", "audio", problems)
+    return value
+
+
+def _check_templates(value: Any, max_templates: int, problems: list[str]) -> list[str]:
+    if value is None:
+        problems.append("templates: missing (e.g. templates = [\"anna.mp4\"])")
+        return []
+    if isinstance(value, str):
+        problems.append(f"templates: expected a list of file names, got a string (write templates = [{value!r}])")
+        return []
+    if not isinstance(value, list):
+        problems.append(f"templates: expected a list of file names, got {type(value).__name__}")
+        return []
+    if not value:
+        problems.append("templates: the list is empty")
+    if len(value) > max_templates:
+        problems.append(f"templates: {len(value)} templates, more than the limit of {max_templates}")
+    out: list[str] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        where = f"templates[{i}]"
+        if not isinstance(item, str):
+            problems.append(f"{where}: expected a file name string, got {type(item).__name__}")
+            continue
+        if _check_name(item, where, "template", problems):
+            if item in seen:
+                problems.append(f"{where}: {item!r} is listed twice")
+            seen.add(item)
+        out.append(item)
+    return out
+
+
+def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
+    output_name = raw.get("output_name")
+    if output_name is not None:
+        if not isinstance(output_name, str):
+            problems.append(f"output_name: expected a string, got {type(output_name).__name__}")
+            output_name = None
+        else:
+            if output_name.lower().endswith(".mp4"):
+                output_name = output_name[:-4]
+            bad = [c for c in "/\\\x00" if c in output_name]
+            if not output_name.strip() or output_name.startswith(".") or bad or len(output_name) > 200:
+                problems.append(f"output_name: {raw['output_name']!r} is not usable as a file name "
+                                "(non-empty, no / or \\, not starting with '.', at most 200 characters)")
+                output_name = None
+
+    lifetime = raw.get("link_lifetime")
+    if lifetime is not None:
+        try:
+            lifetime = parse_duration(lifetime)
+        except ValueError as e:
+            problems.append(f"link_lifetime: {e}")
+            lifetime = None
+        else:
+            if not MIN_LINK_LIFETIME <= lifetime <= MAX_LINK_LIFETIME:
+                problems.append(f"link_lifetime: {raw['link_lifetime']!r} must be between 60 seconds and 7 days")
+                lifetime = None
+
+    engine = raw.get("engine")
+    if engine is not None and engine not in ENGINE_CHOICES:
+        problems.append(f"engine: {engine!r} is not one of {', '.join(ENGINE_CHOICES)}")
+        engine = None
+
+    callback = raw.get("callback_url")
+    if callback is not None:
+        if not isinstance(callback, str) or not callback.startswith(("http://", "https://")) \
+                or any(c.isspace() for c in callback) or len(callback) < 10:
+            # the URL may carry a token: name the problem, never echo the value
+            problems.append("callback_url: must be an http:// or https:// URL")
+            callback = None
+
+    return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback)
+
+
+# --------------------------------------------------------------------------- confinement
+
+
+@dataclass(frozen=True)
+class Located:
+    """A manifest path found on disk."""
+
+    path: Path  # root / relative name (not symlink-resolved: this is what is renamed)
+    name: str  # relative name with "/" separators, as recorded in job.json and sidecars
+    library: bool  # True: in the template library (read in place, never moved)
+
+
+class PathRules:
+    """Where manifest paths may point: the inbox and the template library, nothing else."""
+
+    def __init__(self, cfg: Config):
+        self.inbox = cfg.paths.inbox
+        self.library = cfg.paths.templates
+        # the daemon's own folders may sit inside the inbox; nothing in them is a drop
+        self._reserved = [(cfg.work_dir, "the work area of claimed jobs"),
+                          (cfg.paths.done, "the done folder"), (cfg.paths.failed, "the failed folder"),
+                          (cfg.paths.outbox, "the outbox"), (cfg.paths.state, "the state folder")]
+
+    def locate(self, ref: str, *, manifest: str, field: str, template: bool) -> Located | None:
+        """Find ``ref``; None when it is in neither place (yet).
+
+        Raises PathOutsideInboxError for a path that may not be used, wherever it points,
+        and a PermanentJobError for a symlinked or non-regular inbox file.
+        """
+        parts = _split_relative(ref, manifest=manifest, field=field)
+        roots: list[tuple[Path, bool]] = [(self.inbox, False)]
+        if template and self.library is not None:
+            roots.append((self.library, True))
+        for root, library in roots:
+            found = self._check_under(root, parts, ref, manifest=manifest, field=field, library=library)
+            if found is not None:
+                return found
+        return None
+
+    def _check_under(self, root: Path, parts: list[str], ref: str, *, manifest: str, field: str,
+                     library: bool) -> Located | None:
+        candidate = root.joinpath(*parts)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            return None
+        except NotADirectoryError:
+            return None
+        where = "template library" if library else "inbox"
+        real = Path(os.path.realpath(candidate))
+        real_root = Path(os.path.realpath(root))
+        if not real.is_relative_to(real_root):
+            raise PathOutsideInboxError(
+                f"{manifest}: {field} {ref!r} leads out of the {where} through a symbolic link; "
+                "links are never followed out", file=manifest)
+        for folder, what in self._reserved:
+            real_folder = Path(os.path.realpath(folder))
+            if real.is_relative_to(real_folder) and not real_root.is_relative_to(real_folder):
+                raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} points into {what}", file=manifest)
+        if stat.S_ISLNK(st.st_mode) and not library:
+            # renaming a link would move the link, not the file it names
+            raise PermanentJobError(f"{manifest}: {field} {ref!r} is a symbolic link; drop the file itself",
+                                    code=SYMLINK_INPUT, file=manifest)
+        try:
+            target_mode = os.stat(candidate).st_mode
+        except FileNotFoundError:  # a dangling link in the library: not there (yet)
+            return None
+        if not stat.S_ISREG(target_mode):
+            raise BadManifestError(f"{manifest}: {field} {ref!r} is not a regular file", file=manifest)
+        return Located(path=candidate, name="/".join(parts), library=library)
+
+
+def _split_relative(ref: str, *, manifest: str, field: str) -> list[str]:
+    text = ref.replace("\\", "/")  # people on Windows shares write sub\file.mp4
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} is an absolute path; "
+                                    "name files relative to the inbox", file=manifest)
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} uses '..'; "
+                                    "files must be inside the inbox or the template library", file=manifest)
+    if any(p.startswith(".") for p in parts):
+        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} is inside a hidden (dot) folder or is a "
+                                    "hidden file; those belong to the daemon", file=manifest)
+    if not parts:
+        raise BadManifestError(f"{manifest}: {field} is empty", file=manifest)
+    return parts

@@ -1,0 +1,253 @@
+"""Webhook notifications when a job is done or failed.
+
+The worker calls a :class:`Notifier` with the job's final sidecar document. Delivery runs
+in background threads, so a slow or dead webhook never holds up rendering, and every
+failure is logged and swallowed: a notification is a courtesy, the job's result is the
+sidecar.
+
+Formats:
+
+* ``json``: the sidecar document as it is (also used for a job's own ``callback_url``);
+* ``wecom`` / ``dingtalk``: the chat-robot text message ``{"msgtype": "text", "text":
+  {"content": "video ready: talk.mp4 https://..."}}`` that both robots accept.
+
+Webhook URLs often carry their key in the query string, so logs name only the host.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from daemon.config import Config
+from daemon.logsetup import get_logger
+
+log = get_logger("lipsyncd.notify")
+
+FORMATS = ("json", "wecom", "dingtalk")
+EVENTS = ("done", "failed")
+USER_AGENT = "lipsyncd-webhook/1"
+# Chat robots answer 200 with {"errcode": N, "errmsg": ...}; non-zero means not delivered.
+_ROBOT_FORMATS = ("wecom", "dingtalk")
+# Client errors other than these will not go away by asking again.
+_RETRYABLE_4XX = (408, 425, 429)
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    format: str = "json"
+    events: tuple[str, ...] = EVENTS
+
+    @property
+    def host(self) -> str:
+        """What logs may show of the URL: host and port, never path or query."""
+        return safe_host(self.url)
+
+
+class DeliveryError(Exception):
+    """One delivery attempt failed. ``retryable`` says whether another attempt may help."""
+
+    def __init__(self, reason: str, *, retryable: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def safe_host(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        return f"{host}:{parts.port}" if parts.port else host
+    except ValueError:
+        return "?"
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def message_text(doc: dict[str, Any]) -> str:
+    """The one-glance chat line(s) for a finished or failed job."""
+    job = doc.get("job", "?")
+    if doc.get("state") == "failed":
+        err = doc.get("error") or {}
+        reason = err.get("message") or err.get("code") or "unknown error"
+        return f"video failed: {job}: {reason}"
+    lines = []
+    for out in doc.get("outputs", []):
+        if out.get("url"):
+            until = out.get("url_expires_at")
+            tail = f" (link valid until {until.replace('T', ' ').replace('Z', ' UTC')})" if until else ""
+            lines.append(f"video ready: {out.get('name', job)} {out['url']}{tail}")
+        elif out.get("state") == "failed":
+            lines.append(f"video failed: {out.get('name', job)}: {out.get('error') or 'render failed'}")
+    return "\n".join(lines) or f"video ready: {job}"
+
+
+def render_payload(fmt: str, doc: dict[str, Any]) -> dict[str, Any]:
+    if fmt == "json":
+        return doc
+    if fmt in _ROBOT_FORMATS:
+        return {"msgtype": "text", "text": {"content": message_text(doc)}}
+    raise ValueError(f"unknown webhook format {fmt!r} (use one of {', '.join(FORMATS)})")
+
+
+def webhooks_for(configured: Iterable[Webhook], doc: dict[str, Any]) -> list[Webhook]:
+    """The webhooks that want this job's event: configured ones plus its own callback_url."""
+    event = doc.get("state")
+    if event not in EVENTS:
+        return []
+    hooks = [h for h in configured if event in h.events]
+    callback = (doc.get("options") or {}).get("callback_url")
+    if callback:
+        if urlsplit(callback).scheme in ("http", "https"):
+            hooks.append(Webhook(callback, "json", EVENTS))
+        else:
+            log.warning("callback_url ignored", job=doc.get("job"), reason="not an http(s) URL")
+    return hooks
+
+
+def configured_webhooks(cfg: Config) -> list[Webhook]:
+    return [Webhook(url=h["url"], format=h.get("format", "json"), events=tuple(h.get("events", EVENTS)))
+            for h in cfg.notify.webhooks]
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib would turn a redirected POST into a GET without body and call it a success.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+def post_once(hook: Webhook, payload: dict[str, Any], *, timeout: float) -> None:
+    """One POST; raise :class:`DeliveryError` with a reason that never contains the URL."""
+    body = json.dumps(payload, ensure_ascii=False).encode()
+    req = urllib.request.Request(hook.url, data=body, method="POST", headers={
+        "Content-Type": "application/json; charset=utf-8",
+        "User-Agent": USER_AGENT,
+    })
+    try:
+        with _opener.open(req, timeout=timeout) as resp:
+            answer = resp.read(64 * 1024)
+    except urllib.error.HTTPError as e:
+        retryable = e.code >= 500 or e.code in _RETRYABLE_4XX
+        raise DeliveryError(f"HTTP {e.code}", retryable=retryable) from None
+    except urllib.error.URLError as e:
+        raise DeliveryError(_describe(e.reason)) from None
+    except (TimeoutError, OSError) as e:
+        raise DeliveryError(_describe(e)) from None
+    except ValueError:
+        raise DeliveryError("malformed URL", retryable=False) from None
+    if hook.format in _ROBOT_FORMATS:
+        _check_robot_answer(answer)
+
+
+def _check_robot_answer(answer: bytes) -> None:
+    try:
+        reply = json.loads(answer or b"{}")
+    except ValueError:
+        return  # not a robot answer we understand; HTTP said 2xx
+    code = reply.get("errcode", 0) if isinstance(reply, dict) else 0
+    if code not in (0, "0"):
+        raise DeliveryError(f"robot answered errcode {code}: {str(reply.get('errmsg', ''))[:200]}")
+
+
+def _describe(reason: object) -> str:
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror
+    return type(reason).__name__
+
+
+class Notifier:
+    """Callable the worker runs with every final sidecar; returns at once.
+
+    ``backoff`` is the first pause between attempts (doubling each time, at most
+    ``backoff_max``). :meth:`close` lets pending deliveries finish (at shutdown).
+    """
+
+    def __init__(self, webhooks: Iterable[Webhook] = (), *, timeout: float = 10.0, retries: int = 3,
+                 backoff: float = 2.0, backoff_max: float = 60.0, threads: int = 4):
+        self.webhooks = list(webhooks)
+        for h in self.webhooks:
+            if h.format not in FORMATS:
+                raise ValueError(f"webhook {h.host}: unknown format {h.format!r}")
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="notify")
+        self._pending: set[Future] = set()
+        self._lock = threading.Lock()
+        self._abort = threading.Event()
+
+    @classmethod
+    def from_config(cls, cfg: Config, **kwargs: Any) -> Notifier:
+        return cls(configured_webhooks(cfg), timeout=cfg.notify.timeout, retries=cfg.notify.retries, **kwargs)
+
+    def __call__(self, doc: dict[str, Any]) -> None:
+        try:
+            hooks = webhooks_for(self.webhooks, doc)
+            for hook in hooks:
+                fut = self._pool.submit(self.deliver, hook, doc)
+                with self._lock:
+                    self._pending.add(fut)
+                fut.add_done_callback(self._forget)
+        except Exception as e:  # never let a notification problem reach the worker
+            log.error("could not queue notification", job=doc.get("job"), error=type(e).__name__)
+
+    def deliver(self, hook: Webhook, doc: dict[str, Any]) -> bool:
+        """Deliver one message with retries; True when the webhook accepted it."""
+        job, event = doc.get("job"), doc.get("state")
+        try:
+            payload = render_payload(hook.format, doc)
+        except ValueError as e:
+            log.error("webhook failed", job=job, webhook=hook.host, reason=str(e))
+            return False
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                post_once(hook, payload, timeout=self.timeout)
+            except DeliveryError as e:
+                last = attempt == attempts or not e.retryable or self._abort.is_set()
+                log.warning("webhook attempt failed", job=job, state=event, webhook=hook.host,
+                            attempt=attempt, of=attempts, reason=e.reason, giving_up=last)
+                if last:
+                    log.error("webhook failed", job=job, state=event, webhook=hook.host, reason=e.reason)
+                    return False
+                pause = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                # an expired close() grace cuts the pause short: one last attempt, no long wait
+                self._abort.wait(pause)
+                continue
+            except Exception as e:  # a bug here must not kill the pool thread silently
+                log.error("webhook failed", job=job, state=event, webhook=hook.host, reason=type(e).__name__)
+                return False
+            log.info("webhook delivered", job=job, state=event, webhook=hook.host, format=hook.format, attempt=attempt)
+            return True
+        return False
+
+    def _forget(self, fut: Future) -> None:
+        with self._lock:
+            self._pending.discard(fut)
+
+    def close(self, grace: float = 30.0) -> None:
+        """Stop taking messages and give pending ones up to ``grace`` seconds (retries
+        included); after that each gets one last attempt without further backoff."""
+        with self._lock:
+            pending = set(self._pending)
+        wait_futures(pending, timeout=grace)
+        self._abort.set()
+        self._pool.shutdown(wait=True)

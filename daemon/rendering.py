@@ -1,0 +1,79 @@
+"""Glue between the configuration and :mod:`lipsync`: render options and loaded engines.
+
+Shared by the daemon (one engine per name, loaded once, reused for every job) and the
+``lipsyncd render`` command.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from lipsync.engine import Engine, MediaLimits, RenderOptions
+
+from daemon.config import Config
+from daemon.logsetup import get_logger
+
+log = get_logger("lipsyncd.rendering")
+
+
+def render_options(cfg: Config, *, device: str | None = None) -> RenderOptions:
+    r, lim = cfg.render, cfg.limits
+    return RenderOptions(
+        device=device or r.device,
+        still_fps=r.still_fps,
+        crf=r.crf,
+        preset=r.preset,
+        audio_bitrate=r.audio_bitrate,
+        chunk_frames=r.chunk_frames,
+        # face analysis of a template is cached by content: a team re-using one
+        # presenter video pays for the landmark pass once
+        cache_dir=cfg.paths.state / "cache" / "face",
+        limits=MediaLimits(
+            max_file_bytes=int(lim.max_file_size),
+            max_pixels=lim.max_pixels,
+            max_template_seconds=float(lim.max_template_seconds),
+            max_audio_seconds=float(lim.max_audio_seconds),
+        ),
+    )
+
+
+def engine_options(cfg: Config, name: str, *, device: str | None = None,
+                   checkpoint: Path | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``create_engine(name, **options)``."""
+    opts: dict[str, Any] = {"device": device or cfg.render.device}
+    if name in ("wav2lip", "auto"):
+        w = cfg.render.wav2lip
+        ckpt = checkpoint or w.checkpoint
+        if ckpt is not None:
+            opts["checkpoint"] = Path(ckpt)
+        opts["batch_size"] = w.batch_size
+        opts["precision"] = w.precision
+    return opts
+
+
+class EngineCache:
+    """Engines by name, created on first use and kept: loading a model costs seconds."""
+
+    def __init__(self, cfg: Config) -> None:
+        self._cfg = cfg
+        self._engines: dict[str, Engine] = {}
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Engine:
+        from lipsync.engines import create_engine
+
+        with self._lock:
+            engine = self._engines.get(name)
+            if engine is None:
+                engine = create_engine(name, **engine_options(self._cfg, name))
+                for note in getattr(engine, "load_notes", []) or []:
+                    log.warning("engine fallback", requested=name, engine=engine.name, note=note)
+                log.info("engine loaded", requested=name, engine=engine.name)
+                self._engines[name] = engine
+            return engine
+
+    def load_notes(self, name: str) -> list[str]:
+        engine = self._engines.get(name)
+        return list(getattr(engine, "load_notes", []) or []) if engine is not None else []

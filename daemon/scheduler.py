@@ -1,0 +1,79 @@
+"""The daemon's timed housekeeping: link refresh and cleanup on cron schedules.
+
+APScheduler 3 runs both in background threads beside the worker. Cron expressions are
+five-field (``links.refresh_cron``, ``cleanup.cron``; "" switches a schedule off) and
+read in the machine's local time zone, as system cron does. A run is never started while
+the previous run of the same job is still going, and runs missed while the machine slept
+collapse into one.
+
+At start the scheduler also refreshes links once (the daemon may have been down for
+days while links ran out) and, when ``cleanup.lifecycle_rule`` is set, installs the
+bucket's expiration rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from daemon import cleanup, links
+from daemon.config import Config
+from daemon.logsetup import get_logger
+
+log = get_logger("lipsyncd.scheduler")
+
+REFRESH_JOB = "links-refresh"
+CLEANUP_JOB = "cleanup"
+LIFECYCLE_JOB = "lifecycle-rule"
+# a run delayed this long (suspended machine, long previous run) still happens
+MISFIRE_GRACE_SECONDS = 3600
+
+
+def _guarded(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+    # A failed run is logged and the schedule goes on; the next run tries again.
+    def run() -> None:
+        try:
+            fn()
+        except Exception as e:
+            log.error("scheduled task failed", task=name, error=f"{type(e).__name__}: {e}")
+
+    run.__name__ = name.replace("-", "_")
+    return run
+
+
+def build_scheduler(cfg: Config, store: Any, *, refresh_at_start: bool = True) -> BackgroundScheduler:
+    """A scheduler with the configured jobs, not started."""
+    sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=2)},
+                                job_defaults={"coalesce": True, "max_instances": 1,
+                                              "misfire_grace_time": MISFIRE_GRACE_SECONDS})
+    if cfg.links.refresh_cron:
+        trigger = CronTrigger.from_crontab(cfg.links.refresh_cron)
+        extra = {"next_run_time": datetime.now(trigger.timezone)} if refresh_at_start else {}
+        sched.add_job(_guarded(REFRESH_JOB, lambda: links.refresh_links(cfg, store)), trigger,
+                      id=REFRESH_JOB, name="re-sign links that expire soon", **extra)
+    if cfg.cleanup.cron:
+        sched.add_job(_guarded(CLEANUP_JOB, lambda: cleanup.run_cleanup(cfg, store)),
+                      CronTrigger.from_crontab(cfg.cleanup.cron), id=CLEANUP_JOB, name="delete what outlived its retention")
+    if cfg.cleanup.lifecycle_rule and cfg.cleanup.remote_retention > 0:
+        # run once, in the background: a store that is down must not hold up the start
+        sched.add_job(_guarded(LIFECYCLE_JOB, lambda: cleanup.apply_lifecycle_rule(cfg, store)),
+                      id=LIFECYCLE_JOB, name="install the bucket lifecycle rule")
+    return sched
+
+
+def start_scheduler(cfg: Config, store: Any, *, refresh_at_start: bool = True) -> BackgroundScheduler:
+    """Start link refresh and cleanup on their cron schedules; ``shutdown()`` stops them.
+
+    ``store`` is the open object store (``daemon.storage``); it must stay open until the
+    scheduler is shut down.
+    """
+    sched = build_scheduler(cfg, store, refresh_at_start=refresh_at_start)
+    sched.start()
+    for job in sched.get_jobs():
+        log.info("scheduled", task=job.id, next_run=str(job.next_run_time))
+    return sched

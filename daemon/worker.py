@@ -1,0 +1,407 @@
+"""The daemon's main loop.
+
+Signal handlers only count signals; the loop acts on the count (the huey/rq pattern), so
+no job state is ever touched from inside a handler:
+
+* first SIGTERM/SIGINT: take no new jobs, let the current one finish (render, upload,
+  sidecar), then exit 0;
+* second: interrupt the current render at its next progress report; the job stays in
+  the work area with its sidecar back to "queued", and the next start resumes it.
+
+One job renders at a time, in a thread, so the loop stays free to ping the systemd
+watchdog, update STATUS=, scan the inbox and fail bad drops at once. Rendered jobs whose
+upload fails (the store is down) wait in a small queue and are retried with capped
+exponential backoff from here, in a second thread, while the next job renders.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from daemon import claims, lease, sidecar
+from daemon.config import Config
+from daemon.errors import ConfigError, StorageError, TransientJobError
+from daemon.extensions import Extensions, default_extensions
+from daemon.failpoints import failpoint
+from daemon.inbox import Inbox
+from daemon.job_runner import JobRunner, Outcome, retry_later
+from daemon.job_sidecar import JobSidecar
+from daemon.jobs import ClaimedJob, JobSpec
+from daemon.logsetup import bind_job, get_logger
+from daemon.rendering import EngineCache, render_options
+from daemon.sdnotify import Notifier
+from daemon.watch import InboxWatcher
+
+log = get_logger("lipsyncd.worker")
+
+TICK = 0.25  # longest the loop sleeps: bounds how late it reacts to a signal or a finished job
+MAX_RENDER_ATTEMPTS = 3  # transient render failures (GPU out of memory, disk full) before failing
+RENDER_RETRY_FIRST = 30.0
+UPLOAD_RETRY_FIRST = 2.0
+BURST_UPLOAD_ATTEMPTS = 4  # --burst leaves a job whose upload failed this often in the work area
+ABORT_GRACE = 30.0  # after a second signal, how long a render may take to notice before we exit anyway
+STATUS_INTERVAL = 1.0
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+@dataclass
+class _Waiting:
+    """A claimed job waiting for its turn: recovered, retrying a render, or its upload."""
+
+    job: ClaimedJob
+    due: float  # monotonic
+    attempts: int = 0
+    record: JobSidecar | None = None
+
+
+class _Task:
+    """One job step running in a daemon thread; the loop polls ``done``."""
+
+    def __init__(self, name: str, job: ClaimedJob, fn: Callable[[], Outcome], attempts: int) -> None:
+        self.job = job
+        self.attempts = attempts
+        self.outcome: Outcome | None = None
+        self.crash: BaseException | None = None
+        self._fn = fn
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.outcome = self._fn()
+        except BaseException as e:  # noqa: BLE001 - reported by the loop; the job stays claimed
+            self.crash = e
+
+    @property
+    def done(self) -> bool:
+        return not self.thread.is_alive()
+
+
+def backoff(first: float, attempt: int, cap: float) -> float:
+    """``first``, doubling per attempt, at most ``cap`` seconds."""
+    return min(cap, first * 2 ** max(0, attempt - 1))
+
+
+class Worker:
+    def __init__(self, cfg: Config, *, extensions: Extensions | None = None, notifier: Notifier | None = None):
+        self.cfg = cfg
+        self.sd = notifier or Notifier()
+        self.ext = extensions if extensions is not None else default_extensions(cfg)
+        self.engines = EngineCache(cfg)
+        self.abort = threading.Event()
+        self._signals = 0
+        self._stopping = False
+        self._abort_deadline = 0.0
+        self._queue: list[_Waiting] = []
+        self._uploads: list[_Waiting] = []
+        self._render: _Task | None = None
+        self._upload: _Task | None = None
+        self._specs: list[JobSpec] = []
+        self._scan_due = True
+        self._next_takeover = 0.0
+        self._last_ping = 0.0
+        self._last_status = ("", 0.0)
+        self.runner: JobRunner | None = None
+
+    # ------------------------------------------------------------------ signals
+
+    def request_stop(self, *_args: Any) -> None:
+        """What SIGTERM/SIGINT do: count. Callable from a handler, a test or another thread."""
+        self._signals += 1
+
+    def _install_signals(self) -> dict[int, Any]:
+        previous = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                previous[sig] = signal.signal(sig, self.request_stop)
+            except ValueError:
+                pass  # not the main thread (tests drive request_stop directly)
+        return previous
+
+    def _react_to_signals(self) -> None:
+        if self._signals >= 1 and not self._stopping:
+            self._stopping = True
+            current = self._render.job.name if self._render else None
+            log.info("shutdown requested", finishing=current)
+            self.sd.stopping(f"stopping: finishing {current}" if current else "stopping")
+        if self._signals >= 2 and not self.abort.is_set():
+            self.abort.set()
+            self._abort_deadline = time.monotonic() + ABORT_GRACE
+            log.warning("second stop signal: interrupting the current job; it resumes at the next start")
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, *, burst: bool = False) -> int:
+        previous = self._install_signals()
+        try:
+            return self._run(burst)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _run(self, burst: bool) -> int:
+        from daemon.storage import open_storage
+
+        cfg = self.cfg
+        try:
+            claims.prepare_work_area(cfg)
+            cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
+        except (ConfigError, OSError) as e:
+            log.error("cannot start", problems=getattr(e, "problems", None) or [str(e)])
+            return EXIT_FAILURE
+        self.sd.status("starting: opening storage")
+        try:
+            handle = open_storage(cfg)
+        except StorageError as e:
+            log.error("storage did not start", code=e.code, error=e.message)
+            return EXIT_FAILURE
+        with handle as store:
+            heartbeat = lease.Heartbeat(float(cfg.cluster.heartbeat_interval))
+            self.runner = JobRunner(cfg, engines=self.engines, options=render_options(cfg), store=store,
+                                    on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat)
+            self.heartbeat = heartbeat.start()
+            stops: list[Callable[[], None]] = []
+            watcher = None
+            try:
+                for job in claims.recover(cfg):
+                    self._adopt(job)
+                self.inbox = Inbox(cfg)
+                watcher = self.watcher = InboxWatcher(cfg).start()
+                for service in self.ext.services:
+                    stop = service(store)
+                    if stop is not None:
+                        stops.append(stop)
+                log.info("daemon ready", inbox=str(cfg.paths.inbox), watch=watcher.mode, host=cfg.host_id,
+                         engine=cfg.render.engine, storage=cfg.storage.mode, bucket=cfg.storage.bucket,
+                         resumed=len(self._queue), burst=burst)
+                self.sd.ready(self._status_text())
+                return self._loop(burst)
+            finally:
+                self.sd.stopping("stopping")
+                if watcher is not None:
+                    watcher.stop()
+                heartbeat.stop()
+                for stop in reversed(stops):
+                    try:
+                        stop()
+                    except Exception:  # noqa: BLE001 - shutting down regardless
+                        log.exception("stopping a service failed")
+                log.info("daemon stopped", left_claimed=len(self._queue) + len(self._uploads)
+                         + (1 if self._render else 0))
+
+    def _loop(self, burst: bool) -> int:
+        while True:
+            self._react_to_signals()
+            self._collect()
+            if self._stopping:
+                if self._render is None and self._upload is None:
+                    return EXIT_OK
+                if self.abort.is_set() and time.monotonic() > self._abort_deadline:
+                    log.error("the interrupted job did not stop in time; exiting anyway (it resumes at the next start)")
+                    return EXIT_OK
+            else:
+                self._take_over_stale()
+                self._start_upload()
+                if self._scan_due:
+                    self._scan()
+                self._start_next_job()
+                if burst:
+                    done = self._burst_result()
+                    if done is not None:
+                        return done
+            self._systemd()
+            if self.watcher.wait(min(TICK, self.sd.watchdog_interval or TICK)):
+                self._scan_due = True
+            deadline = self.inbox.next_deadline()
+            if deadline is not None and time.time() >= deadline:
+                self._scan_due = True
+
+    # ------------------------------------------------------------------ intake
+
+    def _scan(self) -> None:
+        self._scan_due = False
+        try:
+            specs = self.inbox.scan(time.time())
+        except OSError as e:
+            log.warning("inbox scan failed", error=f"{type(e).__name__}: {e}")
+            return
+        self._specs = [s for s in specs if not s.failed]
+        for spec in (s for s in specs if s.failed):
+            # bad drops fail at once, even while another job renders: nothing to wait for
+            job = self._claim(spec)
+            if job is not None:
+                self.runner.process(job)
+                self.heartbeat.discard(job.work_dir)
+
+    def _claim(self, spec: JobSpec) -> ClaimedJob | None:
+        try:
+            job = claims.claim(spec, self.cfg)
+        except OSError as e:
+            log.warning("claim failed", job=spec.name, error=f"{type(e).__name__}: {e}")
+            return None
+        if job is not None:
+            self._own(job)
+            failpoint("claimed")
+        return job
+
+    def _own(self, job: ClaimedJob) -> None:
+        lease.write_lease(job.work_dir, host=self.cfg.host_id, job_id=job.id)
+        self.heartbeat.add(job.work_dir)
+
+    def _adopt(self, job: ClaimedJob) -> None:
+        """A job already claimed by us (recovered at start) or taken over: render it next."""
+        self._own(job)
+        self._queue.append(_Waiting(job, due=0.0))
+
+    def _take_over_stale(self) -> None:
+        now = time.monotonic()
+        if now < self._next_takeover:
+            return
+        self._next_takeover = now + float(self.cfg.watch.rescan_interval)
+        try:
+            stale = lease.find_stale_jobs(self.cfg)
+        except OSError as e:
+            log.warning("looking for stale jobs failed", error=str(e))
+            return
+        for item in stale:
+            try:
+                work_dir = lease.take_over(item, self.cfg)
+                self._adopt(claims.load_claimed(work_dir, self.cfg))
+            except (FileNotFoundError, lease.LeaseHeldError):
+                continue
+            except (OSError, ValueError) as e:
+                log.warning("taking over a stale job failed", job_id=item.job_id, error=str(e))
+
+    # ------------------------------------------------------------------ job steps
+
+    def _start_next_job(self) -> None:
+        if self._render is not None:
+            return
+        now = time.monotonic()
+        due = [w for w in self._queue if w.due <= now]
+        if due:
+            waiting = min(due, key=lambda w: w.due)
+            self._queue.remove(waiting)
+            job, attempts = waiting.job, waiting.attempts
+        else:
+            job = None
+            while self._specs and job is None:
+                job = self._claim(self._specs.pop(0))
+            if job is None:
+                return
+            attempts = 0
+        runner = self.runner
+        self._render = _Task("render", job, lambda: runner.process(job), attempts)
+
+    def _start_upload(self) -> None:
+        if self._upload is not None:
+            return
+        now = time.monotonic()
+        due = [w for w in self._uploads if w.due <= now]
+        if not due:
+            return
+        waiting = min(due, key=lambda w: w.due)
+        self._uploads.remove(waiting)
+        runner, job, rec = self.runner, waiting.job, waiting.record
+        self._upload = _Task("upload", job, lambda: runner.upload_and_finish(job, rec), waiting.attempts)
+
+    def _collect(self) -> None:
+        for attr in ("_render", "_upload"):
+            task: _Task | None = getattr(self, attr)
+            if task is None or not task.done:
+                continue
+            setattr(self, attr, None)
+            self._scan_due = True
+            with bind_job(job=task.job.name, job_id=task.job.id):
+                self._settle(task)
+
+    def _settle(self, task: _Task) -> None:
+        job = task.job
+        if task.crash is not None or task.outcome is None:
+            err = task.crash or RuntimeError("job step ended without an outcome")
+            log.error("job step crashed; the job stays claimed and is retried",
+                      error=f"{type(err).__name__}: {err}", exc_info=err)
+            outcome = Outcome("retry", job, None, TransientJobError(f"internal: {type(err).__name__}: {err}",
+                                                                     code="internal_error"))
+        else:
+            outcome = task.outcome
+        kind = outcome.kind
+        if kind in ("done", "failed", "lost", "interrupted"):
+            self.heartbeat.discard(job.work_dir)
+        elif kind == "retry":
+            self._retry_render(outcome, task.attempts + 1)
+        elif kind == "upload_pending":
+            self._retry_upload(outcome, task.attempts + 1 if task.thread.name == "upload" else 1)
+
+    def _retry_render(self, outcome: Outcome, attempt: int) -> None:
+        job, err = outcome.job, outcome.error or TransientJobError("unknown error")
+        rec = outcome.record or JobSidecar.open(self.cfg, job, None)[0]
+        if attempt >= MAX_RENDER_ATTEMPTS:
+            self.runner.fail(job, rec, err, retryable=True)
+            self.heartbeat.discard(job.work_dir)
+            return
+        delay = backoff(RENDER_RETRY_FIRST, attempt, float(self.cfg.storage.retry_backoff_max))
+        retry_later(rec, err, attempt, MAX_RENDER_ATTEMPTS, time.time() + delay)
+        self._queue.append(_Waiting(job, time.monotonic() + delay, attempt))
+
+    def _retry_upload(self, outcome: Outcome, attempt: int) -> None:
+        rec, err = outcome.record, outcome.error
+        delay = backoff(UPLOAD_RETRY_FIRST, attempt, float(self.cfg.storage.retry_backoff_max))
+        rec.doc["upload"] = {"attempts": attempt, "last_error": err.message if err else None,
+                             "next_retry_at": sidecar.isotime(time.time() + delay)}
+        rec.set_state("uploading")
+        log.info("upload retry scheduled", attempt=attempt, in_seconds=round(delay, 1))
+        self._uploads.append(_Waiting(outcome.job, time.monotonic() + delay, attempt, rec))
+
+    # ------------------------------------------------------------------ burst
+
+    def _burst_result(self) -> int | None:
+        """Exit status once --burst has nothing left to do now, else None (see actions/run.py)."""
+        if self._render or self._upload or self._queue or self._specs or self._scan_due:
+            return None
+        if any(w.attempts < BURST_UPLOAD_ATTEMPTS for w in self._uploads):
+            return None
+        deadline = self.inbox.next_deadline()
+        # a deadline within one settle window is a file still settling; further out it is
+        # a lone file's partner grace, which a burst does not wait for
+        if deadline is not None and deadline - time.time() <= float(self.cfg.watch.settle_seconds) + 1.0:
+            return None
+        if self._uploads:
+            log.error("uploads still failing; those jobs stay in the work area for the next run",
+                      jobs=[w.job.name for w in self._uploads])
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    # ------------------------------------------------------------------ systemd
+
+    def _systemd(self) -> None:
+        now = time.monotonic()
+        interval = self.sd.watchdog_interval
+        if interval is not None and now - self._last_ping >= interval:
+            self.sd.watchdog()
+            self._last_ping = now
+        text = self._status_text()
+        last_text, last_time = self._last_status
+        if text != last_text and now - last_time >= STATUS_INTERVAL:
+            self.sd.status(text)
+            self._last_status = (text, now)
+
+    def _status_text(self) -> str:
+        parts = []
+        if self._stopping:
+            parts.append("stopping")
+        if self._render is not None:
+            parts.append(f"rendering {self._render.job.name} ({self.runner.progress:.0%})")
+        else:
+            parts.append("idle")
+        if self._queue or self._specs:
+            parts.append(f"{len(self._queue) + len(self._specs)} waiting")
+        if self._uploads or self._upload:
+            parts.append(f"{len(self._uploads) + (1 if self._upload else 0)} upload(s) pending")
+        return ", ".join(parts)

@@ -1,0 +1,102 @@
+"""The engine registry: create engines by name, and say which can run here.
+
+    engine = create_engine("auto", device="auto", checkpoint=path)
+
+Engines are imported only when asked for, so a machine without torch or without a
+wav2lip checkpoint can still run the others. Options an engine's constructor does not
+take are left out rather than passed on, so callers can hand every engine the same
+settings (device=, checkpoint=, batch_size=, precision=, ...).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from lipsync.engine import Engine
+from lipsync.errors import CheckpointError, EngineUnavailableError
+
+# name -> (module, class)
+ENGINES: dict[str, tuple[str, str]] = {
+    "passthrough": ("lipsync.engines.passthrough", "PassthroughEngine"),
+    "warp": ("lipsync.engines.warp", "WarpEngine"),
+    "wav2lip": ("lipsync.engines.wav2lip", "Wav2LipEngine"),
+}
+NAMES = ("auto", *ENGINES)
+
+
+def create_engine(name: str, **options: Any) -> Engine:
+    """Load the engine called ``name`` ("auto", "warp", "wav2lip" or "passthrough").
+
+    "auto" tries wav2lip first; when its checkpoint is missing or unusable it returns the
+    warp engine with the reason in ``engine.load_notes``. An unknown name raises
+    :class:`EngineUnavailableError` listing the known ones.
+    """
+    key = (name or "").strip().lower()
+    if key == "auto":
+        try:
+            return _construct("wav2lip", options)
+        except (CheckpointError, EngineUnavailableError) as e:
+            engine = _construct("warp", options)
+            engine.load_notes.append(f"wav2lip unavailable ({e}); using warp")
+            return engine
+    return _construct(key, options, shown=name)
+
+
+def _engine_class(key: str, shown: str | None = None) -> type[Engine]:
+    if key not in ENGINES:
+        raise EngineUnavailableError(f"unknown engine {shown or key!r}; known engines: {', '.join(NAMES)}")
+    module_name, class_name = ENGINES[key]
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)
+    except (ImportError, AttributeError) as e:
+        raise EngineUnavailableError(f"the {key} engine cannot be loaded: {type(e).__name__}: {e}") from e
+
+
+def _construct(key: str, options: dict[str, Any], shown: str | None = None) -> Engine:
+    cls = _engine_class(key, shown)
+    return cls(**_accepted(cls, options))
+
+
+def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
+    """The options ``cls`` takes: all of them when it has **kwargs, else those it names."""
+    params = inspect.signature(cls).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(options)
+    names = {p.name for p in params if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)}
+    return {k: v for k, v in options.items() if k in names}
+
+
+def available_engines(checkpoint: str | Path | None = None) -> dict[str, str]:
+    """Engine name -> "available" or the reason it is not (for ``lipsyncd doctor``).
+
+    Nothing is loaded: engines are imported, and the wav2lip checkpoint is only checked
+    to be a readable file (whether it holds the right weights shows when it loads).
+    """
+    report: dict[str, str] = {}
+    for key in ENGINES:
+        try:
+            _engine_class(key)
+        except EngineUnavailableError as e:
+            report[key] = f"unavailable: {e.message}"
+            continue
+        report[key] = "available"
+    if report.get("wav2lip") == "available":
+        if checkpoint is None:
+            report["wav2lip"] = "unavailable: no checkpoint configured (render.wav2lip.checkpoint)"
+        else:
+            path = Path(checkpoint)
+            if not path.is_file():
+                report["wav2lip"] = f"unavailable: checkpoint {path} not found"
+            elif path.stat().st_size == 0:
+                report["wav2lip"] = f"unavailable: checkpoint {path} is empty"
+    if report.get("wav2lip") == "available":
+        report["auto"] = "available: wav2lip"
+    elif report.get("warp") == "available":
+        report["auto"] = "available: warp (wav2lip unavailable)"
+    else:
+        report["auto"] = "unavailable: neither wav2lip nor warp can be loaded"
+    return report

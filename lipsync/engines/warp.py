@@ -1,0 +1,101 @@
+"""The default engine: lips that move with the speech, without any model download.
+
+Per render, :meth:`WarpEngine.start` analyses the template's face (cached by content) and
+turns the audio into per-frame mouth openness and shape (:mod:`lipsync.mouth`). Per chunk,
+:meth:`WarpSession.process` cuts the mouth-and-jaw region out of every frame that has a
+face, warps those crops together in one batch on the render device
+(:mod:`lipsync.engines.warp_field`) and pastes them back. Pixels outside that region, and
+whole frames without a face, are returned exactly as they came in.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from lipsync.engine import Engine, EngineSession, FrameChunk, RenderContext
+from lipsync.engines.warp_field import (InteriorColours, MouthGeometry, geometry_tensors, interior_colours,
+                                        mouth_geometry, warp_crops)
+from lipsync.face.analysis import TemplateAnalysis, analyze_template
+from lipsync.face.landmarks import LandmarkModels, load_landmark_models
+from lipsync.mouth import MouthSettings, MouthTrack, mouth_track_from_file
+
+_ANALYSIS_SHARE = 0.9  # of the preparation progress; the audio features take the rest
+# Crop pixels warped per torch call: large batches amortise the fixed cost of the ~600 small
+# tensor operations on the coarse grid; the cap bounds memory (~40 bytes per pixel) for
+# very large faces.
+_BATCH_PIXELS = 2_000_000
+
+
+class WarpEngine(Engine):
+    name = "warp"
+
+    def __init__(self, device: str = "auto", mouth: MouthSettings | None = None, **_ignored: object):
+        self.device = device  # the pipeline resolves it into RenderContext.device
+        self.mouth_settings = mouth or MouthSettings()
+        self.load_notes: list[str] = []
+        self.models: LandmarkModels = load_landmark_models()
+
+    def start(self, ctx: RenderContext) -> WarpSession:
+        analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir, models=self.models,
+                                    progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
+        track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, self.mouth_settings)
+        ctx.progress(1.0)
+        return WarpSession(ctx, analysis, track)
+
+
+class WarpSession(EngineSession):
+    def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, track: MouthTrack):
+        super().__init__()
+        self.device = torch.device(ctx.device)
+        self.analysis = analysis
+        self.track = track
+        self.geometry: MouthGeometry = mouth_geometry(analysis.landmarks, analysis.has_face,
+                                                      ctx.template.width, ctx.template.height)
+        self._colours: InteriorColours | None = None
+        unusable = analysis.frame_count - int(np.count_nonzero(self.geometry.valid))
+        if unusable:
+            self.notes.append(f"no face in {unusable} of {analysis.frame_count} template frames; passed through")
+
+    def process(self, chunk: FrameChunk) -> np.ndarray:
+        frames = chunk.frames
+        rows = np.minimum(np.maximum(chunk.template_indices.astype(np.int64), 0), self.analysis.frame_count - 1)
+        todo = np.flatnonzero(self.geometry.valid[rows])
+        if todo.size == 0:
+            return frames
+        if not frames.flags.writeable:
+            frames = frames.copy()
+        if self._colours is None:  # fixed for the whole render, so the mouth never flickers
+            first = todo[0]
+            self._colours = interior_colours(frames[first], self.analysis.landmarks[rows[first]])
+        last = len(self.track) - 1
+        frame_no = np.clip(chunk.out_indices.astype(np.int64), 0, max(last, 0))
+        boxes = self.geometry.box[rows[todo]]
+        crop_pixels = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max())
+        batch = max(1, _BATCH_PIXELS // max(crop_pixels, 1))
+        for start in range(0, todo.size, batch):
+            part = todo[start:start + batch]
+            self._warp(frames, part, rows[part], frame_no[part])
+        return frames
+
+    def _warp(self, frames: np.ndarray, which: np.ndarray, rows: np.ndarray, frame_no: np.ndarray) -> None:
+        """Warp frames[which] in place, as one batch of equally sized crops."""
+        _, height, width, _ = frames.shape
+        boxes = self.geometry.box[rows]
+        crop_w = int((boxes[:, 2] - boxes[:, 0]).max())
+        crop_h = int((boxes[:, 3] - boxes[:, 1]).max())
+        # grow every box to the largest one, kept inside the frame (each box already fits)
+        x0 = np.clip(boxes[:, 0] - (crop_w - (boxes[:, 2] - boxes[:, 0])) // 2, 0, width - crop_w)
+        y0 = np.clip(boxes[:, 1] - (crop_h - (boxes[:, 3] - boxes[:, 1])) // 2, 0, height - crop_h)
+        crops = np.stack([frames[i, y:y + crop_h, x:x + crop_w] for i, x, y in zip(which, x0, y0)])
+        with torch.inference_mode():
+            out = warp_crops(
+                torch.from_numpy(crops).to(self.device),
+                torch.from_numpy(np.stack([x0, y0], axis=1).astype(np.float32)).to(self.device),
+                geometry_tensors(self.geometry, rows, self.device),
+                torch.from_numpy(self.track.openness[frame_no]).to(self.device),
+                torch.from_numpy(self.track.shape[frame_no]).to(self.device),
+                self._colours,
+            ).cpu().numpy()
+        for k, (i, x, y) in enumerate(zip(which, x0, y0)):
+            frames[i, y:y + crop_h, x:x + crop_w] = out[k]

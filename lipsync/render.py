@@ -1,0 +1,236 @@
+"""The streaming render pipeline: template frames -> engine -> H.264/AAC MP4.
+
+Three stages run at once, joined by small bounded queues, so decoding, the engine and
+encoding overlap on a multi-core machine and memory stays flat however long the audio is
+(about five chunks of ``options.chunk_frames`` frames are alive at any time)::
+
+    decode thread                 calling thread              encode thread
+    TemplateReader.frames  --q->  session.process(chunk) --q-> VideoWriter: video, then
+    (ping-pong indices)                                         the audio up to its time
+
+The first error in any stage stops the others and is re-raised, as the same exception
+object, by :func:`render`; the MP4 exists under ``output`` only after a complete render.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lipsync.device import resolve_device
+from lipsync.engine import (Engine, EngineSession, FrameChunk, ProgressFn, RenderContext, RenderOptions,
+                            RenderResult, TemplateInfo, no_progress)
+from lipsync.errors import LipsyncError
+from lipsync.media.audio import AudioInfo, iter_audio, probe_audio
+from lipsync.media.encoder import VideoWriter, output_audio_rate
+from lipsync.media.template import TemplateReader, probe_template
+from lipsync.timeline import output_frame_count, template_index, template_indices
+
+QUEUE_CHUNKS = 1  # per queue; with one chunk in each stage that is about five in memory
+_POLL_S = 0.1
+_DONE = object()
+
+
+def render(audio: str | Path, template: str | Path, output: str | Path, *, engine: Engine,
+           options: RenderOptions = RenderOptions(), progress: ProgressFn = no_progress) -> RenderResult:
+    """Render ``audio`` over ``template`` with ``engine`` into the MP4 ``output``.
+
+    The output has the template's frame rate (``options.still_fps`` for a photo) and
+    covers the whole audio. ``progress`` receives non-decreasing fractions ending with
+    exactly 1.0 once the file is in place; the engine's preparation takes the first
+    ``engine.prepare_share`` of the range. Raises :class:`lipsync.errors.LipsyncError`
+    subclasses for bad input (naming the file) and whatever an engine raises.
+    """
+    audio, template, output = Path(audio), Path(template), Path(output)
+    report = _MonotonicProgress(progress)
+    audio_info = probe_audio(audio, options.limits)
+    template_info = probe_template(template, options)
+    fps = template_info.fps
+    frame_count = output_frame_count(audio_info.duration, fps)
+    share = min(max(float(getattr(engine, "prepare_share", 0.1)), 0.0), 1.0)
+    n_template = template_info.frame_count
+    ctx = RenderContext(
+        audio_path=audio, template=template_info, fps=fps, frame_count=frame_count, options=options,
+        device=resolve_device(options.device),
+        template_index=lambda i: template_index(i, n_template),
+        progress=lambda f: report(share * _clamp(f)),
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    session = engine.start(ctx)
+    try:
+        pipeline = _Pipeline(audio_info, template_info, output, frame_count, options, session,
+                             on_frames=lambda done: report(share + (1.0 - share) * done / frame_count))
+        pipeline.run()
+        notes = list(session.notes) + pipeline.notes()
+    finally:
+        session.close()
+    report.finish()
+    return RenderResult(path=output, engine=engine.name, duration=frame_count / fps, width=template_info.width,
+                        height=template_info.height, fps=fps, frames=frame_count, notes=tuple(notes))
+
+
+class _Stopped(Exception):
+    """Another stage failed; this one winds down quietly."""
+
+
+class _Pipeline:
+    def __init__(self, audio: AudioInfo, template: TemplateInfo, output: Path, frame_count: int,
+                 options: RenderOptions, session: EngineSession, on_frames: Callable[[int], None]):
+        self.audio, self.template, self.output = audio, template, output
+        self.frame_count, self.options, self.session = frame_count, options, session
+        self.on_frames = on_frames
+        self.chunk = max(1, int(options.chunk_frames))
+        self.to_engine: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
+        self.to_encoder: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.missing_frames = 0
+
+    # ------------------------------------------------------------------ control
+    def run(self) -> None:
+        threads = [threading.Thread(target=self._guarded, args=(self._decode,), name="lipsync-decode"),
+                   threading.Thread(target=self._guarded, args=(self._encode,), name="lipsync-encode")]
+        for t in threads:
+            t.start()
+        try:
+            self._process()
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the threads stop
+            self._fail(e)
+        finally:
+            for t in threads:
+                t.join()
+        if self.error is not None:
+            raise self.error
+
+    def notes(self) -> list[str]:
+        if self.missing_frames:
+            return [f"{self.missing_frames} template frame(s) could not be decoded; the frame before was shown instead"]
+        return []
+
+    def _guarded(self, stage: Callable[[], None]) -> None:
+        try:
+            stage()
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+            self._fail(e)
+
+    def _fail(self, exc: BaseException) -> None:
+        with self.lock:
+            if self.error is None:
+                self.error = exc
+        self.stop.set()
+
+    def _put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _get(self, q: queue.Queue) -> Any:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                continue
+
+    # ------------------------------------------------------------------ stages
+    def _decode(self) -> None:
+        t = self.template
+        with TemplateReader(t) as reader:
+            for start in range(0, self.frame_count, self.chunk):
+                out_idx = np.arange(start, min(start + self.chunk, self.frame_count), dtype=np.int64)
+                t_idx = template_indices(out_idx, t.frame_count)
+                frames = np.empty((len(out_idx), t.height, t.width, 3), np.uint8)
+                for k, frame in enumerate(reader.frames(t_idx)):
+                    frames[k] = frame
+                self._put(self.to_engine, FrameChunk(frames=frames, out_indices=out_idx, template_indices=t_idx))
+            self.missing_frames = reader.missing_frames
+        self._put(self.to_engine, _DONE)
+
+    def _process(self) -> None:
+        done = 0
+        while True:
+            chunk = self._get(self.to_engine)
+            if chunk is _DONE:
+                self._put(self.to_encoder, _DONE)
+                return
+            out = self.session.process(chunk)
+            if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != chunk.frames.shape:
+                got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+                raise LipsyncError(f"the engine returned {got} for a chunk of uint8 {chunk.frames.shape}")
+            self._put(self.to_encoder, out)
+            done += len(out)
+            self.on_frames(done)
+
+    def _encode(self) -> None:
+        a = self.audio
+        channels = 1 if a.channels == 1 else 2
+        rate = output_audio_rate(a.sample_rate)
+        writer = VideoWriter(self.output, self.template.width, self.template.height, self.template.fps, rate,
+                             self.options, audio_channels=channels)
+        blocks = iter_audio(a.path, rate=rate, layout="mono" if channels == 1 else "stereo", fmt="fltp")
+        try:
+            while True:
+                frames = self._get(self.to_encoder)
+                if frames is _DONE:
+                    break
+                writer.write_frames(frames)
+                # audio up to the video written so far, so the muxer can interleave as it goes
+                while writer.audio_seconds < writer.video_seconds:
+                    block = next(blocks, None)
+                    if block is None:
+                        break
+                    writer.write_audio(block)
+            for block in blocks:
+                writer.write_audio(block)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        finally:
+            blocks.close()
+
+
+class _MonotonicProgress:
+    """Forwards only increases, never reaches 1.0 before :meth:`finish`, tolerates any thread."""
+
+    def __init__(self, callback: ProgressFn):
+        self.callback = callback
+        self.last = -1.0
+        self.lock = threading.Lock()
+
+    def __call__(self, fraction: float) -> None:
+        value = min(_clamp(fraction), 0.999)
+        with self.lock:
+            if value <= self.last:
+                return
+            self.last = value
+            self.callback(value)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.last = 1.0
+            self.callback(1.0)
+
+
+def _clamp(value: float) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if v != v else min(max(v, 0.0), 1.0)  # NaN counts as no progress

@@ -1,0 +1,168 @@
+"""Cleanup: exactly what is older than its retention goes, nothing in progress, dry-run keeps all."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon import claims, sidecar
+from daemon.cleanup import run_cleanup
+from daemon.cli import main
+from daemon.jobs import JobSpec
+from tests.test_status import make_config, make_sidecar, write_config_file
+
+DAY = 86400.0
+
+
+def age_tree(path: Path, days: float) -> Path:
+    """Set the mtime of ``path`` and everything below it to ``days`` ago."""
+    t = time.time() - days * DAY
+    for root, dirs, files in os.walk(path, topdown=False):
+        for name in dirs + files:
+            os.utime(os.path.join(root, name), (t, t), follow_symlinks=False)
+    os.utime(path, (t, t))
+    return path
+
+
+def job_folder(root: Path, name: str, days: float, files: tuple[str, ...] = ("talk.wav", "face.mp4")) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for f in files:
+        (folder / f).write_bytes(b"x" * 100)
+    return age_tree(folder, days)
+
+
+def claim_job(cfg, name: str) -> Path:
+    inbox = cfg.paths.inbox
+    (inbox / f"{name}.wav").write_bytes(b"RIFF")
+    (inbox / f"{name}.mp4").write_bytes(b"\0" * 10)
+    job = claims.claim(JobSpec(name=name, audio=inbox / f"{name}.wav", templates=[inbox / f"{name}.mp4"],
+                               files=[inbox / f"{name}.wav", inbox / f"{name}.mp4"]), cfg)
+    assert job is not None
+    return job.work_dir
+
+
+@pytest.fixture
+def share(tmp_path: Path):
+    """Every area with entries older and younger than retention, and jobs in progress."""
+    cfg = make_config(tmp_path, paths={"outputs": "videos"},
+                      cleanup={"done_retention": "14d", "failed_retention": "30d", "outputs_retention": "7d",
+                               "work_retention": "7d"})
+    p = cfg.paths
+    expect_gone = [
+        job_folder(p.done, "old-talk", 20),
+        job_folder(p.done, "old-talk.talk-20240101T000000Z-aa11", 40),  # an earlier run moved aside
+        job_folder(p.failed, "old-broken", 45),
+    ]
+    expect_kept = [
+        job_folder(p.done, "recent-talk", 3),
+        job_folder(p.failed, "recent-broken", 20),
+    ]
+    # old inputs, but one file was added yesterday: the folder is young
+    mixed = job_folder(p.done, "mixed", 20)
+    (mixed / "late.txt").write_text("added later")
+    expect_kept.append(mixed)
+    # a job named like an old done/ folder is rendering again right now
+    make_sidecar(p.outbox, "again", "rendering", job_id="again-20250102T000000Z-cc33")
+    expect_kept.append(job_folder(p.done, "again", 20))
+
+    # local copies: <outputs>/<job id>/<name>.mp4
+    old_id, new_id, busy_id = "old-20250101T000000Z-dd44", "new-20250101T000000Z-ee55", "busy-20250101T000000Z-ff66"
+    old_copy = job_folder(p.outputs, old_id, 10, files=("old.mp4",)) / "old.mp4"
+    expect_kept.append(job_folder(p.outputs, new_id, 2, files=("new.mp4",)) / "new.mp4")
+    make_sidecar(p.outbox, "busy", "uploading", job_id=busy_id)
+    expect_kept.append(job_folder(p.outputs, busy_id, 10, files=("busy.mp4",)) / "busy.mp4")
+    expect_gone.append(old_copy)
+    sc = make_sidecar(p.outbox, "old", "done", job_id=old_id)
+    doc = sidecar.read(sc)
+    doc["outputs"][0]["local_path"] = str(old_copy)
+    sidecar.write(sc, doc)
+
+    # work area: an abandoned folder without a claim record, a finished job's leftover,
+    # an unfinished claim waiting for its daemon, and a job being rendered
+    host = cfg.host_work_dir
+    expect_gone.append(job_folder(host, "junk-20250101T000000Z-0001", 9, files=("partial.mp4",)))
+    # a claim of another host whose job finished (its sidecar is final) but whose folder stayed
+    finished = claim_job(cfg, "gone")
+    leftover = cfg.work_dir / "gpu-02" / finished.name
+    leftover.parent.mkdir()
+    finished.rename(leftover)
+    make_sidecar(p.outbox, "gone", "done", job_id=finished.name)
+    expect_gone.append(age_tree(leftover, 9))
+    unfinished = age_tree(claim_job(cfg, "unfinished"), 9)
+    rendering = claim_job(cfg, "rendering")
+    make_sidecar(p.outbox, "rendering", "rendering", job_id=rendering.name)
+    age_tree(rendering, 9)
+    expect_kept += [unfinished, rendering]
+    in_use = {p.done / "again", p.outputs / busy_id / "busy.mp4", unfinished, rendering}
+    return cfg, expect_gone, expect_kept, old_copy, sc, in_use
+
+
+def test_cleanup_removes_exactly_what_is_older_than_retention(share):
+    cfg, gone, kept, old_copy, sc, in_use = share
+    with capture_logs() as logs:
+        report = run_cleanup(cfg)
+    assert sorted(r.target for r in report.removed) == sorted(map(str, gone))
+    for path in gone:
+        assert not path.exists(), path
+    for path in kept:
+        assert path.exists(), path
+    assert not old_copy.parent.exists()  # the emptied <job id> folder goes too
+    assert "local_path" not in sidecar.read(sc)["outputs"][0]  # no pointer to a deleted file
+    assert report.ok and report.errors == []
+    # every deletion: one line saying what, how old, and why
+    deleted = [e for e in logs if e["event"] == "deleted"]
+    assert sorted(e["path"] for e in deleted) == sorted(map(str, gone))
+    old_talk = next(e for e in deleted if e["path"].endswith("done/old-talk"))
+    assert old_talk["age"] == "20d0h" and old_talk["retention"] == "14d0h"
+    assert "done_retention" in old_talk["reason"]
+    # what was old enough but in use is reported, with the reason
+    assert sorted(report.kept_in_progress) == sorted(map(str, in_use))
+    assert any(e["event"] == "kept" and "unfinished claim" in e["reason"] for e in logs)
+    assert any(e["event"] == "kept" and "in progress" in e["reason"] for e in logs)
+
+
+def test_dry_run_lists_the_same_and_deletes_nothing(share):
+    cfg, gone, kept, _old_copy, sc, _in_use = share
+    before = sidecar.read(sc)
+    with capture_logs() as logs:
+        report = run_cleanup(cfg, dry_run=True)
+    assert report.dry_run
+    assert sorted(r.target for r in report.removed) == sorted(map(str, gone))
+    for path in gone + kept:
+        assert path.exists(), path
+    assert sidecar.read(sc) == before
+    assert [e for e in logs if e["event"] == "deleted"] == []
+    assert len([e for e in logs if e["event"] == "would delete"]) == len(gone)
+
+
+def test_retention_zero_keeps_an_area_forever(share):
+    cfg, *_ = share
+    cfg.cleanup.done_retention = 0
+    cfg.cleanup.failed_retention = 0
+    report = run_cleanup(cfg)
+    assert (cfg.paths.done / "old-talk").exists() and (cfg.paths.failed / "old-broken").exists()
+    assert {r.area for r in report.removed} == {"outputs", "work"}
+
+
+def test_config_dry_run_is_honoured_and_cli_flag_forces_it(tmp_path, capsys):
+    cfgfile = write_config_file(tmp_path, "\n[cleanup]\ndone_retention = \"1d\"\n")
+    old = job_folder(tmp_path / "done", "old", 3)
+    assert main(["cleanup", "-c", str(cfgfile), "--dry-run", "--log-level", "warning"]) == 0
+    out = capsys.readouterr().out
+    assert f"would delete done: {old} (age 3d0h, retention 1d0h)" in out
+    assert old.exists()
+    assert main(["cleanup", "-c", str(cfgfile), "--log-level", "warning"]) == 0
+    assert f"deleted done: {old}" in capsys.readouterr().out
+    assert not old.exists()
+
+
+def test_cleanup_of_an_empty_share_creates_nothing(tmp_path):
+    cfg = make_config(tmp_path)
+    report = run_cleanup(cfg)
+    assert report.removed == [] and report.ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox"]

@@ -1,0 +1,147 @@
+"""kill -9 at every awkward moment of a job, then a restart: the job finishes exactly once.
+
+The daemon runs as a real subprocess; ``LIPSYNCD_FAILPOINTS`` makes it SIGKILL itself at a
+named phase (daemon/failpoints.py), so "between the upload and the sidecar write" is hit
+every time, not by luck.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon import failpoints, sidecar
+from tests.daemon_harness import BUCKET, REPO, Daemon, Media, Share, Store, download, wait_until
+
+JOB = "crash"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    s = Store(tmp_path_factory.mktemp("crash-store")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    return Media(tmp_path_factory.mktemp("crash-media"), seconds=1.0)
+
+
+def job_objects(store: Store) -> dict[str, int]:
+    return {k: v for k, v in store.objects().items() if f"/{JOB}-" in k}
+
+
+# (phase, what the job's sidecar says while the daemon lies dead, whether the video is stored by then)
+PHASES = [
+    ("claimed", None, False),  # inputs renamed into the work area, no sidecar yet
+    ("render_progress", "rendering", False),
+    ("after_render", "rendering", False),
+    ("before_upload", "uploading", False),
+    ("after_upload", "uploading", True),  # the object is stored; the sidecar does not know
+    ("before_sidecar_done", "uploading", True),
+    ("after_sidecar_done", "done", True),  # sidecar done, inputs not yet in done/
+    ("after_finish", "done", True),
+]
+
+
+@pytest.mark.parametrize("phase,state_when_dead,stored_before_crash", PHASES, ids=[p[0] for p in PHASES])
+def test_kill_9_then_restart_finishes_exactly_once(tmp_path, store, media, phase, state_when_dead,
+                                                   stored_before_crash):
+    share = Share(tmp_path / "share")
+    daemon = Daemon(tmp_path, share, store, f"crash-{phase.replace('_', '-')}")
+    before = set(store.objects())
+    daemon.start(failpoints=f"{phase}=kill")
+    share.drop_job(JOB, media)
+    assert daemon.wait_exit(60) == -signal.SIGKILL, daemon.log_tail()
+
+    dead = share.sidecar(JOB)
+    assert (dead or {}).get("state") == state_when_dead
+    stored_when_dead = {k: v for k, v in store.objects().items() if k not in before}
+    assert bool(stored_when_dead) == stored_before_crash
+    head_when_dead = {k: store.client().head_object(Bucket=BUCKET, Key=k) for k in stored_when_dead}
+
+    daemon.start()  # no failpoints this time
+    try:
+        (doc,) = share.wait_for([JOB], ("done",), timeout=60, daemons=[daemon]).values()
+        wait_until(lambda: not share.work_jobs(), 20, "work area emptied", daemons=[daemon])
+    finally:
+        daemon.terminate()
+
+    assert sidecar.validate(doc) == []
+    (out,) = doc["outputs"]
+    # exactly one object, and the link serves exactly the bytes the sidecar describes
+    new_objects = {k: v for k, v in store.objects().items() if k not in before}
+    assert new_objects == {out["key"]: out["size"]}
+    body = download(out["url"])
+    assert hashlib.sha256(body).hexdigest() == out["sha256"]
+    # an object stored before the crash was not uploaded a second time
+    for key, head in head_when_dead.items():
+        again = store.client().head_object(Bucket=BUCKET, Key=key)
+        assert (again["ETag"], again["LastModified"]) == (head["ETag"], head["LastModified"])
+    if phase in ("after_upload", "before_sidecar_done"):
+        # found by key + size + sha256 after the restart instead of being sent again
+        assert "storage.upload_skipped" in daemon.log_text()
+    # inputs kept, exactly once, in done/; nothing left in the inbox, work area or as temp files
+    assert sorted(p.name for p in (share.root / "done" / JOB).iterdir()) == ["crash.mp4", "crash.wav", "job.json"]
+    assert (share.root / "done" / JOB / "crash.wav").read_bytes() == media.audio.read_bytes()
+    assert [p.name for p in (share.root / "done").iterdir()] == [JOB]
+    assert list((share.root / "failed").iterdir()) == []
+    assert [p for p in share.inbox.iterdir() if not p.name.startswith(".")] == []
+    assert share.work_jobs() == []
+    assert share.leftovers() == []
+    assert sorted(share.sidecars()) == [JOB]
+
+
+# --------------------------------------------------------------------------- the hook itself
+
+
+def run_python(code: str, spec: str | None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != failpoints.ENV_VAR}
+    if spec is not None:
+        env[failpoints.ENV_VAR] = spec
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_failpoint_kill_is_a_real_sigkill():
+    code = "from daemon.failpoints import failpoint\nfailpoint('before_render')\nprint('reached')\n" \
+           "failpoint('after_upload')\nprint('survived')"
+    r = run_python(code, "after_upload=kill")
+    assert r.returncode == -signal.SIGKILL
+    assert r.stdout.split() == ["reached"]
+
+
+def test_failpoints_do_nothing_unless_configured():
+    code = "from daemon import failpoints as f\nfor p in f.PHASES: f.failpoint(p)\nprint(f.ARMED)"
+    r = run_python(code, None)
+    assert (r.returncode, r.stdout.strip()) == (0, "False")
+
+
+def test_failpoint_sleep_raise_and_exit():
+    code = ("import time\nfrom daemon.failpoints import failpoint, FailpointError\nt = time.monotonic()\n"
+            "failpoint('before_upload')\nprint(round(time.monotonic() - t, 1))\n"
+            "try:\n    failpoint('after_render')\nexcept FailpointError as e:\n    print(e)\n"
+            "failpoint('after_finish')\nprint('not here')")
+    r = run_python(code, "before_upload=sleep:0.3, after_render=raise, after_finish=exit:7")
+    assert r.returncode == 7
+    lines = r.stdout.splitlines()
+    assert float(lines[0]) >= 0.3
+    assert lines[1] == "failpoint after_render triggered"
+    assert "not here" not in r.stdout
+
+
+@pytest.mark.parametrize("spec,complaint", [
+    ("after_uplaod=kill", "after_uplaod"),  # a typo must not silently test nothing
+    ("after_upload=explode", "unknown action"),
+    ("after_upload", "PHASE=ACTION"),
+    ("after_upload=sleep:x", "after_upload=sleep:x"),
+])
+def test_bad_failpoint_specs_are_refused_at_start(spec, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        failpoints.parse(spec)

@@ -1,0 +1,308 @@
+"""The inbox scanner on real files: pairing, settle window, partner grace, ignored names.
+
+File contents do not matter to the scanner (media is checked at render time), so drops
+are small byte files; time is stepped by passing ``now`` to ``scan``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from daemon import config as config_mod
+from daemon.errors import MissingPartnerError, PathOutsideInboxError
+from daemon.inbox import Inbox, format_duration
+from daemon.names import AUDIO_EXTENSIONS_ORDERED, TEMPLATE_EXTENSIONS_ORDERED
+
+
+def make_cfg(root: Path, **watch) -> config_mod.Config:
+    (root / "inbox").mkdir(exist_ok=True)
+    raw = {"paths": {"inbox": "inbox", "outbox": "outbox", "done": "done", "failed": "failed", "state": "state"},
+           "watch": {"settle_seconds": 3, "partner_grace": "10m", **watch},
+           "cluster": {"host_id": "host-a"}}
+    return config_mod.from_dict(raw, base=root)
+
+
+def drop(inbox: Path, name: str, data: bytes = b"x" * 16) -> Path:
+    path = inbox / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> config_mod.Config:
+    return make_cfg(tmp_path)
+
+
+def settled(inbox: Inbox, start: float = 1000.0) -> list:
+    """Scan twice, the settle window apart: what a drop that stopped changing gives."""
+    inbox.scan(now=start)
+    return inbox.scan(now=start + inbox.settle)
+
+
+def test_same_stem_pairs_every_audio_and_template_extension(cfg):
+    root = cfg.paths.inbox
+    expected = {}
+    for a in AUDIO_EXTENSIONS_ORDERED:
+        for t in TEMPLATE_EXTENSIONS_ORDERED:
+            stem = f"job{a}{t}".replace(".", "_")
+            # upper case extensions on half of them: people drop TALK.WAV from Windows
+            upper = len(expected) % 2 == 1
+            expected[stem] = (drop(root, stem + (a.upper() if upper else a)),
+                              drop(root, stem + (t.upper() if upper else t)))
+    specs = settled(Inbox(cfg))
+    assert len(specs) == len(AUDIO_EXTENSIONS_ORDERED) * len(TEMPLATE_EXTENSIONS_ORDERED)
+    for spec in specs:
+        audio, template = expected[spec.name]
+        assert spec.error is None
+        assert spec.audio == audio and spec.templates == [template]
+        assert sorted(spec.files) == sorted([audio, template])
+        assert spec.manifest is None and spec.library_templates == []
+        assert spec.output_names() == [f"{spec.name}.mp4"]
+
+
+def test_growing_file_is_taken_only_after_settle_window(cfg):
+    inbox = Inbox(cfg)
+    drop(cfg.paths.inbox, "talk.mp4")
+    video = drop(cfg.paths.inbox, "talk.wav", b"a" * 10)
+    assert inbox.scan(now=0) == []
+    with open(video, "ab") as fh:  # the copy is still running
+        fh.write(b"a" * 10)
+    assert inbox.scan(now=2) == []
+    assert inbox.scan(now=4.9) == []  # changed at t=2: settles at t=5
+    assert inbox.next_deadline() == pytest.approx(5)
+    specs = inbox.scan(now=5)
+    assert [s.name for s in specs] == ["talk"]
+
+
+def test_mtime_change_without_size_change_is_resettled(cfg):
+    inbox = Inbox(cfg)
+    drop(cfg.paths.inbox, "talk.mp4")
+    audio = drop(cfg.paths.inbox, "talk.wav")
+    inbox.scan(now=0)
+    st = audio.stat()
+    os.utime(audio, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # rewritten in place, same size
+    assert inbox.scan(now=2) == []
+    assert inbox.scan(now=4) == []  # would have settled at 3 without the rewrite
+    assert [s.name for s in inbox.scan(now=5)] == ["talk"]
+
+
+def test_temporary_and_foreign_names_are_ignored(cfg):
+    root = cfg.paths.inbox
+    for name in [".talk.wav", "talk.wav.part", "talk.mp4.tmp", "clip.mp4.crdownload", "~$talk.mp4",
+                 ".talk.mp4.swp", "talk.mp3.swp", "README.md", "README.mp4", "notes.txt", "talk.docx",
+                 "sub/other.wav", "sub/other.mp4", ".lipsyncd/work/h/j/inputs/x.wav"]:
+        drop(root, name)
+    inbox = Inbox(cfg)
+    assert settled(inbox) == []
+    # long after any partner grace, still nothing: these never became jobs, not even failed ones
+    assert inbox.scan(now=100_000) == []
+    drop(root, "talk.wav")
+    drop(root, "talk.mp4")
+    specs = settled(inbox, start=100_001)
+    assert [(s.name, s.error) for s in specs] == [("talk", None)]
+
+
+def test_zero_byte_files_pass_once_settled(cfg):
+    drop(cfg.paths.inbox, "empty.wav", b"")
+    drop(cfg.paths.inbox, "empty.png", b"")
+    inbox = Inbox(cfg)
+    assert inbox.scan(now=0) == []
+    specs = inbox.scan(now=3)
+    assert [(s.name, s.error) for s in specs] == [("empty", None)]  # the render step names the problem
+
+
+def test_lone_audio_fails_after_partner_grace_not_before(cfg):
+    audio = drop(cfg.paths.inbox, "talk.wav")
+    inbox = Inbox(cfg)
+    assert inbox.scan(now=0) == []
+    assert inbox.scan(now=3) == []  # settled, now waiting for its template
+    assert inbox.scan(now=602.9) == []
+    specs = inbox.scan(now=603)
+    assert len(specs) == 1
+    spec = specs[0]
+    assert isinstance(spec.error, MissingPartnerError)
+    assert spec.error.message == "talk.wav has no template (talk.mp4/.mov/.mkv/.webm/.png/.jpg) after waiting 10m"
+    assert spec.files == [audio] and spec.name == "talk"
+
+
+def test_lone_template_names_the_missing_audio(cfg):
+    drop(cfg.paths.inbox, "anna.jpg")
+    inbox = Inbox(cfg)
+    inbox.scan(now=0)
+    [spec] = inbox.scan(now=700)
+    assert spec.error.message.startswith("anna.jpg has no audio (anna.wav/.mp3/.m4a/.flac/.ogg/.aac)")
+
+
+def test_partner_still_being_copied_is_waited_for_beyond_grace(cfg):
+    drop(cfg.paths.inbox, "talk.wav")
+    video = drop(cfg.paths.inbox, "talk.mp4", b"v")
+    inbox = Inbox(cfg)
+    for t in range(0, 1300, 2):  # a 20-minute copy over a slow share
+        with open(video, "ab") as fh:
+            fh.write(b"v")
+        assert inbox.scan(now=t) == []
+    assert [(s.name, s.error) for s in inbox.scan(now=1301)] == [("talk", None)]
+
+
+def test_two_templates_with_one_stem_fail_as_ambiguous(cfg):
+    files = [drop(cfg.paths.inbox, n) for n in ("talk.wav", "talk.mp4", "talk.png")]
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "ambiguous_job"
+    assert "talk.mp4, talk.png" in spec.error.message
+    assert sorted(spec.files) == sorted(files)  # all of them go to failed/talk/
+
+
+def test_two_audios_with_one_stem_fail_as_ambiguous(cfg):
+    for n in ("talk.wav", "talk.MP3", "talk.mp4"):
+        drop(cfg.paths.inbox, n)
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "ambiguous_job" and "2 audio files" in spec.error.message
+
+
+def test_symlink_out_of_inbox_fails_and_is_never_read(cfg, tmp_path):
+    # a FIFO target: reading it would block the scan forever, so the test proves no read
+    fifo = tmp_path / "outside.fifo"
+    os.mkfifo(fifo)
+    link = cfg.paths.inbox / "x.wav"
+    link.symlink_to(fifo)
+    video = drop(cfg.paths.inbox, "x.mp4")
+    [spec] = settled(Inbox(cfg))
+    assert isinstance(spec.error, PathOutsideInboxError)
+    assert "x.wav" in spec.error.message and "out of the inbox" in spec.error.message
+    assert sorted(spec.files) == sorted([link, video])
+
+
+def test_lone_symlink_fails_without_waiting_for_a_partner(cfg):
+    (cfg.paths.inbox / "passwd.wav").symlink_to("/etc/passwd")
+    [spec] = settled(Inbox(cfg))
+    assert isinstance(spec.error, PathOutsideInboxError)
+
+
+def test_symlink_inside_inbox_is_refused(cfg):
+    drop(cfg.paths.inbox, "real/talk.wav")
+    (cfg.paths.inbox / "talk.wav").symlink_to("real/talk.wav")
+    drop(cfg.paths.inbox, "talk.mp4")
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "symlink_input"
+
+
+def test_manifest_files_are_not_paired_by_stem(cfg):
+    root = cfg.paths.inbox
+    drop(root, "welcome.job.toml", b'audio = "talk.wav"\ntemplates = ["talk.mp4", "ben.jpg"]\n')
+    audio, t1, t2 = drop(root, "talk.wav"), drop(root, "talk.mp4"), drop(root, "ben.jpg")
+    specs = settled(Inbox(cfg))
+    assert [s.name for s in specs] == ["welcome"]
+    spec = specs[0]
+    assert spec.error is None
+    assert spec.audio == audio and spec.templates == [t1, t2]
+    assert spec.manifest == root / "welcome.job.toml"
+    assert set(spec.files) == {audio, t1, t2, root / "welcome.job.toml"}
+    assert spec.output_names() == ["welcome-talk.mp4", "welcome-ben.mp4"]
+
+
+def test_manifest_waits_for_named_files_then_fails_after_grace(cfg):
+    root = cfg.paths.inbox
+    manifest = drop(root, "welcome.job.toml", b'audio = "speech.mp3"\ntemplates = ["anna.mp4"]\n')
+    audio = drop(root, "speech.mp3")
+    inbox = Inbox(cfg)
+    assert inbox.scan(now=0) == [] and inbox.scan(now=3) == []
+    assert inbox.scan(now=602) == []
+    [spec] = inbox.scan(now=603)
+    assert isinstance(spec.error, MissingPartnerError)
+    assert "'anna.mp4' not found in the inbox after waiting 10m" in spec.error.message
+    assert spec.error.file == "welcome.job.toml"
+    assert sorted(spec.files) == sorted([manifest, audio])
+
+
+def test_manifest_completed_in_time_runs(cfg):
+    root = cfg.paths.inbox
+    drop(root, "welcome.job.json", b'{"audio": "speech.mp3", "templates": ["anna.mp4"], "output_name": "hi"}')
+    drop(root, "speech.mp3")
+    inbox = Inbox(cfg)
+    inbox.scan(now=0)
+    inbox.scan(now=300)
+    drop(root, "anna.mp4")
+    assert inbox.scan(now=301) == []
+    [spec] = inbox.scan(now=304)
+    assert spec.error is None and spec.options.output_name == "hi"
+    assert spec.output_names() == ["hi.mp4"]
+
+
+def test_manifest_template_comes_from_library_when_not_in_inbox(tmp_path):
+    cfg = make_cfg(tmp_path)
+    cfg.paths.templates = tmp_path / "library"
+    library = cfg.paths.templates
+    anna = drop(library, "people/anna.mp4")
+    drop(library, "ben.jpg")
+    root = cfg.paths.inbox
+    drop(root, "w.job.toml", b'audio = "s.wav"\ntemplates = ["people/anna.mp4", "ben.jpg"]\n')
+    audio, ben_inbox = drop(root, "s.wav"), drop(root, "ben.jpg")  # the inbox copy wins
+    [spec] = settled(Inbox(cfg))
+    assert spec.error is None
+    assert spec.templates == [anna, ben_inbox]
+    assert spec.library_templates == [anna]
+    assert anna not in spec.files and ben_inbox in spec.files and audio in spec.files
+
+
+def test_bad_manifest_fails_once_settled(cfg):
+    manifest = drop(cfg.paths.inbox, "w.job.toml", b'audio = "s.wav"\ntemplates = "a.mp4"\nspeed = 2\n')
+    inbox = Inbox(cfg)
+    assert inbox.scan(now=0) == []
+    [spec] = inbox.scan(now=3)
+    assert spec.error.code == "bad_manifest" and spec.files == [manifest]
+    assert "speed" in spec.error.message and "templates" in spec.error.message
+
+
+def test_manifest_named_like_a_stem_pair_goes_first(cfg):
+    root = cfg.paths.inbox
+    manifest = drop(root, "talk.job.toml", b'audio = "speech.wav"\ntemplates = ["anna.mp4"]\n')
+    job_files = [manifest, drop(root, "speech.wav"), drop(root, "anna.mp4")]
+    drop(root, "talk.wav")
+    drop(root, "talk.mp4")
+    inbox = Inbox(cfg)
+    [spec] = settled(inbox)
+    assert spec.manifest == manifest
+    for f in job_files:  # what a claim does
+        f.unlink()
+    assert [(s.name, s.manifest) for s in inbox.scan(now=1004)] == [("talk", None)]
+
+
+def test_file_named_by_two_manifests_fails_both(cfg):
+    root = cfg.paths.inbox
+    drop(root, "a.job.toml", b'audio = "s.wav"\ntemplates = ["x.mp4"]\n')
+    drop(root, "b.job.toml", b'audio = "s.wav"\ntemplates = ["y.mp4"]\n')
+    for n in ("s.wav", "x.mp4", "y.mp4"):
+        drop(root, n)
+    specs = settled(Inbox(cfg))
+    assert sorted(s.name for s in specs) == ["a", "b"]
+    assert all(s.error.code == "ambiguous_job" for s in specs)
+
+
+def test_library_template_may_serve_several_manifests(tmp_path):
+    cfg = make_cfg(tmp_path)
+    cfg.paths.templates = tmp_path / "library"
+    drop(cfg.paths.templates, "anna.mp4")
+    for n in ("a", "b"):
+        drop(cfg.paths.inbox, f"{n}.job.toml", f'audio = "{n}.wav"\ntemplates = ["anna.mp4"]\n'.encode())
+        drop(cfg.paths.inbox, f"{n}.wav")
+    specs = settled(Inbox(cfg))
+    assert [(s.name, s.error) for s in specs] == [("a", None), ("b", None)]
+
+
+def test_jobs_come_oldest_first(cfg):
+    inbox = Inbox(cfg)
+    drop(cfg.paths.inbox, "zed.wav")
+    drop(cfg.paths.inbox, "zed.mp4")
+    inbox.scan(now=0)
+    drop(cfg.paths.inbox, "abe.wav")
+    drop(cfg.paths.inbox, "abe.mp4")
+    inbox.scan(now=1)
+    assert [s.name for s in inbox.scan(now=10)] == ["zed", "abe"]
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (600, 90, 7200, 0, 86400 + 30)] == ["10m", "1m30s", "2h", "0s", "1d30s"]

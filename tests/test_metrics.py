@@ -1,0 +1,114 @@
+"""Prometheus text metrics, scraped over real HTTP from the stdlib server."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from daemon.metrics import Metrics, start_metrics_server
+from tests.test_status import make_config, make_sidecar
+
+# one sample line of the 0.0.4 text format: name, optional labels, a number
+_SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\[\\"n])*",?)*\})? '
+                     r'(-?[0-9.e+-]+|[+-]Inf|NaN)$')
+
+
+def parse(text: str) -> dict[str, float]:
+    """Check every line against the exposition format; sample text -> value."""
+    assert text.endswith("\n")
+    types: dict[str, str] = {}
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram", "summary", "untyped")
+            assert name not in types, f"family {name} declared twice"
+            types[name] = kind
+            continue
+        assert _SAMPLE.match(line), f"not a valid sample line: {line!r}"
+        key, value = line.rsplit(" ", 1)
+        family = re.sub(r"(_bucket|_sum|_count)$", "", key.split("{")[0])
+        assert family in types or key.split("{")[0] in types, f"sample before its TYPE: {line!r}"
+        samples[key] = float(value)
+    return samples
+
+
+def scrape(url: str) -> tuple[str, str]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.headers["Content-Type"], resp.read().decode()
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    cfg = make_config(tmp_path, metrics={"enabled": True, "bind": "127.0.0.1"})
+    out = cfg.paths.outbox
+    make_sidecar(out, "a", "queued")
+    make_sidecar(out, "b", "queued")
+    make_sidecar(out, "c", "rendering", progress=0.5)
+    make_sidecar(out, "d", "done")
+    metrics = Metrics(cfg)
+    server = start_metrics_server(cfg, metrics, port=0)
+    yield cfg, metrics, server
+    server.close()
+
+
+def test_scrape_reports_jobs_by_state_queue_depth_and_free_disk(served):
+    _cfg, _metrics, server = served
+    ctype, body = scrape(server.url)
+    assert ctype == "text/plain; version=0.0.4; charset=utf-8"
+    s = parse(body)
+    assert s['lipsyncd_jobs{state="queued"}'] == 2
+    assert s['lipsyncd_jobs{state="rendering"}'] == 1
+    assert s['lipsyncd_jobs{state="done"}'] == 1
+    assert s['lipsyncd_jobs{state="failed"}'] == 0
+    assert s["lipsyncd_queue_depth"] == 2
+    assert s['lipsyncd_disk_free_bytes{area="inbox"}'] > 0
+    assert s['lipsyncd_disk_free_bytes{area="outbox"}'] > 0
+    assert not any(k.startswith("lipsyncd_gpu_") for k in s)  # no CUDA in use here
+
+
+def test_finished_jobs_feed_render_seconds_and_upload_bytes(served):
+    _cfg, metrics, server = served
+    done = {"state": "done", "timings": {"render_seconds": 42.0, "upload_seconds": 3.5},
+            "outputs": [{"state": "done", "size": 1_000_000}, {"state": "done", "size": 500}]}
+    metrics.observe_job(done)
+    metrics.observe_job({"state": "failed", "timings": {"render_seconds": 700.0}, "outputs": []})
+    metrics.observe_job({"state": "rendering", "timings": {"render_seconds": 1.0}})  # not finished: ignored
+    s = parse(scrape(server.url)[1])
+    assert s['lipsyncd_jobs_finished_total{state="done"}'] == 1
+    assert s['lipsyncd_jobs_finished_total{state="failed"}'] == 1
+    assert s["lipsyncd_upload_bytes_total"] == 1_000_500
+    assert s["lipsyncd_upload_seconds_total"] == 3.5
+    assert s["lipsyncd_render_seconds_count"] == 2
+    assert s["lipsyncd_render_seconds_sum"] == 742
+    assert s['lipsyncd_render_seconds_bucket{le="30"}'] == 0
+    assert s['lipsyncd_render_seconds_bucket{le="60"}'] == 1
+    assert s['lipsyncd_render_seconds_bucket{le="600"}'] == 1
+    assert s['lipsyncd_render_seconds_bucket{le="1800"}'] == 2
+    assert s['lipsyncd_render_seconds_bucket{le="+Inf"}'] == 2
+
+
+def test_only_the_metrics_path_is_served(served):
+    _cfg, _metrics, server = served
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(server.url.replace("/metrics", "/"), timeout=5)
+    assert err.value.code == 404
+
+
+def test_disabled_metrics_start_no_server(tmp_path):
+    assert start_metrics_server(make_config(tmp_path)) is None
+
+
+def test_label_values_are_escaped(tmp_path):
+    from daemon.metrics import family
+
+    lines = family("x_total", "counter", "help with \\ and\nnewline", [({"path": 'a"b\\c\nd'}, 1)])
+    assert lines[0] == "# HELP x_total help with \\\\ and\\nnewline"
+    assert lines[2] == 'x_total{path="a\\"b\\\\c\\nd"} 1'
+    parse("\n".join(lines) + "\n")

@@ -1,0 +1,220 @@
+"""Webhook notifications, received by a real HTTP server on localhost."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+from daemon import config as config_mod
+from daemon import sidecar
+from daemon.notify import Notifier, Webhook, message_text
+
+SECRET = "k3y-0f-the-r0b0t"
+
+
+class Receiver:
+    """A local webhook endpoint. Paths choose behaviour: /ok, /flaky (two 500s, then 200),
+    /down (always 500), /gone (404), /slow (sleeps past the client timeout), /robot-err."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                path = self.path.split("?")[0]
+                with receiver.lock:
+                    n = receiver.hits[path] = receiver.hits.get(path, 0) + 1
+                    receiver.requests.append({"path": path, "query": self.path.partition("?")[2],
+                                              "headers": dict(self.headers), "body": json.loads(body)})
+                status, answer = 200, b'{"errcode": 0, "errmsg": "ok"}'
+                if path == "/down" or (path == "/flaky" and n <= 2):
+                    status = 500
+                elif path == "/gone":
+                    status = 404
+                elif path == "/slow":
+                    time.sleep(1.5)
+                elif path == "/robot-err":
+                    answer = b'{"errcode": 310000, "errmsg": "keywords not in content"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def bodies(self, path: str) -> list[dict]:
+        return [r["body"] for r in self.requests if r["path"] == path]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def done_doc(**options) -> dict:
+    doc = sidecar.new_document(job="talk", job_id="talk-20250101T000000Z-ab12", host="gpu-01",
+                               inputs={"audio": {"name": "talk.wav", "size": 10}, "templates": [{"name": "face.mp4", "size": 20}]},
+                               engine="warp", options=options)
+    doc["state"] = "done"
+    doc["progress"] = 1.0
+    doc["outputs"] = [{
+        "name": "talk.mp4", "template": "face.mp4", "state": "done", "engine": "warp",
+        "url": "https://videos.example.com/lipsyncd/videos/talk.mp4?X-Amz-Signature=abc",
+        "url_expires_at": "2030-01-08T10:00:00Z", "bucket": "lipsyncd", "key": "videos/talk.mp4",
+        "size": 1234, "content_type": "video/mp4",
+    }]
+    assert sidecar.validate(doc) == []
+    return doc
+
+
+def failed_doc(**options) -> dict:
+    doc = done_doc(**options)
+    doc["state"] = "failed"
+    doc["outputs"] = []
+    doc["error"] = {"code": "no_face", "message": "face.mp4: no usable face in any frame"}
+    assert sidecar.validate(doc) == []
+    return doc
+
+
+def fast_notifier(hooks, **kw) -> Notifier:
+    kw.setdefault("timeout", 1.0)
+    kw.setdefault("retries", 3)
+    return Notifier(hooks, backoff=0.05, **kw)
+
+
+def test_json_webhook_receives_the_sidecar_as_is(receiver):
+    doc = done_doc()
+    n = fast_notifier([Webhook(receiver.url("/ok"))])
+    n(doc)
+    n.close()
+    (req,) = receiver.requests
+    assert req["body"] == doc
+    assert req["headers"]["Content-Type"].startswith("application/json")
+
+
+@pytest.mark.parametrize("fmt", ["wecom", "dingtalk"])
+def test_chat_robot_gets_video_ready_text_with_the_link(receiver, fmt):
+    doc = done_doc()
+    n = fast_notifier([Webhook(receiver.url("/robot"), fmt)])
+    n(doc)
+    n.close()
+    (body,) = receiver.bodies("/robot")
+    assert body["msgtype"] == "text"
+    content = body["text"]["content"]
+    assert content.startswith("video ready: talk.mp4 https://videos.example.com/")
+    assert doc["outputs"][0]["url"] in content
+    assert "2030-01-08 10:00:00 UTC" in content
+
+
+def test_failed_job_text_says_it_failed_and_why():
+    text = message_text(failed_doc())
+    assert text == "video failed: talk: face.mp4: no usable face in any frame"
+
+
+def test_events_filter_and_per_job_callback(receiver):
+    hooks = [Webhook(receiver.url("/only-done"), "wecom", ("done",)),
+             Webhook(receiver.url("/only-failed"), "dingtalk", ("failed",))]
+    n = fast_notifier(hooks)
+    n(failed_doc(callback_url=receiver.url("/callback")))
+    n.close()
+    assert receiver.bodies("/only-done") == []
+    assert len(receiver.bodies("/only-failed")) == 1
+    (cb,) = receiver.bodies("/callback")
+    assert cb["state"] == "failed" and cb["error"]["code"] == "no_face"  # callbacks get the sidecar
+
+
+def test_unfinished_job_is_not_announced(receiver):
+    doc = done_doc()
+    doc["state"] = "rendering"
+    n = fast_notifier([Webhook(receiver.url("/ok"))])
+    n(doc)
+    n.close()
+    assert receiver.requests == []
+
+
+def test_flaky_webhook_is_retried_until_it_accepts(receiver):
+    n = fast_notifier([Webhook(receiver.url("/flaky"))], retries=3)
+    with capture_logs() as logs:
+        n(done_doc())
+        n.close()
+    assert receiver.hits["/flaky"] == 3
+    assert [e["event"] for e in logs].count("webhook attempt failed") == 2
+    assert any(e["event"] == "webhook delivered" and e["attempt"] == 3 for e in logs)
+
+
+def test_failing_webhooks_never_block_or_raise_and_others_still_get_the_message(receiver):
+    hooks = [Webhook(receiver.url("/down")), Webhook(receiver.url("/slow")),
+             Webhook("http://127.0.0.1:9/refused"), Webhook(receiver.url("/ok"), "wecom")]
+    n = fast_notifier(hooks, retries=2, timeout=0.5)
+    with capture_logs() as logs:
+        t0 = time.monotonic()
+        n(done_doc())  # returns at once: delivery happens in the background
+        assert time.monotonic() - t0 < 0.3
+        n.close()
+    assert receiver.hits["/down"] == 3  # first attempt + 2 retries
+    assert len(receiver.bodies("/ok")) == 1
+    reasons = sorted(e["reason"] for e in logs if e["event"] == "webhook failed")
+    assert reasons == ["Connection refused", "HTTP 500", "timed out"]
+
+
+def test_client_error_is_not_retried(receiver):
+    n = fast_notifier([Webhook(receiver.url("/gone"))], retries=5)
+    n(done_doc())
+    n.close()
+    assert receiver.hits["/gone"] == 1
+
+
+def test_robot_error_code_counts_as_failure(receiver):
+    n = fast_notifier([Webhook(receiver.url("/robot-err"), "wecom")], retries=1)
+    with capture_logs() as logs:
+        n(done_doc())
+        n.close()
+    assert receiver.hits["/robot-err"] == 2
+    (fail,) = [e for e in logs if e["event"] == "webhook failed"]
+    assert "310000" in fail["reason"]
+
+
+def test_webhook_key_never_reaches_the_logs(receiver):
+    url = receiver.url(f"/robot-err?key={SECRET}")
+    n = fast_notifier([Webhook(url, "wecom")], retries=1)
+    with capture_logs() as logs:
+        n(done_doc(callback_url=receiver.url(f"/down?token={SECRET}")))
+        n.close()
+    assert any(r["query"] == f"key={SECRET}" for r in receiver.requests)  # it was used...
+    assert logs and SECRET not in repr(logs)  # ...but never logged
+
+
+def test_from_config_reads_webhooks_timeout_and_retries(tmp_path: Path, receiver):
+    cfg = config_mod.from_dict({"notify": {"timeout": "2s", "retries": 1, "webhooks": [
+        {"url": receiver.url("/ok"), "format": "dingtalk", "events": ["done"]}]}}, base=tmp_path)
+    n = Notifier.from_config(cfg)
+    assert (n.timeout, n.retries) == (2.0, 1)
+    n(done_doc())
+    n.close()
+    assert receiver.bodies("/ok")[0]["text"]["content"].startswith("video ready: talk.mp4 ")

@@ -1,0 +1,107 @@
+"""Soak: a few hundred jobs, two daemons on one share, one of them killed and restarted,
+the store down for a while in the middle. Afterwards every job is done exactly once.
+
+Runs in the default suite and in CI; deselect locally with ``-m "not soak"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.daemon_harness import Daemon, Media, Share, Store, download, wait_until
+
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(420)]
+
+JOBS = 240
+DROP_BATCH = 30  # jobs dropped at once, like a script copying a folder
+KILLS = 3
+OUTAGE_SECONDS = 8
+
+
+def test_soak_two_daemons_kills_and_a_storage_outage(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store").start()
+    share = Share(tmp_path / "share")
+    media = Media(tmp_path / "media", seconds=0.4, size=(32, 32))
+    names = [f"soak-{i:03d}" for i in range(JOBS)]
+    # the victim gets killed now and then; the steady one keeps going
+    steady = Daemon(tmp_path, share, store, "steady")
+    victim = Daemon(tmp_path, share, store, "victim")
+    started = time.monotonic()
+    events: list[str] = []
+    dropping_done = threading.Event()
+
+    def drop_all() -> None:
+        for i in range(0, JOBS, DROP_BATCH):
+            for name in names[i:i + DROP_BATCH]:
+                share.drop_job(name, media)
+            time.sleep(1.0)
+        dropping_done.set()
+
+    try:
+        steady.start()
+        victim.start()
+        dropper = threading.Thread(target=drop_all, name="dropper")
+        dropper.start()
+
+        def done_count() -> int:
+            return sum(1 for d in share.sidecars().values() if d.get("state") == "done")
+
+        # chaos, paced by progress so that it lands while work is in flight
+        for k in range(KILLS):
+            wait_until(lambda k=k: done_count() >= (k + 1) * JOBS // (KILLS + 2), 120,
+                       f"{(k + 1) * JOBS // (KILLS + 2)} jobs done", daemons=[steady, victim])
+            victim.kill()
+            events.append(f"{time.monotonic() - started:.1f}s killed victim at {done_count()} done")
+            if k == 1:
+                store.stop()
+                events.append(f"{time.monotonic() - started:.1f}s store stopped")
+                # jobs keep rendering meanwhile and wait in "uploading"
+                wait_until(lambda: any(d.get("state") == "uploading" and (d.get("upload") or {}).get("last_error")
+                                       for d in share.sidecars().values()),
+                           30, "a job waiting for the store", daemons=[steady])
+                time.sleep(OUTAGE_SECONDS)
+                store.start()
+                events.append(f"{time.monotonic() - started:.1f}s store back")
+            time.sleep(0.5)
+            victim.start()
+
+        dropper.join()
+        docs = share.wait_for(names, ("done",), timeout=150, daemons=[steady, victim])
+        elapsed = time.monotonic() - started
+    finally:
+        steady.terminate(20)
+        victim.terminate(20)
+
+    # every job: exactly one sidecar, done, with a link that downloads the stored bytes
+    assert sorted(share.sidecars()) == sorted(names)
+    hosts = Counter(d["host"] for d in docs.values())
+    keys = Counter()
+    for name, doc in docs.items():
+        assert doc["error"] is None, (name, doc["error"])
+        (out,) = doc["outputs"]
+        keys[out["key"]] += 1
+        body = download(out["url"])
+        assert len(body) == out["size"] and hashlib.sha256(body).hexdigest() == out["sha256"], name
+
+    # the counts add up: one object per job, one done/ folder per job, nothing elsewhere
+    assert max(keys.values()) == 1
+    stored = store.objects()
+    assert set(stored) == set(keys), f"objects without a job: {set(stored) - set(keys)}"
+    done = sorted(p.name for p in (share.root / "done").iterdir())
+    assert done == sorted(names)
+    assert list((share.root / "failed").iterdir()) == []
+    assert [p.name for p in share.inbox.iterdir() if not p.name.startswith(".")] == []
+    assert share.work_jobs() == []
+    assert share.leftovers() == []
+    for name in names:  # no job in two places: its inputs are in done/NAME and only there
+        assert sorted(p.name for p in (share.root / "done" / name).rglob("*") if p.is_file()) == \
+            sorted(["job.json", f"{name}.mp4", f"{name}.wav"]), name
+
+    store.stop()
+    print(f"\nsoak: {JOBS} jobs in {elapsed:.1f}s by host {dict(hosts)}; " + "; ".join(events))
