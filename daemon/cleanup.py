@@ -26,13 +26,16 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon import claims, lease, links
+from daemon import claims, lease, links, sidecar
 from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.logsetup import get_logger
 from daemon.status import ACTIVE_STATES, human_duration, read_sidecars
 
 log = get_logger("lipsyncd.cleanup")
+
+# a job finished this close to the start of a listing may be missing from it
+VANISHED_SLACK_SECONDS = 120.0
 
 class RemoteStore(Protocol):
     bucket: str
@@ -285,38 +288,79 @@ def _is_claim(job_dir: Path, cfg: Config) -> bool:
 def _clean_remote(cfg: Config, store: RemoteStore, act: _Activity, now: float, report: CleanupReport) -> None:
     retention = cfg.cleanup.remote_retention
     gone: set[tuple[str, str]] = set()
+    listed: set[str] = set()
+    listing_started = time.time()
     try:
         for obj in store.list_objects(cfg.storage.prefix):
-            modified = obj.last_modified
-            if modified is None:
+            listed.add(obj.key)
+            if obj.last_modified is None:
                 continue
-            age = now - modified.astimezone(timezone.utc).timestamp()
-            if age <= retention:
-                continue
-            target = f"s3://{obj.bucket}/{obj.key}"
-            if any(part in act.ids for part in obj.key.split("/")):
-                report.kept_in_progress.append(target)
-                log.info("kept: its job is in progress", area="remote", object=target)
-                continue
-            fields = dict(area="remote", object=target, age=human_duration(age), retention=human_duration(retention),
-                          bytes=obj.size, reason="uploaded video older than remote_retention")
-            if report.dry_run:
-                log.info("would delete", **fields)
-            else:
-                try:
-                    store.delete(obj.key)
-                except StorageError as e:
-                    log.error("could not delete", area="remote", object=target, error=str(e))
-                    report.errors.append(f"{target}: {e}")
-                    continue
-                log.info("deleted", **fields)
+            age = now - obj.last_modified.astimezone(timezone.utc).timestamp()
+            if age > retention and _delete_object(store, obj, age, retention, act, report):
                 gone.add((obj.bucket, obj.key))
-            report.removed.append(Removal("remote", target, age, retention, obj.size))
     except StorageError as e:
         log.error("remote cleanup stopped: storage unavailable", error=str(e))
         report.errors.append(str(e))
+        listed = set()  # an incomplete listing proves nothing about what is missing
+    if report.dry_run:
+        return
     report.expired_sidecars += links.expire_objects(
         cfg, gone, reason=f"deleted by cleanup after remote_retention ({human_duration(retention)})")
+    if listed:
+        vanished = _vanished_outputs(cfg, listed, listing_started - VANISHED_SLACK_SECONDS)
+        report.expired_sidecars += links.expire_objects(
+            cfg, vanished, reason="no longer in storage (a lifecycle rule or a person deleted it)")
+
+
+def _delete_object(store: RemoteStore, obj: Any, age: float, retention: float, act: _Activity,
+                   report: CleanupReport) -> bool:
+    """Delete one object past its retention (or say it would be); True once it is gone."""
+    target = f"s3://{obj.bucket}/{obj.key}"
+    if any(part in act.ids for part in obj.key.split("/")):
+        report.kept_in_progress.append(target)
+        log.info("kept: its job is in progress", area="remote", object=target)
+        return False
+    fields = dict(area="remote", object=target, age=human_duration(age), retention=human_duration(retention),
+                  bytes=obj.size, reason="uploaded video older than remote_retention")
+    if report.dry_run:
+        log.info("would delete", **fields)
+        report.removed.append(Removal("remote", target, age, retention, obj.size))
+        return False
+    try:
+        store.delete(obj.key)
+    except StorageError as e:
+        log.error("could not delete", area="remote", object=target, error=str(e))
+        report.errors.append(f"{target}: {e}")
+        return False
+    log.info("deleted", **fields)
+    report.removed.append(Removal("remote", target, age, retention, obj.size))
+    return True
+
+
+def _vanished_outputs(cfg: Config, listed: set[str], finished_before: float) -> set[tuple[str, str]]:
+    """Outputs of finished jobs under our prefix whose object the listing did not show.
+
+    Objects also disappear without lipsyncd (a bucket lifecycle rule, a person); their
+    sidecars must not keep a dead link until it comes close to expiry. Only jobs finished
+    before the listing began count: a video uploaded during it may be missing from it.
+    """
+    bucket, prefix = cfg.storage.bucket, cfg.storage.prefix
+    missing = set()
+    for _path, doc in read_sidecars(cfg.paths.outbox):
+        if doc.get("state") != "done":
+            continue
+        try:
+            finished = sidecar.parse_time((doc.get("timings") or {})["finished_at"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if finished >= finished_before:
+            continue
+        for out in doc.get("outputs", []):
+            key = out.get("key") or ""
+            if (out.get("state") == "done" and out.get("bucket", bucket) == bucket and key.startswith(prefix)
+                    and key not in listed):
+                missing.add((bucket, key))
+    return missing
 
 
 def apply_lifecycle_rule(cfg: Config, store: Any) -> int | None:

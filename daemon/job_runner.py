@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,6 +80,12 @@ class JobRunner:
         with bind_job(job=job.name, job_id=job.id):
             engine_name = job.options.engine or self.cfg.render.engine
             rec, resumed = JobSidecar.open(self.cfg, job, None if job.error else engine_name)
+            if resumed and rec.doc["state"] in ("done", "failed"):
+                # stopped right after the final sidecar write: only filing the inputs is left
+                log.info("job resumed", state=rec.doc["state"])
+                claims.finish(job, self.cfg, rec.doc["state"])
+                self._finished(rec)
+                return Outcome(rec.doc["state"], job, rec, job.error)
             if resumed:
                 rec.add_note(f"resumed at {sidecar.isotime()}")
                 log.info("job resumed", state=rec.doc["state"])
@@ -229,7 +234,7 @@ class JobRunner:
         timings = doc["timings"]
         timings["render_seconds"] = round(sum(_render_seconds(p) for p in job.planned_outputs()), 3)
         timings["upload_seconds"] = round(upload_seconds, 3)
-        timings["total_seconds"] = _total_seconds(doc)
+        timings["total_seconds"] = rec.total_seconds()
         rec.set_error(None)
         failpoint("before_sidecar_done")
         try:
@@ -261,7 +266,7 @@ class JobRunner:
                     out["state"] = "failed"
                     out["error"] = error.message
             rec.mark("finished_at")
-            rec.doc["timings"]["total_seconds"] = _total_seconds(rec.doc)
+            rec.doc["timings"]["total_seconds"] = rec.total_seconds()
             rec.doc.pop("upload", None)
             if not self._owner(job):
                 return Outcome("lost", job, rec, error)
@@ -360,12 +365,3 @@ def _read_rendered(plan: PlannedOutput) -> dict[str, Any] | None:
 def _render_seconds(plan: PlannedOutput) -> float:
     data = _read_rendered(plan)
     return float(data.get("render_seconds", 0.0)) if data else 0.0
-
-
-def _total_seconds(doc: dict[str, Any]) -> float:
-    timings = doc["timings"]
-    try:
-        start = sidecar.parse_time(timings.get("queued_at") or doc["created_at"])
-    except (KeyError, ValueError):
-        return 0.0
-    return round(max(0.0, (datetime.now(timezone.utc) - start).total_seconds()), 3)

@@ -30,6 +30,11 @@ class JobSidecar:
         self.path = sidecar.sidecar_path(cfg.paths.outbox, job.name)
         self.doc = doc
         self._last_write = 0.0
+        # when the job was queued, to the sub-second (the sidecar's times are whole seconds)
+        try:
+            self.queued_epoch = sidecar.parse_time(doc["timings"]["queued_at"]).timestamp()
+        except (KeyError, ValueError):
+            self.queued_epoch = time.time()
 
     @classmethod
     def open(cls, cfg: Config, job: ClaimedJob, engine: str | None) -> tuple[JobSidecar, bool]:
@@ -37,13 +42,16 @@ class JobSidecar:
         new "queued" document. Returns it and whether it was resumed."""
         path = sidecar.sidecar_path(cfg.paths.outbox, job.name)
         old = sidecar.read(path)
-        if old is not None and old.get("id") == job.id and old.get("state") not in sidecar.FINAL_STATES:
+        if old is not None and old.get("id") == job.id:
             old["host"] = cfg.host_id  # a job taken over from another host is ours now
             return cls(cfg, job, old), True
         doc = sidecar.new_document(job=job.name, job_id=job.id, host=cfg.host_id, inputs=job.inputs_document(),
                                    engine=engine, options=job.options.as_dict())
         doc["timings"]["queued_at"] = job.claimed_at
-        return cls(cfg, job, doc), False
+        rec = cls(cfg, job, doc)
+        if time.time() - rec.queued_epoch < 1.5:
+            rec.queued_epoch = time.time()  # claimed a moment ago: more precise than whole seconds
+        return rec, False
 
     # ------------------------------------------------------------------ changes
 
@@ -76,6 +84,9 @@ class JobSidecar:
         now = time.monotonic()
         if now - self._last_write >= PROGRESS_WRITE_INTERVAL:
             self.write(check=False)
+
+    def total_seconds(self) -> float:
+        return round(max(0.0, time.time() - self.queued_epoch), 3)
 
     def write(self, *, check: bool = True) -> None:
         if check:

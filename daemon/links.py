@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +31,7 @@ from daemon.status import read_sidecars
 
 log = get_logger("lipsyncd.links")
 
+RACE_RETRIES = 3
 _REFRESH_NOTE = "links re-signed "
 _EXPIRED_NOTE = "video deleted from storage "
 
@@ -188,28 +189,37 @@ def _refresh_one(cfg: Config, store: LinkSigner, path: Path, before: dict[str, A
 # --------------------------------------------------------------------------- expiry by key
 
 
-def expire_objects(cfg: Config, objects: set[tuple[str, str]], *, reason: str,
-                   keep: Callable[[dict[str, Any]], bool] = lambda doc: False) -> list[str]:
+def expire_objects(cfg: Config, objects: set[tuple[str, str]], *, reason: str) -> list[str]:
     """Mark every output stored at one of ``objects`` ((bucket, key) pairs) expired.
 
-    Only finished sidecars are touched (done/failed); ``keep`` can veto a document. Returns
-    the sidecars rewritten.
+    Only finished sidecars are touched (done/failed). Returns the sidecars rewritten.
     """
     if not objects:
         return []
     rewritten = []
-    for path, before in read_sidecars(cfg.paths.outbox):
-        if before.get("state") not in ("done", "failed") or keep(before):
-            continue
+    for path, _doc in read_sidecars(cfg.paths.outbox):
+        if _expire_in(cfg, path, objects, reason):
+            rewritten.append(str(path))
+    return rewritten
+
+
+def _expire_in(cfg: Config, path: Path, objects: set[tuple[str, str]], reason: str) -> bool:
+    # The object is gone for good, so unlike a refresh this must not wait for a next run:
+    # when the worker rewrote the sidecar meanwhile, read it again and retry.
+    for _attempt in range(RACE_RETRIES):
+        before = sidecar.read(path)
+        if before is None or before.get("state") not in ("done", "failed"):
+            return False
         doc = copy.deepcopy(before)
         hits = [o for o in doc.get("outputs", []) if o.get("state") != "expired"
                 and (o.get("bucket") or cfg.storage.bucket, o.get("key")) in objects]
         if not hits:
-            continue
+            return False
         for out in hits:
             expire_output(doc, out, reason)
         if rewrite_if_unchanged(path, before, doc):
-            rewritten.append(str(path))
             log.info("sidecar marked expired", job=doc.get("job"), sidecar=str(path),
                      outputs=[o.get("name") for o in hits], job_state=doc["state"], reason=reason)
-    return rewritten
+            return True
+    log.warning("sidecar kept changing; it is marked expired by a later run", sidecar=str(path))
+    return False

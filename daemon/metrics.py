@@ -243,7 +243,8 @@ class MetricsServer:
         self._thread.join(5)
 
 
-def start_metrics_server(cfg: Config, metrics: Metrics | None = None, *, port: int | None = None) -> MetricsServer | None:
+def start_metrics_server(cfg: Config, metrics: Metrics | None = None, *,
+                         port: int | None = None) -> MetricsServer | None:
     """Serve metrics when ``metrics.enabled``; None otherwise. ``port`` 0 picks a free one (tests)."""
     if not cfg.metrics.enabled:
         return None

@@ -107,11 +107,18 @@ def webhooks_for(configured: Iterable[Webhook], doc: dict[str, Any]) -> list[Web
     hooks = [h for h in configured if event in h.events]
     callback = (doc.get("options") or {}).get("callback_url")
     if callback:
-        if urlsplit(callback).scheme in ("http", "https"):
+        if _is_http_url(callback):
             hooks.append(Webhook(callback, "json", EVENTS))
         else:
             log.warning("callback_url ignored", job=doc.get("job"), reason="not an http(s) URL")
     return hooks
+
+
+def _is_http_url(url: object) -> bool:
+    try:
+        return isinstance(url, str) and urlsplit(url).scheme in ("http", "https") and bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
 
 
 def configured_webhooks(cfg: Config) -> list[Webhook]:

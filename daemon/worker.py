@@ -63,12 +63,14 @@ class _Waiting:
 class _Task:
     """One job step running in a daemon thread; the loop polls ``done``."""
 
-    def __init__(self, name: str, job: ClaimedJob, fn: Callable[[], Outcome], attempts: int) -> None:
+    def __init__(self, name: str, job: ClaimedJob, fn: Callable[[], Outcome], attempts: int,
+                 wake: Callable[[], None]) -> None:
         self.job = job
         self.attempts = attempts
         self.outcome: Outcome | None = None
         self.crash: BaseException | None = None
         self._fn = fn
+        self._wake = wake
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
@@ -77,6 +79,8 @@ class _Task:
             self.outcome = self._fn()
         except BaseException as e:  # noqa: BLE001 - reported by the loop; the job stays claimed
             self.crash = e
+        finally:
+            self._wake()  # the loop starts the next job now, not at its next tick
 
     @property
     def done(self) -> bool:
@@ -297,7 +301,7 @@ class Worker:
                 return
             attempts = 0
         runner = self.runner
-        self._render = _Task("render", job, lambda: runner.process(job), attempts)
+        self._render = _Task("render", job, lambda: runner.process(job), attempts, self.watcher.notify)
 
     def _start_upload(self) -> None:
         if self._upload is not None:
@@ -309,7 +313,8 @@ class Worker:
         waiting = min(due, key=lambda w: w.due)
         self._uploads.remove(waiting)
         runner, job, rec = self.runner, waiting.job, waiting.record
-        self._upload = _Task("upload", job, lambda: runner.upload_and_finish(job, rec), waiting.attempts)
+        self._upload = _Task("upload", job, lambda: runner.upload_and_finish(job, rec), waiting.attempts,
+                             self.watcher.notify)
 
     def _collect(self) -> None:
         for attr in ("_render", "_upload"):

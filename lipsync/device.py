@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 
 from lipsync.errors import EngineUnavailableError
 
@@ -36,7 +38,15 @@ def resolve_device(spec: str) -> str:
     return f"cuda:{number}"
 
 
+# Device nodes a CUDA driver creates (native Linux, and WSL2's /dev/dxg). Without any of
+# them CUDA cannot work, and "auto" answers "cpu" without importing torch (about 200 MB
+# and a second, for renders whose engine never touches it).
+_DRIVER_NODES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg")
+
+
 def _cuda_device_count() -> int:
+    if "torch" not in sys.modules and not any(os.path.exists(node) for node in _DRIVER_NODES):
+        return 0
     try:
         import torch
     except ImportError:

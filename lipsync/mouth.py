@@ -33,8 +33,11 @@ class MouthSettings:
     release: float = 0.050  # seconds, time constant of closing
     gate_below_peak: float = 40.0  # dB under the loud speech level that count as silence
     silence_level: float = -60.0  # dBFS of speech-band energy under which nothing opens
-    closure_depth: float = 8.0  # dB an energy dip must fall below both neighbours to close the lips
+    dynamic_range: float = 35.0  # dB under the loud speech level over which the mouth opens
+    curve: float = 1.2  # >1: quiet speech opens the mouth a little, only loud vowels fully
+    closure_depth: float = 10.0  # dB an energy dip must fall below both neighbours to close the lips
     closure_span: float = 0.15  # seconds either side in which those neighbours are looked for
+    closure_keep: float = 0.25  # openness left in a video frame that contains a closure
     shape_span: float = 0.5  # octaves of centroid shift that give a fully rounded/spread mouth
 
 
@@ -93,20 +96,20 @@ def _smooth_attack_release(x: np.ndarray, attack: float, release: float) -> np.n
 
 
 def _closures(level_db: np.ndarray, speaking: np.ndarray, s: MouthSettings) -> np.ndarray:
-    """Boolean mask (per hop) of brief lip closures: energy dips between two louder parts."""
+    """Hop numbers of brief lip closures: energy dips between two louder parts."""
     from scipy.ndimage import uniform_filter1d
     from scipy.signal import argrelmin
 
     smooth = uniform_filter1d(level_db, 3, mode="nearest")
     span = max(1, int(round(s.closure_span * FEATURE_RATE)))
-    mask = np.zeros(level_db.shape, bool)
+    found = []
     for i in argrelmin(smooth, order=2, mode="clip")[0]:
         left = smooth[max(0, i - span):i]
         right = smooth[i + 1:i + 1 + span]
         if left.size and right.size and min(left.max(), right.max()) - smooth[i] >= s.closure_depth:
             if speaking[max(0, i - span):i + span + 1].any():
-                mask[max(0, i - 2):i + 3] = True  # ~50 ms: one video frame at 25 fps
-    return mask
+                found.append(i)
+    return np.array(found, np.int64)
 
 
 def mouth_track(energy: np.ndarray, centroid: np.ndarray, fps: float, frame_count: int,
@@ -122,10 +125,12 @@ def mouth_track(energy: np.ndarray, centroid: np.ndarray, fps: float, frame_coun
     if peak < s.silence_level:
         return MouthTrack(openness, shape, fps)  # nothing but silence or hum: keep the mouth shut
     floor = float(np.percentile(level_db, 10))
-    gate = max(floor + 6.0, peak - s.gate_below_peak, s.silence_level)
-    level = np.clip((level_db - gate) / max(peak - gate, 1.0), 0.0, 1.0)
-    speaking = level > 0.05
-    level[_closures(level_db, speaking, s)] = 0.0
+    # the gate sits above the noise floor, but never within 20 dB of the peak: a clip of
+    # uninterrupted speech has no pauses to measure the floor in
+    gate = max(min(floor + 6.0, peak - 20.0), peak - s.gate_below_peak, s.silence_level)
+    speaking = level_db > gate
+    bottom = max(gate, peak - s.dynamic_range)
+    level = np.clip((level_db - bottom) / max(peak - bottom, 1.0), 0.0, 1.0) ** s.curve
     hop_open = _smooth_attack_release(level, s.attack, s.release)
 
     # speaker-relative brightness: above the median centroid = spread, below = rounded
@@ -144,6 +149,12 @@ def mouth_track(energy: np.ndarray, centroid: np.ndarray, fps: float, frame_coun
     width = np.maximum(hi - lo, 1)
     openness = ((cum_open[hi] - cum_open[lo]) / width).astype(np.float32)
     shape = ((cum_shape[hi] - cum_shape[lo]) / width).astype(np.float32)
+    # a closure shuts the lips for the video frame it falls in: at 25 fps a dip of 50-100 ms
+    # would otherwise be averaged away
+    closures = _closures(level_db, speaking, s)
+    if closures.size:
+        hit = np.searchsorted(closures, lo, side="left") < np.searchsorted(closures, hi, side="left")
+        openness[hit] *= s.closure_keep
     return MouthTrack(np.clip(openness, 0.0, 1.0), np.clip(shape, -1.0, 1.0), fps)
 
 

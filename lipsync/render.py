@@ -1,8 +1,9 @@
 """The streaming render pipeline: template frames -> engine -> H.264/AAC MP4.
 
-Three stages run at once, joined by small bounded queues, so decoding, the engine and
-encoding overlap on a multi-core machine and memory stays flat however long the audio is
-(about five chunks of ``options.chunk_frames`` frames are alive at any time)::
+Three stages run at once, joined by queues, so decoding, the engine and encoding overlap
+on a multi-core machine. Memory stays flat however long the audio is: at most
+``CHUNKS_IN_FLIGHT`` chunks of ``options.chunk_frames`` frames exist at any time (one per
+stage, and one waiting), plus the template reader's block and the encoder's lookahead::
 
     decode thread                 calling thread              encode thread
     TemplateReader.frames  --q->  session.process(chunk) --q-> VideoWriter: video, then
@@ -31,7 +32,7 @@ from lipsync.media.encoder import VideoWriter, output_audio_rate
 from lipsync.media.template import TemplateReader, probe_template
 from lipsync.timeline import output_frame_count, template_index, template_indices
 
-QUEUE_CHUNKS = 1  # per queue; with one chunk in each stage that is about five in memory
+CHUNKS_IN_FLIGHT = 3
 _POLL_S = 0.1
 _DONE = object()
 
@@ -85,8 +86,10 @@ class _Pipeline:
         self.frame_count, self.options, self.session = frame_count, options, session
         self.on_frames = on_frames
         self.chunk = max(1, int(options.chunk_frames))
-        self.to_engine: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
-        self.to_encoder: queue.Queue[Any] = queue.Queue(QUEUE_CHUNKS)
+        # the queues need no bound of their own: a chunk is only made with a free slot
+        self.slots = threading.Semaphore(CHUNKS_IN_FLIGHT)
+        self.to_engine: queue.Queue[Any] = queue.Queue()
+        self.to_encoder: queue.Queue[Any] = queue.Queue()
         self.stop = threading.Event()
         self.error: BaseException | None = None
         self.lock = threading.Lock()
@@ -139,6 +142,13 @@ class _Pipeline:
             except queue.Full:
                 continue
 
+    def _take_slot(self) -> None:
+        while not self.slots.acquire(timeout=_POLL_S):
+            if self.stop.is_set():
+                raise _Stopped
+        if self.stop.is_set():
+            raise _Stopped
+
     def _get(self, q: queue.Queue) -> Any:
         while True:
             if self.stop.is_set():
@@ -155,10 +165,12 @@ class _Pipeline:
             for start in range(0, self.frame_count, self.chunk):
                 out_idx = np.arange(start, min(start + self.chunk, self.frame_count), dtype=np.int64)
                 t_idx = template_indices(out_idx, t.frame_count)
+                self._take_slot()
                 frames = np.empty((len(out_idx), t.height, t.width, 3), np.uint8)
                 for k, frame in enumerate(reader.frames(t_idx)):
                     frames[k] = frame
                 self._put(self.to_engine, FrameChunk(frames=frames, out_indices=out_idx, template_indices=t_idx))
+                del frames  # hold no chunk while waiting for a free slot
             self.missing_frames = reader.missing_frames
         self._put(self.to_engine, _DONE)
 
@@ -169,12 +181,15 @@ class _Pipeline:
             if chunk is _DONE:
                 self._put(self.to_encoder, _DONE)
                 return
+            expected = chunk.frames.shape
             out = self.session.process(chunk)
-            if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != chunk.frames.shape:
+            del chunk  # the engine's input goes as soon as its output exists
+            if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.shape != expected:
                 got = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
-                raise LipsyncError(f"the engine returned {got} for a chunk of uint8 {chunk.frames.shape}")
-            self._put(self.to_encoder, out)
+                raise LipsyncError(f"the engine returned {got} for a chunk of uint8 {expected}")
             done += len(out)
+            self._put(self.to_encoder, out)
+            del out  # hold no chunk while waiting for the next one
             self.on_frames(done)
 
     def _encode(self) -> None:
@@ -190,6 +205,8 @@ class _Pipeline:
                 if frames is _DONE:
                     break
                 writer.write_frames(frames)
+                del frames
+                self.slots.release()
                 # audio up to the video written so far, so the muxer can interleave as it goes
                 while writer.audio_seconds < writer.video_seconds:
                     block = next(blocks, None)

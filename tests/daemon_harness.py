@@ -25,6 +25,7 @@ from typing import Any
 import boto3
 from botocore.config import Config as BotoConfig
 
+from daemon.errors import StorageError
 from daemon.storage.credentials import load_or_create
 from daemon.storage.embedded import EmbeddedSeaweed
 from tests.media_factory import write_plain_video, write_tone
@@ -43,42 +44,65 @@ def free_port() -> int:
 
 
 class Store:
-    """A SeaweedFS S3 server the test controls; its data survives ``stop()``/``start()``."""
+    """A SeaweedFS S3 server and one bucket for the daemons under test.
 
-    def __init__(self, root: Path) -> None:
+    ``Store(root)`` runs a server of its own that the test may ``stop()`` and ``start()``
+    again (an outage; its data survives). ``Store.attach(seaweed, bucket)`` uses the
+    session's shared server (tests/seaweed.py) for tests that never stop it.
+    """
+
+    def __init__(self, root: Path | None, *, bucket: str = BUCKET) -> None:
         self.root = root
+        self.bucket = bucket
         self.port = free_port()
-        self.credentials = load_or_create(root / "state")
+        self.credentials = load_or_create(root / "state") if root is not None else None
         self._server: EmbeddedSeaweed | None = None
+        self._owned = root is not None
+
+    @classmethod
+    def attach(cls, seaweed: Any, bucket: str) -> "Store":
+        store = cls(None, bucket=bucket)
+        store.port, store.credentials = seaweed.port, seaweed.credentials
+        store._create_bucket()
+        return store
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
-
     def start(self) -> "Store":
+        assert self._owned, "the session's shared store is not this test's to start"
         if self._server is None:
-            server = EmbeddedSeaweed(data_dir=self.root / "data", state_dir=self.root / "state", port=self.port,
-                                     credentials=self.credentials, start_timeout=60, stop_timeout=5)
-            server.start()
+            for attempt in range(3):
+                server = EmbeddedSeaweed(data_dir=self.root / "data", state_dir=self.root / "state", port=self.port,
+                                         credentials=self.credentials, start_timeout=60, stop_timeout=5)
+                try:
+                    server.start()
+                    break
+                except StorageError:
+                    # another process grabbed one of the free ports weed was given; it
+                    # picks fresh ones for ports no longer free on the next try
+                    if attempt == 2:
+                        raise
             self._server = server
-            client = self.client()
-            try:
-                client.create_bucket(Bucket=BUCKET)
-            except client.exceptions.BucketAlreadyOwnedByYou:
-                pass
-            except client.exceptions.ClientError as e:
-                if "BucketAlreadyExists" not in str(e):
-                    raise
+            self._create_bucket()
         return self
 
     def stop(self) -> None:
+        assert self._owned, "the session's shared store is not this test's to stop"
         if self._server is not None:
             self._server.stop()
             self._server = None
+
+    def _create_bucket(self) -> None:
+        client = self.client()
+        try:
+            client.create_bucket(Bucket=self.bucket)
+        except client.exceptions.BucketAlreadyOwnedByYou:
+            pass
+        except client.exceptions.ClientError as e:
+            if "BucketAlreadyExists" not in str(e):
+                raise
 
     def client(self) -> Any:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
@@ -91,7 +115,7 @@ class Store:
     def objects(self, prefix: str = "") -> dict[str, int]:
         """key -> size of every object in the test bucket."""
         out: dict[str, int] = {}
-        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 out[obj["Key"]] = obj["Size"]
         return out
@@ -294,7 +318,8 @@ def config_text(share: Share, store: Store | None, host: str, *, engine: str = "
         "watch": {"mode": "polling", "settle_seconds": 0.3, "poll_interval": 0.2, "rescan_interval": 1,
                   "partner_grace": "30s"},
         "render": {"engine": engine, "device": "cpu", "still_fps": 10, "crf": 30, "preset": "ultrafast"},
-        "storage": {"mode": "s3", "endpoint": store.endpoint if store else "http://127.0.0.1:9", "bucket": BUCKET,
+        "storage": {"mode": "s3", "endpoint": store.endpoint if store else "http://127.0.0.1:9",
+                    "bucket": store.bucket if store else BUCKET,
                     "create_bucket": True, "max_attempts": 1, "connect_timeout": 1, "read_timeout": 5,
                     "retry_backoff_max": 2},
         "links": {"refresh_cron": ""},
@@ -307,9 +332,17 @@ def config_text(share: Share, store: Store | None, host: str, *, engine: str = "
     lines = []
     for section, values in sections.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # strings, numbers and booleans are spelled alike in JSON and TOML
 
 
 class Daemon:

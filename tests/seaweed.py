@@ -80,7 +80,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
     creds = load_or_create(state)
     port = free_port()
     server = EmbeddedSeaweed(data_dir=state / "seaweedfs", state_dir=state, port=port,
-                             credentials=creds, start_timeout=60)
+                             credentials=creds, start_timeout=60, stop_timeout=5)
     server.start()
     try:
         yield SeaweedServer(server.endpoint, port, creds.access_key, creds.secret_key, server)

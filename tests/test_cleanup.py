@@ -166,3 +166,150 @@ def test_cleanup_of_an_empty_share_creates_nothing(tmp_path):
     report = run_cleanup(cfg)
     assert report.removed == [] and report.ok
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox"]
+
+
+# --------------------------------------------------------------------------- the bucket (real SeaweedFS)
+
+
+@pytest.fixture
+def remote(seaweed, bucket, tmp_path):
+    """Objects uploaded ~2 s apart: "old" ones, and "new" ones; cleanup runs at a fixed moment."""
+    from tests.test_links import done_sidecar, s3_config, upload
+
+    cfg = s3_config(tmp_path, seaweed, bucket)
+    cfg.cleanup.remote_retention = 1.5
+    store = seaweed.store(cfg)
+    store.ensure_bucket()
+    old_id, busy_id, new_id = ("old-20250101T000000Z-0a01", "busy-20250101T000000Z-0b02",
+                               "new-20250101T000000Z-0c03")
+    old_key = upload(store, cfg, tmp_path, old_id, "old.mp4")
+    busy_key = upload(store, cfg, tmp_path, busy_id, "busy.mp4")
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"not ours")
+    store.upload_file(outside, "elsewhere/outside.bin", sha256=sha256_hex(outside))
+    time.sleep(2.1)  # S3 times have one-second resolution
+    new_key = upload(store, cfg, tmp_path, new_id, "new.mp4")
+    old_sc = done_sidecar(cfg, store, "old", {"old.mp4": old_key}, lifetime=3600)
+    new_sc = done_sidecar(cfg, store, "new", {"new.mp4": new_key}, lifetime=3600)
+    busy_sc = done_sidecar(cfg, store, "busy", {"busy.mp4": busy_key}, lifetime=3600)
+    doc = sidecar.read(busy_sc)
+    doc["state"] = "uploading"  # a retry of the job is uploading its video again right now
+    sidecar.write(busy_sc, doc)
+    now = store.head(new_key).last_modified.timestamp() + 0.5  # new: 0.5 s old; old: > 2 s
+    return cfg, store, now, {"old": old_key, "busy": busy_key, "new": new_key}, {"old": old_sc, "new": new_sc,
+                                                                                   "busy": busy_sc}
+
+
+def sha256_hex(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_remote_cleanup_deletes_old_videos_and_marks_their_sidecars_expired(remote):
+    cfg, store, now, keys, sidecars = remote
+    new_before, busy_before = sidecar.read(sidecars["new"]), sidecar.read(sidecars["busy"])
+    with capture_logs() as logs:
+        report = run_cleanup(cfg, store, now=now)
+    bucket = cfg.storage.bucket
+    assert [r.target for r in report.removed] == [f"s3://{bucket}/{keys['old']}"]
+    assert store.head(keys["old"]) is None
+    assert store.head(keys["new"]) is not None and store.head(keys["busy"]) is not None
+    assert store.head("elsewhere/outside.bin") is not None  # outside the prefix: not ours to judge
+    assert report.kept_in_progress == [f"s3://{bucket}/{keys['busy']}"]
+    old = sidecar.read(sidecars["old"])
+    assert old["state"] == "expired" and old["outputs"][0]["url"] is None
+    assert sidecar.validate(old) == []
+    assert report.expired_sidecars == [str(sidecars["old"])]
+    assert sidecar.read(sidecars["new"]) == new_before and sidecar.read(sidecars["busy"]) == busy_before
+    (line,) = [e for e in logs if e["event"] == "deleted"]
+    assert line["object"] == f"s3://{bucket}/{keys['old']}" and "remote_retention" in line["reason"]
+
+
+def test_remote_dry_run_deletes_nothing(remote):
+    cfg, store, now, keys, sidecars = remote
+    before = {k: sidecar.read(p) for k, p in sidecars.items()}
+    report = run_cleanup(cfg, store, now=now, dry_run=True)
+    assert [r.target for r in report.removed] == [f"s3://{cfg.storage.bucket}/{keys['old']}"]
+    assert all(store.head(k) is not None for k in keys.values())
+    assert {k: sidecar.read(p) for k, p in sidecars.items()} == before
+    assert report.expired_sidecars == []
+
+
+def test_lifecycle_rule_is_installed_in_whole_days(seaweed, bucket, tmp_path):
+    from daemon.cleanup import apply_lifecycle_rule
+    from tests.test_links import s3_config
+
+    cfg = s3_config(tmp_path, seaweed, bucket)
+    store = seaweed.store(cfg)
+    store.ensure_bucket()
+    assert apply_lifecycle_rule(cfg, store) is None  # not asked for
+    assert store.lifecycle_expiration_days() is None
+    cfg.cleanup.lifecycle_rule = True
+    cfg.cleanup.remote_retention = 36 * 3600.0
+    assert apply_lifecycle_rule(cfg, store) == 2
+    assert store.lifecycle_expiration_days() == 2
+
+
+def test_cleanup_command_joins_the_running_embedded_store(seaweed, bucket, tmp_path, capsys):
+    """Run from a timer beside the daemon, the command must use the daemon's store, never
+    start a second one on the same data folder (or stop the running one)."""
+    from tests.test_links import s3_config, upload
+
+    cfg = s3_config(tmp_path, seaweed, bucket)
+    store = seaweed.store(cfg)
+    store.ensure_bucket()
+    key = upload(store, cfg, tmp_path, "t-20250101T000000Z-0d04", "t.mp4")
+    pid = seaweed.server.health().pid
+    time.sleep(2.1)
+    cfgfile = tmp_path / "config.toml"
+    cfgfile.write_text(f"""
+[paths]
+inbox = "inbox"
+outbox = "outbox"
+state = "{seaweed.server.state_dir}"
+[storage]
+mode = "embedded"
+bucket = "{bucket}"
+[storage.embedded]
+port = {seaweed.port}
+data_dir = "{seaweed.server.data_dir}"
+[cleanup]
+remote_retention = "1s"
+""")
+    capsys.readouterr()
+    assert main(["cleanup", "-c", str(cfgfile), "--log-level", "warning"]) == 0
+    assert f"deleted remote: s3://{bucket}/{key}" in capsys.readouterr().out
+    assert store.head(key) is None
+    health = seaweed.server.health()
+    assert health.ok and health.pid == pid  # the very same server, still running
+
+
+def test_videos_deleted_behind_our_back_are_found_missing_by_the_listing(seaweed, bucket, tmp_path):
+    """A lifecycle rule or a person deletes objects without telling anyone; the cleanup's
+    listing notices, so sidecars do not keep a dead link until it nears expiry."""
+    from tests.test_links import s3_config, upload
+
+    cfg = s3_config(tmp_path, seaweed, bucket)
+    cfg.cleanup.remote_retention = 30 * DAY  # nothing is old enough to be deleted by us
+    store = seaweed.store(cfg)
+    store.ensure_bucket()
+    made = {}
+    for job, age in (("vanished", DAY), ("present", DAY), ("just-finished", 60)):
+        job_id = f"{job}-20250101T000000Z-1e1f"
+        key = upload(store, cfg, tmp_path, job_id, f"{job}.mp4")
+        url, expires = store.presign_get(key, lifetime=6 * DAY)
+        made[job] = make_sidecar(cfg.paths.outbox, job, "done", age=age, job_id=job_id, outputs=[{
+            "name": f"{job}.mp4", "template": "t.mp4", "state": "done", "engine": "warp", "url": url,
+            "url_expires_at": sidecar.isotime(expires), "bucket": bucket, "key": key, "size": 1,
+            "content_type": "video/mp4"}])
+        if job != "present":
+            store.delete(key)  # "just-finished": as if uploaded while the listing ran
+    keep = {job: sidecar.read(made[job]) for job in ("present", "just-finished")}
+
+    report = run_cleanup(cfg, store)
+
+    assert report.removed == [] and report.expired_sidecars == [str(made["vanished"])]
+    doc = sidecar.read(made["vanished"])
+    assert doc["state"] == "expired" and doc["outputs"][0]["url"] is None
+    assert {job: sidecar.read(made[job]) for job in keep} == keep

@@ -12,21 +12,23 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 
 from daemon import failpoints, sidecar
-from tests.daemon_harness import BUCKET, REPO, Daemon, Media, Share, Store, download, wait_until
+from tests.daemon_harness import REPO, Daemon, Media, Share, Store, download, wait_until
 
 JOB = "crash"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("crash-store")).start()
-    yield s
-    s.stop()
+def store(seaweed):
+    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
+    return Store.attach(seaweed, f"crash-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def test_kill_9_then_restart_finishes_exactly_once(tmp_path, store, media, phase
     assert (dead or {}).get("state") == state_when_dead
     stored_when_dead = {k: v for k, v in store.objects().items() if k not in before}
     assert bool(stored_when_dead) == stored_before_crash
-    head_when_dead = {k: store.client().head_object(Bucket=BUCKET, Key=k) for k in stored_when_dead}
+    head_when_dead = {k: store.client().head_object(Bucket=store.bucket, Key=k) for k in stored_when_dead}
 
     daemon.start()  # no failpoints this time
     try:
@@ -83,7 +85,7 @@ def test_kill_9_then_restart_finishes_exactly_once(tmp_path, store, media, phase
     assert hashlib.sha256(body).hexdigest() == out["sha256"]
     # an object stored before the crash was not uploaded a second time
     for key, head in head_when_dead.items():
-        again = store.client().head_object(Bucket=BUCKET, Key=key)
+        again = store.client().head_object(Bucket=store.bucket, Key=key)
         assert (again["ETag"], again["LastModified"]) == (head["ETag"], head["LastModified"])
     if phase in ("after_upload", "before_sidecar_done"):
         # found by key + size + sha256 after the restart instead of being sent again
@@ -145,3 +147,27 @@ def test_failpoint_sleep_raise_and_exit():
 def test_bad_failpoint_specs_are_refused_at_start(spec, complaint):
     with pytest.raises(ValueError, match=complaint):
         failpoints.parse(spec)
+
+
+def test_abandoned_sidecar_temp_files_are_swept_and_nothing_else(tmp_path):
+    from daemon import config as config_mod
+    from daemon import leftovers
+
+    cfg = config_mod.from_dict({"paths": {"inbox": "inbox", "outbox": "outbox"}}, base=tmp_path)
+    cfg.paths.outbox.mkdir()
+    (tmp_path / "inbox").mkdir()
+
+    def temp_like_sidecar_write(job: str) -> Path:  # the same naming as daemon.sidecar.write
+        fd, name = tempfile.mkstemp(prefix=f".{job}.json.", suffix=".tmp", dir=cfg.paths.outbox)
+        os.close(fd)
+        return Path(name)
+
+    old, fresh = temp_like_sidecar_write("talk"), temp_like_sidecar_write("intro")
+    keep = [cfg.paths.outbox / "talk.json", cfg.paths.outbox / ".notes.tmp", cfg.paths.outbox / "x.json.tmp"]
+    for p in keep:
+        p.write_text("{}")
+    past = time.time() - 120
+    for p in [old, *keep]:
+        os.utime(p, (past, past))
+    assert leftovers.sweep_outbox(cfg, older_than=60) == [old]
+    assert sorted(p.name for p in cfg.paths.outbox.iterdir()) == sorted([fresh.name, *(p.name for p in keep)])

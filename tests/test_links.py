@@ -236,3 +236,40 @@ def test_links_refresh_command(env, aws_env, capsys):
     new_url = sidecar.read(path)["outputs"][0]["url"]
     assert new_url != old_url and fetch(new_url)[0] == VIDEO
     assert main(["links", "refresh", "nosuchjob", "-c", str(cfgfile), "--log-level", "warning"]) == 1
+
+
+def test_schedules_follow_the_config(tmp_path):
+    from daemon.scheduler import CLEANUP_JOB, LIFECYCLE_JOB, build_scheduler
+
+    cfg = make_config(tmp_path, links={"refresh_cron": "*/5 * * * *"},
+                      cleanup={"cron": "17 3 * * 1", "remote_retention": "30d", "lifecycle_rule": True})
+    jobs = {j.id: j for j in build_scheduler(cfg, store=None).get_jobs()}
+    assert set(jobs) == {REFRESH_JOB, CLEANUP_JOB, LIFECYCLE_JOB}
+    fields = {f.name: str(f) for f in jobs[CLEANUP_JOB].trigger.fields}
+    assert (fields["minute"], fields["hour"], fields["day_of_week"]) == ("17", "3", "mon")
+
+    cfg = make_config(tmp_path, links={"refresh_cron": ""}, cleanup={"cron": ""})
+    assert build_scheduler(cfg, store=None).get_jobs() == []  # e.g. cleanup from a systemd timer instead
+
+
+@pytest.mark.parametrize("expr,after,expected", [
+    ("17 3 * * 1", "2025-01-01 00:00", ["2025-01-06 03:17 Mon", "2025-01-13 03:17 Mon"]),
+    ("0 9 * * 1-5", "2025-01-03 10:00", ["2025-01-06 09:00 Mon", "2025-01-07 09:00 Tue"]),  # Fri 10:00 -> Mon
+    ("0 0 * * 0", "2025-01-01 00:00", ["2025-01-05 00:00 Sun", "2025-01-12 00:00 Sun"]),
+    ("0 0 * * 7", "2025-01-01 00:00", ["2025-01-05 00:00 Sun", "2025-01-12 00:00 Sun"]),
+    ("0 0 * * sat,sun", "2025-01-01 00:00", ["2025-01-04 00:00 Sat", "2025-01-05 00:00 Sun"]),
+    # both day fields restricted: cron runs on either (the 10th, or any Saturday)
+    ("30 1 10 * 6", "2025-01-05 00:00", ["2025-01-10 01:30 Fri", "2025-01-11 01:30 Sat"]),
+    ("*/15 * * * *", "2025-01-01 00:01", ["2025-01-01 00:15 Wed", "2025-01-01 00:30 Wed"]),
+])
+def test_cron_expressions_fire_when_cron_would(expr, after, expected):
+    from daemon.scheduler import cron_trigger
+
+    trigger = cron_trigger(expr, "UTC")
+    moment = datetime.strptime(after, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)
+    fired, previous = [], None
+    for _ in expected:
+        moment = trigger.get_next_fire_time(previous, moment)
+        fired.append(moment.strftime("%Y-%m-%d %H:%M %a"))
+        previous, moment = moment, moment + timedelta(seconds=1)
+    assert fired == expected

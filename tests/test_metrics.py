@@ -112,3 +112,16 @@ def test_label_values_are_escaped(tmp_path):
     assert lines[0] == "# HELP x_total help with \\\\ and\\nnewline"
     assert lines[2] == 'x_total{path="a\\"b\\\\c\\nd"} 1'
     parse("\n".join(lines) + "\n")
+
+
+@pytest.mark.gpu
+def test_gpu_memory_is_reported_while_cuda_is_in_use(served):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    _cfg, _metrics, server = served
+    held = torch.empty(64 * 1024**2, dtype=torch.uint8, device="cuda:0")  # 64 MiB of our own
+    s = parse(scrape(server.url)[1])
+    assert s['lipsyncd_gpu_memory_allocated_bytes{device="cuda:0"}'] >= held.numel()
+    free, total = (s[f'lipsyncd_gpu_memory_{kind}_bytes{{device="cuda:0"}}'] for kind in ("free", "total"))
+    assert 0 < free < total

@@ -10,6 +10,7 @@ import hashlib
 import os
 import signal
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -19,10 +20,9 @@ from tests.daemon_harness import Daemon, Media, Share, Store, download, wait_unt
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("multihost-store")).start()
-    yield s
-    s.stop()
+def store(seaweed):
+    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
+    return Store.attach(seaweed, f"multihost-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="module")

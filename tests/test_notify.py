@@ -79,7 +79,8 @@ def receiver():
 
 def done_doc(**options) -> dict:
     doc = sidecar.new_document(job="talk", job_id="talk-20250101T000000Z-ab12", host="gpu-01",
-                               inputs={"audio": {"name": "talk.wav", "size": 10}, "templates": [{"name": "face.mp4", "size": 20}]},
+                               inputs={"audio": {"name": "talk.wav", "size": 10},
+                                       "templates": [{"name": "face.mp4", "size": 20}]},
                                engine="warp", options=options)
     doc["state"] = "done"
     doc["progress"] = 1.0
@@ -218,3 +219,54 @@ def test_from_config_reads_webhooks_timeout_and_retries(tmp_path: Path, receiver
     n(done_doc())
     n.close()
     assert receiver.bodies("/ok")[0]["text"]["content"].startswith("video ready: talk.mp4 ")
+
+
+# --------------------------------------------------------------------------- in the real daemon
+
+
+def test_daemon_announces_jobs_and_a_dead_webhook_fails_nothing(tmp_path, receiver):
+    """A real daemon renders a good and a broken job; webhooks hear of both, one of them
+    always answers 500, and both jobs still end as they should, with metrics counting them."""
+    import urllib.request
+
+    from tests.daemon_harness import Daemon, Media, Share, Store, free_port
+
+    store = Store(tmp_path / "store").start()
+    try:
+        share = Share(tmp_path / "share")
+        media = Media(tmp_path / "media", seconds=0.4, size=(32, 32))
+        port = free_port()
+        hooks = [{"url": receiver.url("/down"), "format": "json"},
+                 {"url": receiver.url(f"/robot?key={SECRET}"), "format": "wecom"}]
+        daemon = Daemon(tmp_path, share, store, "notify-host", extra={
+            "notify": {"webhooks": hooks, "timeout": 2, "retries": 1},
+            "metrics": {"enabled": True, "port": port}})
+        with daemon.start():
+            share.drop_job("hello", media)
+            share.drop("broken.mp4", b"this is not a video")
+            share.drop("broken.wav", media.audio)
+            docs = share.wait_for(["hello", "broken"], timeout=90, daemons=[daemon])
+            assert docs["hello"]["state"] == "done" and docs["broken"]["state"] == "failed"
+            texts = wait_until_received(receiver, "/robot", 2)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                metrics = resp.read().decode()
+        url = docs["hello"]["outputs"][0]["url"]
+        assert any(t.startswith(f"video ready: hello.mp4 {url} (link valid until ") for t in texts)
+        assert any(t.startswith("video failed: broken: ") for t in texts)
+        assert receiver.hits["/down"] == 4  # two jobs, each tried twice, and neither job failed because of it
+        assert 'lipsyncd_jobs_finished_total{state="done"} 1' in metrics
+        assert 'lipsyncd_jobs_finished_total{state="failed"} 1' in metrics
+        assert SECRET not in daemon.log_text()
+        assert "webhook failed" in daemon.log_text()
+    finally:
+        store.stop()
+
+
+def wait_until_received(receiver: Receiver, path: str, count: int, timeout: float = 20) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bodies = receiver.bodies(path)
+        if len(bodies) >= count:
+            return [b["text"]["content"] for b in bodies]
+        time.sleep(0.1)
+    raise AssertionError(f"{path} received {len(receiver.bodies(path))} message(s), expected {count}")

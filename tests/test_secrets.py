@@ -10,10 +10,12 @@ import json
 import os
 import re
 import stat
+import uuid
 from pathlib import Path
 
 import pytest
 
+from daemon.storage.credentials import load_or_create
 from tests.daemon_harness import Daemon, Media, Share, Store, free_port, wait_until
 from tests.hostile_media import text_file
 
@@ -22,10 +24,9 @@ HOOK_TOKEN = "hooktoken-5f1c2a9e"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    s = Store(tmp_path_factory.mktemp("secrets-store")).start()
-    yield s
-    s.stop()
+def store(seaweed):
+    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
+    return Store.attach(seaweed, f"secrets-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_files_the_daemon_creates_have_private_modes(tmp_path, media):
         share.drop_job("local", media)
         share.wait_for(["local"], ("done",), timeout=90, daemons=[daemon])
         creds_file = state / "s3-credentials.json"
-        secret = json.loads(creds_file.read_text())["secret_key"]
+        secret = load_or_create(state).secret_key
         shown = process_texts(daemon.pid) + "".join(process_texts(c) for c in child_pids(daemon.pid))
     assert stat.S_IMODE(state.stat().st_mode) == 0o700
     assert stat.S_IMODE(creds_file.stat().st_mode) == 0o600

@@ -226,6 +226,7 @@ def test_unreachable_store_fails_fast_and_names_where_not_secrets(seaweed, bucke
         elapsed = time.monotonic() - started
 
     assert elapsed < 10
+    assert store.store_health().state == "remote"  # no embedded server to report on
     for err in (pinged.value, uploaded.value):
         text = str(err)
         assert dead in text and bucket in text
@@ -334,14 +335,24 @@ def embedded_config(tmp_path: Path, port: int, **embedded):
                      base=tmp_path)
 
 
+def through_reverse_proxy(link: str, upstream: str) -> str:
+    """What a reverse proxy that rewrites the Host header sends upstream."""
+    parts = urlsplit(link)
+    return f"{upstream}{parts.path}?{parts.query}"
+
+
 def test_embedded_store_keeps_its_private_credentials_and_links_across_restarts(tmp_path):
     port = free_port()
-    cfg = embedded_config(tmp_path, port)
+    public = "https://videos.example.test"
+    cfg = from_dict({"paths": {"state": "state"},
+                     "storage": {"mode": "embedded", "public_endpoint": public, "embedded": {"port": port}}},
+                    base=tmp_path)
     video = random_file(tmp_path / "r.mp4", 20_000)
     with open_storage(cfg) as store:
         creds = store.credentials
         store.upload_file(video, "k/r.mp4", sha256=sha256_file(video))
         old_link, _ = store.presign_get("k/r.mp4", lifetime=3600)
+        assert old_link.startswith(f"{public}/lipsyncd/k/r.mp4?")
         assert store.store_health().state == "running"
     assert not port_open(port)  # stopped with the handle
 
@@ -353,7 +364,8 @@ def test_embedded_store_keeps_its_private_credentials_and_links_across_restarts(
 
     with open_storage(cfg) as store:
         assert store.credentials == creds
-        assert fetch(old_link)[0] == video.read_bytes()  # a link handed out before the restart
+        # a link handed out before the restart, signed for the public host, still works
+        assert fetch(through_reverse_proxy(old_link, store.endpoint))[0] == video.read_bytes()
         assert store.upload_file(video, "k/r.mp4", sha256=sha256_file(video)).size == 20_000
         assert store.store.uploads_skipped == 1
     assert creds.secret_key not in repr(store) + repr(store.embedded) + str(creds)
@@ -414,6 +426,21 @@ def test_embedded_server_dies_with_its_parent_even_on_sigkill(tmp_path):
             pass
     assert gone, "weed outlived its parent"
     assert not port_open(port)
+
+
+def test_credentials_file_problems_are_named_and_loose_permissions_fixed(tmp_path):
+    state = tmp_path / "state"
+    creds = load_or_create(state)
+    path = state / "s3-credentials.json"
+    path.chmod(0o644)  # e.g. restored from a backup
+
+    assert load_or_create(state) == creds
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    path.write_text("{not json")
+    with pytest.raises(StorageError, match="s3-credentials.json: not a valid credentials file") as bad:
+        load_or_create(state)
+    assert bad.value.file == str(path)
 
 
 def test_embedded_start_problems_are_explained(tmp_path):

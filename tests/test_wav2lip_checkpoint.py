@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import http.server
 import os
+import subprocess
+import sys
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -169,3 +175,54 @@ def test_arbitrary_bytes(tmp_path):
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint") as info:
         load_generator(path)
     assert str(path) in str(info.value)
+
+
+# --------------------------------------------------------------------------- scripts/fetch-models
+
+FETCH = Path(__file__).resolve().parent.parent / "scripts" / "fetch-models"
+
+
+@pytest.fixture
+def web_folder(tmp_path):
+    """A real HTTP server on localhost serving ``tmp_path / "www"``."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _fetch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(FETCH), *args], capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_models_downloads_verifies_and_renames(web_folder, tmp_path, published_bytes):
+    root, base = web_folder
+    (root / "wav2lip_gan.pth").write_bytes(published_bytes)
+    models = tmp_path / "models"
+    digest = hashlib.sha256(published_bytes).hexdigest()
+    proc = _fetch(f"{base}/wav2lip_gan.pth", "--sha256", digest, "--dir", str(models))
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in models.iterdir()] == ["wav2lip_gan.pth"]  # no temporary file left
+    assert proc.stdout.strip() == str((models / "wav2lip_gan.pth").resolve())
+    assert "non-commercial" in proc.stderr
+    load_generator(models / "wav2lip_gan.pth")
+
+
+def test_fetch_models_refuses_wrong_hash_and_wrong_files(web_folder, tmp_path, published_bytes):
+    root, base = web_folder
+    (root / "wav2lip_gan.pth").write_bytes(published_bytes)
+    (root / "half.pth").write_bytes(published_bytes[: len(published_bytes) // 2])
+    models = tmp_path / "models"
+    proc = _fetch(f"{base}/wav2lip_gan.pth", "--sha256", "0" * 64, "--dir", str(models))
+    assert proc.returncode != 0 and "SHA-256 mismatch" in proc.stderr
+    proc = _fetch(f"{base}/half.pth", "--dir", str(models))
+    assert proc.returncode != 0 and "not a usable Wav2Lip generator checkpoint" in proc.stderr
+    proc = _fetch(f"{base}/", "--dir", str(models))  # a directory listing: a web page
+    assert proc.returncode != 0 and "web page" in proc.stderr
+    assert list(models.iterdir()) == []

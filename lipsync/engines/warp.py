@@ -10,6 +10,8 @@ whole frames without a face, are returned exactly as they came in.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -25,6 +27,18 @@ _ANALYSIS_SHARE = 0.9  # of the preparation progress; the audio features take th
 # tensor operations on the coarse grid; the cap bounds memory (~40 bytes per pixel) for
 # very large faces.
 _BATCH_PIXELS = 2_000_000
+
+
+def _share_cpu_with_the_pipeline() -> None:
+    """Use at most half the cores for torch's intra-op threads.
+
+    The pipeline decodes and encodes (x264) on other threads at the same time; a torch
+    pool as large as the machine then spends its time waiting for descheduled workers
+    (measured on 2 cores: 10-20x slower than one thread for the warp's small tensors).
+    """
+    wanted = max(1, min(4, (os.cpu_count() or 2) // 2))
+    if torch.get_num_threads() > wanted:
+        torch.set_num_threads(wanted)
 
 
 class WarpEngine(Engine):
@@ -48,6 +62,8 @@ class WarpSession(EngineSession):
     def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, track: MouthTrack):
         super().__init__()
         self.device = torch.device(ctx.device)
+        if self.device.type == "cpu":
+            _share_cpu_with_the_pipeline()
         self.analysis = analysis
         self.track = track
         self.geometry: MouthGeometry = mouth_geometry(analysis.landmarks, analysis.has_face,

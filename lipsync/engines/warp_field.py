@@ -54,6 +54,7 @@ class MouthGeometry:
     inner_u: np.ndarray  # (N, 2) u of the inner-lip corners (landmarks 60, 64)
     upper: np.ndarray  # (N, 3) inner upper lip  v = a u^2 + b u + c
     lower: np.ndarray  # (N, 3) inner lower lip  v = a u^2 + b u + c
+    jaw: np.ndarray  # (N, 3) jaw line (landmarks 4-12)  v = a u^2 + b u + c
     ellipse: np.ndarray  # (N, 4) centre u, centre v, semi-axis along u, semi-axis along v
     box: np.ndarray  # (N, 4) int x0, y0, x1, y1 (exclusive) of the pixels the warp may touch
     valid: np.ndarray  # (N,) bool: a usable face (landmarks present, mouth not degenerate)
@@ -87,10 +88,15 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
     inner_u, _ = to_uv(lm[:, [60, 64]])
     _, v_nose = to_uv(lm[:, [31, 32, 33, 34, 35]])
     _, v_chin = to_uv(lm[:, 7:10])
+    jaw = _fit_parabolas(*to_uv(lm[:, 4:13]))
     top = v_nose.mean(axis=1)
     bottom = v_chin.max(axis=1) + BELOW_CHIN * mouth_w
     centre_u = cu.mean(axis=1)
-    ellipse = np.stack([centre_u, (top + bottom) / 2, 1.1 * mouth_w, (bottom - top) / 2], axis=1)
+    # as wide as the cheeks at mouth height (jaw landmarks 3 and 13), so the background
+    # beside a narrow face is never dragged along
+    cheeks_u, _ = to_uv(lm[:, [3, 13]])
+    half_face = np.clip(np.abs(cheeks_u - centre_u[:, None]).mean(axis=1), 0.75 * mouth_w, 1.2 * mouth_w)
+    ellipse = np.stack([centre_u, (top + bottom) / 2, half_face, (bottom - top) / 2], axis=1)
 
     # pixel box of the ellipse (rotated with the mouth), plus room for the sampled margin
     a, b = ellipse[:, 2], ellipse[:, 3]
@@ -106,7 +112,7 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
     return MouthGeometry(origin.astype(np.float32), axis.astype(np.float32), mouth_w.astype(np.float32),
                          centre_u.astype(np.float32), (np.abs(cu[:, 1] - cu[:, 0]) / 2).astype(np.float32),
                          inner_u.astype(np.float32), upper.astype(np.float32), lower.astype(np.float32),
-                         ellipse.astype(np.float32), box, valid)
+                         jaw.astype(np.float32), ellipse.astype(np.float32), box, valid)
 
 
 def _smoothstep(edge0: torch.Tensor | float, edge1: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +148,7 @@ def interior_colours(frame: np.ndarray, landmarks: np.ndarray) -> InteriorColour
     skin_points = (landmarks[[3, 4, 12, 13, 30]] + landmarks[[48, 48, 54, 54, 33]]) / 2
     lips, skin = mean_colour(lip_points), mean_colour(skin_points)
     light = float(np.clip(skin.mean() / 170.0, 0.35, 1.2))  # how brightly the face is lit
-    cavity = lips * 0.2
+    cavity = lips * 0.32
     tongue = lips * np.array([0.62, 0.42, 0.42])
     teeth = np.array([236.0, 228.0, 214.0]) * light * 0.82
     return InteriorColours(tuple(cavity.tolist()), tuple(tongue.tolist()), tuple(np.clip(teeth, 0, 255).tolist()))
@@ -253,11 +259,10 @@ class _MouthField:
         self.w = col("width")
         self.uc, self.hw = col("centre_u"), col("half_width").clamp(min=1.0)
         self.u_in0, self.u_in1 = col("inner_u", 0), col("inner_u", 1)
-        self.upper, self.lower = g["upper"], g["lower"]
+        self.upper, self.lower, self.jaw = g["upper"], g["lower"], g["jaw"]
         self.ell_u, self.ell_v, self.ell_a, self.ell_b = (col("ellipse", i) for i in range(4))
         self.o = openness.view(t, 1, 1)
         self.s = shape.view(t, 1, 1)
-        self.chin_v = self.ell_v + self.ell_b - BELOW_CHIN * self.w  # lowest point of the chin
         self.nose_v = self.ell_v - self.ell_b
         _, self.jaw_drop, _, _ = self.lip_motion(self.uc)  # the jaw follows the lower lip's middle
 
@@ -272,9 +277,11 @@ class _MouthField:
         return torch.stack([x * self.sx - 1.0, y * self.sy - 1.0], dim=1)
 
     def keep(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """1 near the mouth, fading to exactly 0 at the edge of the ellipse."""
+        """1 near the mouth, fading to exactly 0 at the edge of the ellipse and, below the
+        jaw line, before the neck (the ellipse alone would reach the neck beside the chin)."""
         r = torch.sqrt(((u - self.ell_u) / self.ell_a) ** 2 + ((v - self.ell_v) / self.ell_b) ** 2)
-        return 1.0 - _smoothstep(0.62, 0.97, r)
+        below_jaw = v - _poly(self.jaw, u)
+        return (1.0 - _smoothstep(0.62, 0.97, r)) * (1.0 - _smoothstep(0.2 * self.w, BELOW_CHIN * self.w, below_jaw))
 
     def lip_motion(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(upper lip shift, lower lip shift, upper inner lip v, lower inner lip v) at u; down is +."""
@@ -296,7 +303,8 @@ class _MouthField:
         w = self.w
         blend = _smoothstep(0.0, LIP_TO_JAW_DEPTH * w, v - lo)
         jaw = self.jaw_drop * _gauss((u - self.uc) / (JAW_SIGMA * w))
-        fade = 1.0 - _smoothstep(self.chin_v, self.chin_v + BELOW_CHIN * w, v)
+        jaw_line = _poly(self.jaw, u)
+        fade = 1.0 - _smoothstep(jaw_line, jaw_line + BELOW_CHIN * w, v)
         return (down + (jaw - down) * blend) * fade
 
     def upper_field(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -328,12 +336,15 @@ class _MouthField:
         cavity = torch.tensor(colours.cavity, device=dev).view(1, 3, 1, 1)
         tongue_rgb = torch.tensor(colours.tongue, device=dev).view(1, 3, 1, 1)
         teeth_rgb = torch.tensor(colours.teeth, device=dev).view(1, 3, 1, 1)
-        interior = cavity + (tongue_rgb - cavity) * (0.7 * tongue).unsqueeze(1)
+        # lit near the lips, darkest in the middle of the opening
+        from_lips = torch.minimum(depth, gap - depth).clamp(min=0.0) / (0.3 * gap + 1.0)
+        interior = cavity * (0.5 + 0.5 * _gauss(from_lips)).unsqueeze(1)
+        interior = interior + (tongue_rgb - interior) * (0.7 * tongue).unsqueeze(1)
         interior = interior + (teeth_rgb - interior) * (0.85 * teeth).unsqueeze(1)
         return interior + (sampled - interior) * own.unsqueeze(1)
 
 
-GEOMETRY_FIELDS = ("origin", "axis", "width", "centre_u", "half_width", "inner_u", "upper", "lower", "ellipse")
+GEOMETRY_FIELDS = ("origin", "axis", "width", "centre_u", "half_width", "inner_u", "upper", "lower", "jaw", "ellipse")
 
 
 def geometry_tensors(geometry: MouthGeometry, rows: np.ndarray, device: torch.device | str) -> dict[str, torch.Tensor]:

@@ -38,6 +38,10 @@ def expected_entries() -> "OrderedDict[str, tuple[tuple[int, ...], torch.dtype]]
     return OrderedDict((k, (tuple(v.shape), v.dtype)) for k, v in model.state_dict().items())
 
 
+def _size_text(size: int) -> str:
+    return f"{size} bytes" if size < 10_000 else f"{size / 1e6:.1f} MB"
+
+
 def _read(path: Path) -> object:
     if not path.exists():
         raise CheckpointError("checkpoint file not found", path=path)
@@ -62,12 +66,12 @@ def _read(path: Path) -> object:
                 "refused to load: the file contains Python objects other than tensors, which could "
                 f"run code when unpickled ({reason[:200]}); use a genuine Wav2Lip generator checkpoint",
                 path=path) from None
-        raise CheckpointError(f"not a readable PyTorch checkpoint ({size} bytes): the file is truncated or "
-                              "corrupt", path=path) from None
+        raise CheckpointError(f"not a readable PyTorch checkpoint ({_size_text(size)}): the file is truncated "
+                              "or corrupt", path=path) from None
     except Exception as e:  # torch reports damaged files through many exception types
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
-            f"not a readable PyTorch checkpoint ({size} bytes): the file is truncated or corrupt "
+            f"not a readable PyTorch checkpoint ({_size_text(size)}): the file is truncated or corrupt "
             f"({detail[:200]})", path=path) from None
 
 

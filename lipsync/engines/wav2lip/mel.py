@@ -42,6 +42,11 @@ def _mel_basis() -> np.ndarray:
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=MEL_BANDS, fmin=_FMIN, fmax=_FMAX)
 
 
+def prepare() -> None:
+    """Pay librosa's one-time costs (lazy imports, compiled kernels: seconds) now, not in a job."""
+    mel_columns(np.zeros(N_FFT * 2, np.float32), 0, 1)
+
+
 def column_count(samples: int) -> int:
     """Mel columns of a waveform of ``samples`` samples (a centred STFT: one per hop, plus one)."""
     return 1 + samples // HOP

@@ -1,0 +1,160 @@
+"""Audio → mouth motion, on the committed espeak-ng speech and on sounds built to a recipe."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from lipsync.media.audio import load_mono
+from lipsync.mouth import (RATE, MouthFeatures, MouthSettings, mouth_track, mouth_track_from_file,
+                           mouth_track_from_samples)
+from tests import media_factory as mf
+
+FPS = 25.0
+
+
+def frames_for(samples: np.ndarray) -> int:
+    return int(np.ceil(samples.size / RATE * FPS))
+
+
+def frame_energy_db(samples: np.ndarray, n: int) -> np.ndarray:
+    per = RATE / FPS
+    out = np.empty(n)
+    for i in range(n):
+        chunk = samples[int(i * per):int((i + 1) * per)]
+        out[i] = 10 * np.log10(np.mean(chunk.astype(np.float64) ** 2) + 1e-10) if chunk.size else -100
+    return np.maximum(out, out.max() - 50)
+
+
+def vowel(seconds: float, formants: tuple[float, ...], pitch: float = 140.0, level: float = 0.3) -> np.ndarray:
+    """A crude voiced vowel: a glottal-like harmonic series shaped by resonances."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    out = np.zeros_like(t)
+    for k in range(1, int(4000 / pitch)):
+        f = k * pitch
+        gain = sum(1.0 / (1.0 + ((f - fm) / 90.0) ** 2) for fm in formants) / k**0.5
+        out += gain * np.sin(2 * np.pi * f * t)
+    return (level * out / np.abs(out).max()).astype(np.float32)
+
+
+def test_silence_keeps_the_mouth_shut():
+    silence = load_mono(mf.SILENCE)
+    track = mouth_track_from_samples(silence, FPS, frames_for(silence))
+    assert len(track) == 75
+    assert np.all(track.openness == 0) and np.all(track.shape == 0)
+
+
+def test_speech_opens_and_closes_with_its_loudness():
+    speech = load_mono(mf.SPEECH)
+    n = frames_for(speech)
+    track = mouth_track_from_samples(speech, FPS, n)
+    o = track.openness
+    assert o.min() >= 0 and o.max() <= 1
+    assert o.max() > 0.8 and o.std() > 0.2  # clearly moves, not a constant half-open mouth
+    assert 0.2 < np.mean(o > 0.3) < 0.9
+    energy = frame_energy_db(speech, n)
+    best = max(np.corrcoef(o[max(0, k):n + min(0, k)], energy[max(0, -k):n - max(0, k)])[0, 1] for k in (-1, 0, 1))
+    assert best > 0.75
+    # the pauses in the sentence (commas) shut the mouth
+    quiet = energy < energy.max() - 40
+    pause = quiet & np.roll(quiet, 2) & np.roll(quiet, -2)
+    assert pause.sum() >= 5 and np.all(o[pause] < 0.05)
+
+
+def test_mouth_opens_slightly_before_the_sound():
+    speech = load_mono(mf.SPEECH_SHORT)
+    lead_in = np.zeros(int(0.6 * RATE), np.float32)
+    samples = np.concatenate([lead_in, speech])
+    n = frames_for(samples)
+    energy = frame_energy_db(samples, n)
+    first_sound = int(np.argmax(energy > energy.max() - 30))
+    early = mouth_track_from_samples(samples, FPS, n).openness
+    late = mouth_track_from_samples(samples, FPS, n, MouthSettings(lead=0.0)).openness
+    assert first_sound >= 14
+    onset_early, onset_late = int(np.argmax(early > 0.05)), int(np.argmax(late > 0.05))
+    assert first_sound - 2 <= onset_early <= first_sound  # ahead of the sound, but not long before
+    assert onset_early < onset_late or early[onset_early] > late[onset_early]
+
+
+def test_dips_between_syllables_close_the_lips_briefly():
+    # "ba-ba-ba": 220 ms vowels separated by 60 ms dips 25 dB down (a /b/ closure is not silent)
+    ah = vowel(0.22, (750.0, 1200.0))
+    dip = vowel(0.06, (300.0,), level=0.3 * 10 ** (-25 / 20))
+    samples = np.concatenate([np.zeros(RATE // 4, np.float32)] + [np.concatenate([ah, dip]) for _ in range(6)]
+                             + [np.zeros(RATE // 4, np.float32)])
+    n = frames_for(samples)
+    o = mouth_track_from_samples(samples, FPS, n).openness
+    closed, open_ = [], []
+    for k in range(5):
+        vowel_mid = (0.25 + 0.28 * k + 0.11) * FPS
+        dip_mid = (0.25 + 0.28 * k + 0.25) * FPS
+        open_.append(o[int(vowel_mid) - 1:int(vowel_mid) + 2].max())
+        closed.append(o[int(dip_mid) - 2:int(dip_mid) + 2].min())  # the 60 ms dip, give or take the lead
+    assert min(open_) > 0.6, open_
+    assert max(closed) < 0.3, closed
+
+
+def test_shape_tells_rounded_from_spread_vowels():
+    oo = vowel(0.4, (300.0, 800.0))  # /u/: low second formant, lips rounded
+    ee = vowel(0.4, (280.0, 2300.0, 3000.0))  # /i/: high second formant, lips spread
+    samples = np.concatenate([oo, ee, oo, ee])
+    n = frames_for(samples)
+    shape = mouth_track_from_samples(samples, FPS, n).shape
+    per = int(0.4 * FPS)
+    middles = [shape[k * per + 3:(k + 1) * per - 3].mean() for k in range(4)]
+    assert middles[0] < -0.2 and middles[2] < -0.2
+    assert middles[1] > 0.2 and middles[3] > 0.2
+
+
+def test_features_do_not_depend_on_how_the_audio_is_cut_into_blocks():
+    speech = load_mono(mf.SPEECH_SHORT)
+    whole = MouthFeatures()
+    whole.feed(speech)
+    pieces = MouthFeatures()
+    rng = np.random.default_rng(3)
+    pos = 0
+    while pos < speech.size:
+        step = int(rng.integers(1, 3000))
+        pieces.feed(speech[pos:pos + step])
+        pos += step
+    a, b = whole.finish(), pieces.finish()
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-4, atol=1e-4)
+    # 10 ms per feature: the track covers the whole clip
+    assert abs(a[0].size - speech.size / 160) <= 3
+
+
+def test_compressed_audio_in_a_video_container_gives_the_same_motion(tmp_path):
+    speech = load_mono(mf.SPEECH)
+    m4a = tmp_path / "speech.m4a"
+    with av.open(str(m4a), "w") as out:
+        stream = out.add_stream("aac", rate=44100, layout="stereo")
+        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=44100)
+        src = av.AudioFrame.from_ndarray(speech[None, :], format="flt", layout="mono")
+        src.sample_rate, src.pts, src.time_base = RATE, 0, Fraction(1, RATE)
+        for frame in resampler.resample(src) + resampler.resample(None):
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    n = frames_for(speech)
+    reference = mouth_track_from_samples(speech, FPS, n).openness
+    decoded = mouth_track_from_file(m4a, FPS, n).openness
+    # AAC adds ~20-50 ms of priming delay; allow one frame of offset
+    best = max(np.corrcoef(decoded[max(0, k):n + min(0, k)], reference[max(0, -k):n - max(0, k)])[0, 1]
+               for k in (-1, 0, 1))
+    assert best > 0.9
+
+
+def test_track_covers_the_requested_frames_even_past_the_audio():
+    speech = load_mono(mf.SPEECH_SHORT)
+    features = MouthFeatures()
+    features.feed(speech)
+    energy, centroid = features.finish()
+    n = frames_for(speech) + 10  # the pipeline rounds up; never index past the end
+    track = mouth_track(energy, centroid, FPS, n)
+    assert len(track) == n and np.all(track.openness[-5:] == 0)
+    assert mouth_track(np.zeros(0, np.float32), np.zeros(0, np.float32), FPS, 3).openness.tolist() == [0, 0, 0]
