@@ -58,14 +58,14 @@ FPS = 25
 
 
 def make_template(path: Path, width: int, height: int, seconds: float) -> Path:
-    """The astronaut's head and shoulders filling ~90% of the height, drifting slowly."""
+    """The astronaut's head and shoulders, upscaled to fill the frame, drifting slowly."""
     from PIL import Image
     from skimage import data
 
     photo = Image.fromarray(data.astronaut())
     frames = max(1, int(round(seconds * FPS)))
     face_x, face_y = 224.0, 150.0  # middle of the head in the photograph
-    box_h = 330.0  # photograph pixels shown over the frame height
+    box_h = 280.0  # photograph pixels shown over the frame height: the face is ~40% of it
     box_w = box_h * width / height
     canvas = Image.new("RGB", (int(box_w) + 512, int(box_h) + 512), (236, 232, 228))
     canvas.paste(photo, (256, 256))  # room around the photo for the wide frame and the pan
