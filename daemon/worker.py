@@ -239,9 +239,14 @@ class Worker:
         for spec in (s for s in specs if s.failed):
             # bad drops fail at once, even while another job renders: nothing to wait for
             job = self._claim(spec)
-            if job is not None:
+            if job is None:
+                continue
+            try:
                 self.runner.process(job)
                 self.heartbeat.discard(job.work_dir)
+            except Exception:  # noqa: BLE001 - e.g. the share hiccupped while filing it
+                log.exception("failing a bad job did not complete; retrying later", job=job.name, job_id=job.id)
+                self._queue.append(_Waiting(job, time.monotonic() + RENDER_RETRY_FIRST, 1))
 
     def _claim(self, spec: JobSpec) -> ClaimedJob | None:
         try:
@@ -324,7 +329,11 @@ class Worker:
             setattr(self, attr, None)
             self._scan_due = True
             with bind_job(job=task.job.name, job_id=task.job.id):
-                self._settle(task)
+                try:
+                    self._settle(task)
+                except Exception:  # noqa: BLE001 - a sidecar write on a flaky share must not stop the daemon
+                    log.exception("recording the job's outcome failed; it stays claimed and is retried")
+                    self._queue.append(_Waiting(task.job, time.monotonic() + RENDER_RETRY_FIRST, task.attempts + 1))
 
     def _settle(self, task: _Task) -> None:
         job = task.job

@@ -3,7 +3,8 @@
 Three stages run at once, joined by queues, so decoding, the engine and encoding overlap
 on a multi-core machine. Memory stays flat however long the audio is: at most
 ``CHUNKS_IN_FLIGHT`` chunks of ``options.chunk_frames`` frames exist at any time (one per
-stage, and one waiting), plus the template reader's block and the encoder's lookahead::
+stage: enough that the slowest stage never waits while the others keep up), plus the
+template reader's block and the encoder's lookahead::
 
     decode thread                 calling thread              encode thread
     TemplateReader.frames  --q->  session.process(chunk) --q-> VideoWriter: video, then

@@ -431,3 +431,34 @@ def test_writer_refuses_wrong_frames_and_odd_sizes(tmp_path):
         writer.write_frames(np.zeros((48, 64, 3), np.uint8))
         writer.write_audio(np.zeros(1920, np.float32))
     assert mf.probe(tmp_path / "x.mp4")["frames"] == 1
+
+
+def test_a_video_whose_sound_stops_early_is_not_called_truncated(tmp_path):
+    # a webm recording: 2 s of picture, 1 s of sound; the container's duration is the video's
+    path = tmp_path / "recording.webm"
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libvpx-vp9", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        a_s = out.add_stream("libopus", rate=48000, layout="mono")
+        for i in range(50):
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), i, np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        tone = (0.2 * np.sin(np.arange(48000) / 10)).astype(np.float32)[None]
+        frame = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, 0, Fraction(1, 48000)
+        for p in [*a_s.encode(frame), *a_s.encode()]:
+            out.mux(p)
+    info = probe_audio(path, MediaLimits())
+    assert abs(info.duration - 1.0) < 0.04
+
+
+def test_frames_always_have_the_announced_size():
+    from lipsync.media.template import to_rgb
+
+    odd = av.VideoFrame.from_ndarray(np.full((49, 65, 3), 100, np.uint8), format="rgb24")
+    assert to_rgb(odd, 64, 48).shape == (48, 64, 3)  # odd sizes lose a row and a column
+    smaller = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 100, np.uint8), format="rgb24")
+    scaled = to_rgb(smaller, 64, 48)  # a stream that changed resolution mid-way is scaled back
+    assert scaled.shape == (48, 64, 3) and abs(int(scaled.mean()) - 100) <= 2

@@ -121,9 +121,10 @@ def test_daemon_reports_ready_pings_the_watchdog_while_rendering_and_says_stoppi
         doc = share.sidecar("talk")
         assert doc["state"] == "rendering", "the render must still be running for this check to mean anything"
         pings = [t for t, _ in server.with_key("WATCHDOG", "1") if t >= window_start]
-        # the main loop keeps pinging while a job renders in its thread
-        assert len(pings) >= 5, len(pings)
-        assert max(b - a for a, b in zip([window_start, *pings], pings)) < 0.45
+        # the main loop keeps pinging while a job renders in its thread (every 0.2 s; the
+        # bound leaves room for a loaded test machine, far below the render's length)
+        assert len(pings) >= 4, len(pings)
+        assert max(b - a for a, b in zip([window_start, *pings], pings)) < 1.0
         assert any(m["STATUS"].startswith("rendering talk") for _, m in server.with_key("STATUS"))
 
         os.kill(daemon.pid, signal.SIGTERM)

@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from lipsync.engine import MediaLimits
-from lipsync.errors import MediaError, MediaLimitError, NoAudioStreamError
+from lipsync.errors import MediaError, NoAudioStreamError
 from lipsync.media import probe
 
 # The output's audio gets at least as much time as declared minus this before a file
@@ -49,7 +49,7 @@ def probe_audio(path: str | Path, limits: MediaLimits = MediaLimits()) -> AudioI
         probe.require_media_streams(container, path)
         stream = container.streams.best("audio")
         if stream is None:
-            raise NoAudioStreamError("no audio stream: a video without sound cannot be the audio", path=path)
+            raise NoAudioStreamError("no audio stream: the file has pictures but no sound", path=path)
         declared = probe.declared_seconds(container, stream)
         probe.check_seconds(declared, limits.max_audio_seconds, path, "audio")
         ctx = stream.codec_context
@@ -58,7 +58,9 @@ def probe_audio(path: str | Path, limits: MediaLimits = MediaLimits()) -> AudioI
         seconds, samples, rate = _measure(container, stream, path, limits)
         if samples == 0:
             raise MediaError("the audio stream contains no decodable audio", path=path)
-        _check_truncation(path, container, declared, seconds)
+        # only the track's own declared length: a container's may include a longer video
+        track_seconds = float(stream.duration * stream.time_base) if stream.duration else None
+        _check_truncation(path, container, track_seconds, seconds)
         return AudioInfo(path=path, duration=seconds, sample_rate=rate, channels=ctx.channels,
                          codec=ctx.name, samples=samples)
 

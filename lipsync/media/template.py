@@ -97,7 +97,8 @@ def _check_video_headers(container, stream, path: Path, options: RenderOptions) 
     probe.check_fps(float(rate), limits, path)
     fps = float(_snap_fps(rate))
     probe.check_seconds(probe.declared_seconds(container, stream), limits.max_template_seconds, path, "template video")
-    declared = stream.frames if probe.has_exact_headers(container) and "mov" in probe.format_names(container) else 0
+    # MP4/MOV sample tables count frames exactly; other containers get counted by demuxing
+    declared = stream.frames if "mov" in probe.format_names(container) else 0
     if declared:
         probe.check_seconds(declared / fps, limits.max_template_seconds, path, "template video")
         _check_mp4_complete(stream, path)
@@ -156,10 +157,15 @@ def _quarter_turns(rotation: float) -> int:
 
 def to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     """A decoded frame as upright RGB uint8 (height, width, 3), cropped to even size."""
+    turns = _quarter_turns(frame.rotation)
+    # the size before rotation that gives (width, height) after it
+    tw, th = (height, width) if turns % 2 else (width, height)
+    size = {}
+    if frame.width - tw not in (0, 1) or frame.height - th not in (0, 1):
+        size = {"width": tw, "height": th}  # the resolution changed mid-stream: scale to the first
     # full-range sources (phone cameras, JPEG) say so in the frame; swscale must be told
     rng = frame.color_range if frame.color_range in (1, 2) else None
-    rgb = frame.to_ndarray(format="rgb24", src_color_range=rng, dst_color_range=2 if rng else None)
-    turns = _quarter_turns(frame.rotation)
+    rgb = frame.to_ndarray(format="rgb24", src_color_range=rng, dst_color_range=2 if rng else None, **size)
     if turns:
         rgb = np.rot90(rgb, turns)
     if rgb.shape[0] != height or rgb.shape[1] != width:

@@ -29,6 +29,7 @@ from lipsync.errors import CheckpointError, TransientRenderError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp16", "fp32")
+_WEIGHTS_CACHED = 512  # paste masks kept per render (36 KB each)
 
 
 class Wav2LipEngine(Engine):
@@ -110,10 +111,21 @@ class Wav2LipSession(EngineSession):
         self.analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir, progress=ctx.progress)
         self.boxes = framing_boxes(self.analysis.landmarks, self.analysis.has_face,
                                    (ctx.template.width, ctx.template.height), engine.framing)
+        self._weights_cache: dict[int, np.ndarray] = {}
         faceless = int(np.count_nonzero(self.boxes[:, 0] < 0))
         if faceless:
             self.notes.append(f"wav2lip: {faceless} of {len(self.boxes)} template frames have no usable face "
                               "and are passed through unchanged")
+
+    def _paste_weights(self, row: int) -> np.ndarray:
+        # a still repeats one template frame and ping-pong revisits them: compute each once
+        weights = self._weights_cache.get(row)
+        if weights is None:
+            if len(self._weights_cache) >= _WEIGHTS_CACHED:
+                self._weights_cache.clear()
+            weights = paste_weights(self.analysis.landmarks[row], self.boxes[row], self.engine.framing)
+            self._weights_cache[row] = weights
+        return weights
 
     def process(self, chunk: FrameChunk) -> np.ndarray:
         frames = chunk.frames
@@ -137,7 +149,7 @@ class Wav2LipSession(EngineSession):
         masked = faces.clone()
         masked[:, :, CROP // 2:] = 0  # the generator must invent the lower half from the audio
         mels = self.transfer.upload(self.mel_windows.windows(out_indices))
-        weights96 = [paste_weights(self.analysis.landmarks[r], b, self.engine.framing) for r, b in zip(rows, boxes)]
+        weights96 = [self._paste_weights(int(r)) for r in rows]
         try:
             with torch.autocast(device.type, dtype=torch.float16, enabled=self.engine.precision == "fp16"):
                 generated = self.engine.model(mels, torch.cat((masked, faces), dim=1))
