@@ -99,6 +99,16 @@ def seeded_checkpoint(path: Path) -> Path:
     return path
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -169,7 +179,7 @@ def main() -> int:
         args.seconds = args.seconds or (10.0 if on_cuda else 3.0)
         args.model_batches = args.model_batches or (20 if on_cuda else 5)
         passthrough = create_engine("passthrough")
-        name = torch.cuda.get_device_name(engine.device) if on_cuda else (platform.processor() or platform.machine())
+        name = torch.cuda.get_device_name(engine.device) if on_cuda else cpu_name()
         print(f"device {engine.device} ({name}), {engine.precision}, batch {engine.batch_size}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
         rows = [bench_size(*map(int, size.lower().split("x")), args, engine, passthrough, work)

@@ -129,7 +129,8 @@ class JobRunner:
             out = rec.output(plan.name)
             done = _read_rendered(plan)
             if done is not None:
-                out.update(done["output"])
+                if out.get("state") != "done":  # uploaded before the restart: keep its link
+                    out.update(done["output"])
                 continue
             if self.abort.is_set():
                 raise JobInterrupted()

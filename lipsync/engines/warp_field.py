@@ -15,8 +15,9 @@ pointing down the chin, both in pixels. In that frame:
 The fields above are *forward* displacements (where a template pixel goes); sampling needs
 the inverse (where an output pixel comes from), found by a few fixed-point iterations,
 which converge because the fields are smooth and compress nothing more than ~2x. The whole
-warp fades to exactly zero at the edge of an ellipse from the nose to below the chin;
-outside it the output equals the input bit for bit.
+warp fades to exactly zero at the edge of an ellipse from the nose to below the chin (cut
+off under the jaw line, so the neck beside the chin stays put); outside it the output
+equals the input bit for bit.
 """
 
 from __future__ import annotations

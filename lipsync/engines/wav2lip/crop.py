@@ -27,7 +27,7 @@ _JAW_LOWER = list(range(2, 15))  # cheek at nose height, around the chin, to the
 _NOSTRIL_BASE = [35, 34, 33, 32, 31]  # right to left, closing the polygon over the upper lip
 _BROWS = slice(17, 27)
 _JAW = slice(0, 17)
-_CHIN = 8
+_MOUTH = slice(48, 68)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class FramingSettings:
     smooth_frames: int = 5  # moving average of the boxes over this many frames
     min_size: int = 16  # boxes smaller than this (pixels) count as no face
     feather: float = 6.0  # width of the paste mask's fade, in 96×96 crop pixels
+    jaw_margin: float = 0.08  # the paste region reaches this much beyond the jaw line (share of mouth→jaw)
 
 
 def _raw_boxes(landmarks: np.ndarray, s: FramingSettings) -> np.ndarray:
@@ -92,9 +93,14 @@ def framing_boxes(landmarks: np.ndarray, has_face: np.ndarray, frame_size: tuple
     return out
 
 
-def mouth_jaw_polygon(landmarks: np.ndarray) -> np.ndarray:
-    """(K, 2) outline of the region the generator may change: nostrils down to the jaw line."""
-    return np.asarray(landmarks, np.float64)[_JAW_LOWER + _NOSTRIL_BASE]
+def mouth_jaw_polygon(landmarks: np.ndarray, settings: FramingSettings = FramingSettings()) -> np.ndarray:
+    """(K, 2) outline of the region the generator may change: nostrils down to the jaw line,
+    the jaw line pushed out a little so that a mouth opening wider than in the template
+    can lower the chin instead of being cut off at the template's jaw."""
+    points = np.asarray(landmarks, np.float64)
+    mouth = points[_MOUTH].mean(axis=0)
+    jaw = mouth + (points[_JAW_LOWER] - mouth) * (1.0 + settings.jaw_margin)
+    return np.concatenate([jaw, points[_NOSTRIL_BASE]])
 
 
 def _inside(polygon: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
@@ -115,7 +121,7 @@ def paste_weights(landmarks: np.ndarray, box: np.ndarray, settings: FramingSetti
     """(96, 96) float32 weights in [0, 1] for blending the generated crop into ``box``:
     zero outside the mouth-and-jaw polygon, rising smoothly to one inside it."""
     x0, y0, x1, y1 = (float(v) for v in box)
-    polygon = mouth_jaw_polygon(landmarks)
+    polygon = mouth_jaw_polygon(landmarks, settings)
     # landmarks → crop pixel coordinates (pixel centres at i + 0.5)
     px = (polygon[:, 0] - x0) * CROP / (x1 - x0)
     py = (polygon[:, 1] - y0) * CROP / (y1 - y0)
