@@ -18,7 +18,7 @@ re-timed and encoded with the same settings) and with the warp engine, and repor
   correlation and its lag (target: >= 0.8 at a lag of -1, 0 or 1);
 * ``psnr_outside_db``: PSNR of the warp render against the passthrough render over every
   pixel outside the mouth/jaw region of its frame (target: >= 45 dB);
-* ``peak_rss_mb``: the process's peak memory.
+* ``peak_rss_mb``: peak memory of the whole benchmark process (renders and measurements).
 
 Prints the figures and writes them as JSON.
 """
