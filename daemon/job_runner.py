@@ -80,6 +80,7 @@ class JobRunner:
         with bind_job(job=job.name, job_id=job.id):
             engine_name = job.options.engine or self.cfg.render.engine
             rec, resumed = JobSidecar.open(self.cfg, job, None if job.error else engine_name)
+            rec.still_ours = lambda: self.owns(job)
             if resumed and rec.doc["state"] in ("done", "failed"):
                 # stopped right after the final sidecar write: only filing the inputs is left
                 log.info("job resumed", state=rec.doc["state"])
@@ -101,6 +102,9 @@ class JobRunner:
             except JobLost:
                 return Outcome("lost", job, rec)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
+                if not self.owns(job):
+                    # taken over while we stalled: the failure is ours (the folder moved), not the job's
+                    return self._lost(job, rec)
                 err = _as_dropped(job_error_from(exc), job)
                 if err.permanent:
                     if err.code == "internal_error":
@@ -212,6 +216,8 @@ class JobRunner:
             except JobLost:
                 return Outcome("lost", job, rec)
             except StorageError as e:
+                if not self.owns(job):
+                    return self._lost(job, rec)
                 for plan in planned:
                     out = rec.output(plan.name)
                     if out.get("state") == "uploading":
@@ -219,6 +225,8 @@ class JobRunner:
                 log.warning("upload failed, will retry", code=e.code, error=e.message)
                 return Outcome("upload_pending", job, rec, e)
             except Exception as exc:  # noqa: BLE001
+                if not self.owns(job):
+                    return self._lost(job, rec)  # e.g. our MP4 vanished with the taken-over folder
                 err = job_error_from(exc)
                 if not err.permanent:
                     return Outcome("upload_pending", job, rec, err)
@@ -269,8 +277,8 @@ class JobRunner:
             rec.mark("finished_at")
             rec.doc["timings"]["total_seconds"] = rec.total_seconds()
             rec.doc.pop("upload", None)
-            if not self._owner(job):
-                return Outcome("lost", job, rec, error)
+            if not self.owns(job):
+                return self._lost(job, rec)
             rec.set_state("failed")
             claims.finish(job, self.cfg, "failed")
             log.warning("job failed", code=error.code, error=error.message, file=error.file)
@@ -284,7 +292,7 @@ class JobRunner:
                 out["state"] = "pending" if out.get("state") == "rendering" else "rendered"
         rec.add_note(f"interrupted by a shutdown while {phase} at {sidecar.isotime()}; "
                      "it resumes when the daemon starts again")
-        if self._owner(job):
+        if self.owns(job):
             rec.set_state("queued")
         log.warning("job interrupted by shutdown; left in the work area to resume", phase=phase)
         return Outcome("interrupted", job, rec)
@@ -305,15 +313,19 @@ class JobRunner:
 
     # ------------------------------------------------------------------ ownership
 
-    def _owner(self, job: ClaimedJob) -> bool:
+    def owns(self, job: ClaimedJob) -> bool:
         if self.heartbeat is not None and self.heartbeat.lost(job.work_dir):
             return False
         return lease.still_owner(job.work_dir, self.cfg.host_id)
 
     def _check_owner(self, job: ClaimedJob) -> None:
-        if not self._owner(job):
+        if not self.owns(job):
             log.warning("job taken over by another daemon; dropping it here")
             raise JobLost(job.id)
+
+    def _lost(self, job: ClaimedJob, rec: JobSidecar | None) -> Outcome:
+        log.warning("job taken over by another daemon; dropping it here")
+        return Outcome("lost", job, rec)
 
 
 def retry_later(rec: JobSidecar, error: JobError, attempt: int, attempts: int, when: float) -> None:

@@ -9,6 +9,7 @@ line naming the violation rather than as a sidecar users' scripts cannot parse.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,9 @@ class JobSidecar:
         self.path = sidecar.sidecar_path(cfg.paths.outbox, job.name)
         self.doc = doc
         self._last_write = 0.0
+        # set by the worker: False once another daemon has taken the job over, after which
+        # this host must not touch the sidecar (the new owner writes it)
+        self.still_ours: Callable[[], bool] | None = None
         # when the job was queued, to the sub-second (the sidecar's times are whole seconds)
         try:
             self.queued_epoch = sidecar.parse_time(doc["timings"]["queued_at"]).timestamp()
@@ -89,6 +93,9 @@ class JobSidecar:
         return round(max(0.0, time.time() - self.queued_epoch), 3)
 
     def write(self, *, check: bool = True) -> None:
+        if self.still_ours is not None and not self.still_ours():
+            log.warning("sidecar left alone: the job belongs to another daemon now", sidecar=str(self.path))
+            return
         if check:
             problems = sidecar.validate({**self.doc, "updated_at": sidecar.isotime()})
             if problems:

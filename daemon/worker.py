@@ -346,6 +346,9 @@ class Worker:
         else:
             outcome = task.outcome
         kind = outcome.kind
+        if kind in ("retry", "upload_pending") and not self.runner.owns(job):
+            log.warning("job taken over by another daemon; dropping it here")
+            kind = "lost"
         if kind in ("done", "failed", "lost", "interrupted"):
             self.heartbeat.discard(job.work_dir)
         elif kind == "retry":
@@ -355,7 +358,10 @@ class Worker:
 
     def _retry_render(self, outcome: Outcome, attempt: int) -> None:
         job, err = outcome.job, outcome.error or TransientJobError("unknown error")
-        rec = outcome.record or JobSidecar.open(self.cfg, job, None)[0]
+        rec = outcome.record
+        if rec is None:  # the step crashed before it had the sidecar
+            rec = JobSidecar.open(self.cfg, job, None)[0]
+            rec.still_ours = lambda: self.runner.owns(job)
         if attempt >= MAX_RENDER_ATTEMPTS:
             self.runner.fail(job, rec, err, retryable=True)
             self.heartbeat.discard(job.work_dir)
