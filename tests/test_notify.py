@@ -176,7 +176,9 @@ def test_failing_webhooks_never_block_or_raise_and_others_still_get_the_message(
     with capture_logs() as logs:
         t0 = time.monotonic()
         n(done_doc())  # returns at once: delivery happens in the background
-        assert time.monotonic() - t0 < 0.3
+        # delivering in the caller would take >= 1.5 s (/slow: 3 attempts x 0.5 s timeout);
+        # the bound is loose so a loaded CI machine does not make it flaky
+        assert time.monotonic() - t0 < 1.0
         n.close()
     assert receiver.hits["/down"] == 3  # first attempt + 2 retries
     assert len(receiver.bodies("/ok")) == 1
