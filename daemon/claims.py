@@ -24,11 +24,11 @@ import errno
 import json
 import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.jobs import (
@@ -464,34 +464,7 @@ def _move(src: Path, dst: Path) -> None:
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Atomic replace, durable before returning: recovery trusts what it reads."""
     payload = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some network filesystems refuse fsync on folders; the rename is still atomic
-    finally:
-        os.close(fd)
+    write_atomic(path, payload, mode=0o644, sync_dir=True)
 
 
 def _read_record(folder: Path) -> dict[str, Any] | None:

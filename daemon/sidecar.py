@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 import threading
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from daemon.atomic import write_atomic
 
 SCHEMA_ID = "lipsyncd.sidecar/1"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "docs" / "sidecar.schema.json"
@@ -74,20 +74,7 @@ def write(path: Path, doc: dict[str, Any]) -> None:
     data = json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False).encode() + b"\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     with _write_lock:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.chmod(tmp, 0o644)  # readable by the team on the share
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        write_atomic(path, data, mode=0o644)  # readable by the team on the share
 
 
 def read(path: Path) -> dict[str, Any] | None:
