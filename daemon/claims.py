@@ -187,7 +187,8 @@ def load_claimed(work_dir: Path, cfg: Config) -> ClaimedJob:
         raise ValueError(f"{work_dir}: no valid {RECORD_NAME}")
     inputs = work_dir / INPUTS
     library = cfg.paths.templates
-    files = [ClaimedFile(name=e["name"], size=e["size"], moved=e["moved"]) for e in record["files"]]
+    files = [ClaimedFile(name=e["name"], size=e["size"], moved=e["moved"], mtime_ns=e.get("mtime_ns", 0))
+             for e in record["files"]]
     error = job_error_from_dict(record.get("error"))
     templates, names, library_paths = [], [], []
     for t in record["templates"]:
@@ -274,6 +275,7 @@ def _complete_finish(work_dir: Path, record: dict[str, Any], cfg: Config) -> Pat
         break
     else:
         raise FileExistsError(f"{dest}: kept reappearing while moving older runs aside")
+    _remove_temp_records(dest)  # a finish killed while writing the record left one
 
     inputs = work_dir / INPUTS
     for src in sorted(p for p in inputs.rglob("*") if not p.is_dir()):

@@ -27,7 +27,7 @@ from lipsync.engine import RenderOptions
 
 from daemon import claims, lease, sidecar
 from daemon.config import Config
-from daemon.errors import JobError, StorageError, job_error_from
+from daemon.errors import JobError, PermanentJobError, StorageError, job_error_from
 from daemon.failpoints import failpoint
 from daemon.job_sidecar import JobSidecar
 from daemon.jobs import ClaimedJob, PlannedOutput
@@ -155,6 +155,7 @@ class JobRunner:
             result = render(job.audio, plan.template, partial, engine=engine, options=self.options,
                             progress=progress)
             seconds = time.monotonic() - started
+            _check_inputs_unchanged(job)
             os.replace(partial, plan.path)
             from daemon.storage import sha256_file
 
@@ -348,6 +349,27 @@ def _as_dropped(err: JobError, job: ClaimedJob) -> JobError:
     if err.file and err.file.startswith(inside):
         err.file = err.file[len(inside):]
     return err
+
+
+def _check_inputs_unchanged(job: ClaimedJob) -> None:
+    """PermanentJobError when an input differs from what was claimed.
+
+    A copy that paused longer than the settle window and then carried on, or a file
+    replaced through a handle held open, changes under the renderer: the video would
+    mix two versions of it. Size and mtime as recorded at the claim are the reference.
+    """
+    for f in job.files:
+        if not f.moved or f.library:
+            continue
+        try:
+            st = os.stat(job.inputs_dir / f.name)
+        except FileNotFoundError:
+            st = None
+        if st is None or st.st_size != f.size or (f.mtime_ns and st.st_mtime_ns != f.mtime_ns):
+            now = "it is gone" if st is None else f"now {st.st_size} bytes, modified after the claim"
+            raise PermanentJobError(f"{f.name} changed while it was being read (claimed at {f.size} bytes; {now}): "
+                                    "it was still being copied or was replaced. Drop the job again once the file "
+                                    "is complete", code="input_changed", file=f.name)
 
 
 # --------------------------------------------------------------------------- render records

@@ -98,6 +98,7 @@ class ClaimedFile:
     size: int
     library: bool = False
     moved: bool = True  # False: it vanished from the inbox while being claimed
+    mtime_ns: int = 0  # modification time seen when it was claimed (0: not recorded)
 
 
 @dataclass(frozen=True)

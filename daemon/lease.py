@@ -30,11 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon import failpoints
+from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.logsetup import get_logger
 
 LEASE_FILE = "lease"
-_TEMP_PREFIX = ".lease."
+_TEMP_PREFIX = f".{LEASE_FILE}."  # write_atomic names its temp files ".<name>.<random>.tmp"
 
 log = get_logger("lipsyncd.lease")
 
@@ -68,23 +69,8 @@ def write_lease(job_dir: Path, *, host: str, job_id: str, taken_over_from: str |
     body = {"host": host, "job_id": job_id, "pid": os.getpid()}
     if taken_over_from:
         body["taken_over_from"] = taken_over_from
-    data = (json.dumps(body) + "\n").encode()
     _remove_temps(job_dir)  # left by a kill -9 during an earlier write
-    tmp = job_dir / f"{_TEMP_PREFIX}{host}.{os.getpid()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, (json.dumps(body) + "\n").encode(), mode=0o644)
     return path
 
 

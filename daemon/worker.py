@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon import claims, lease, sidecar
+from daemon.cluster import ClusterDuties
 from daemon.config import Config
 from daemon.errors import ConfigError, StorageError, TransientJobError
 from daemon.extensions import Extensions, default_extensions
@@ -108,7 +109,7 @@ class Worker:
         self._upload: _Task | None = None
         self._specs: list[JobSpec] = []
         self._scan_due = True
-        self._next_takeover = 0.0
+        self.cluster = ClusterDuties(cfg)
         self._last_ping = 0.0
         self._last_status = ("", 0.0)
         self.runner: JobRunner | None = None
@@ -269,23 +270,8 @@ class Worker:
         self._queue.append(_Waiting(job, due=0.0))
 
     def _take_over_stale(self) -> None:
-        now = time.monotonic()
-        if now < self._next_takeover:
-            return
-        self._next_takeover = now + float(self.cfg.watch.rescan_interval)
-        try:
-            stale = lease.find_stale_jobs(self.cfg)
-        except OSError as e:
-            log.warning("looking for stale jobs failed", error=str(e))
-            return
-        for item in stale:
-            try:
-                work_dir = lease.take_over(item, self.cfg)
-                self._adopt(claims.load_claimed(work_dir, self.cfg))
-            except (FileNotFoundError, lease.LeaseHeldError):
-                continue
-            except (OSError, ValueError) as e:
-                log.warning("taking over a stale job failed", job_id=item.job_id, error=str(e))
+        for job in self.cluster.poll():
+            self._adopt(job)
 
     # ------------------------------------------------------------------ job steps
 

@@ -70,6 +70,10 @@ class Store:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self._server is not None or not self._owned
+
     def start(self) -> "Store":
         assert self._owned, "the session's shared store is not this test's to start"
         if self._server is None:

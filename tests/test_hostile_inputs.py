@@ -39,16 +39,20 @@ def media(tmp_path_factory):
     return Media(tmp_path_factory.mktemp("hostile-media"), seconds=1.0)
 
 
+# drop(inbox, scratch folder, media, job=NAME) puts the job's files into the inbox
+Dropper = Callable[..., None]
+
+
 @dataclass
 class Case:
     job: str
-    drop: Callable[[Path, Path, Media], None]  # (inbox, scratch folder, media)
+    drop: Dropper
     code: str  # expected error.code
     says: tuple[str, ...]  # words the message must contain (case-insensitive)
     file: str | None = None  # expected error.file (the offending file's name)
 
 
-def with_audio(builder: Callable[[Path], Path], ext: str) -> Callable[[Path, Path, Media], None]:
+def with_audio(builder: Callable[[Path], Path], ext: str) -> Dropper:
     """A job NAME: the hostile audio file NAME.ext plus a good template."""
     def drop(inbox: Path, scratch: Path, media: Media, *, job: str) -> None:
         built = builder(scratch / f"{job}{ext}")
@@ -58,7 +62,7 @@ def with_audio(builder: Callable[[Path], Path], ext: str) -> Callable[[Path, Pat
     return drop
 
 
-def with_template(builder: Callable[[Path], Path], ext: str = ".mp4") -> Callable[[Path, Path, Media], None]:
+def with_template(builder: Callable[[Path], Path], ext: str = ".mp4") -> Dropper:
     """A job NAME: a good audio plus the hostile template NAME.ext."""
     def drop(inbox: Path, scratch: Path, media: Media, *, job: str) -> None:
         built = builder(scratch / f"{job}{ext}")
@@ -68,7 +72,7 @@ def with_template(builder: Callable[[Path], Path], ext: str = ".mp4") -> Callabl
     return drop
 
 
-def manifest(text: str, ext: str = ".job.toml") -> Callable[[Path, Path, Media], None]:
+def manifest(text: str, ext: str = ".job.toml") -> Dropper:
     def drop(inbox: Path, scratch: Path, media: Media, *, job: str) -> None:
         (inbox / f".{job}.part").write_text(text)
         os.replace(inbox / f".{job}.part", inbox / f"{job}{ext}")

@@ -231,3 +231,18 @@ def test_lost_callback_fires_once(share):
     beat.beat()
     assert calls == [job_dir]
     assert beat.jobs == frozenset()
+
+
+@pytest.mark.parametrize("bad", ["../other", "a/b", ".hidden", "x" * 65, "gpu 01"])
+def test_host_ids_that_are_not_safe_folder_names_are_refused(share, bad):
+    with pytest.raises(config_mod.ConfigError, match="cluster.host_id"):
+        host_config(share, bad)
+
+
+def test_a_lease_write_cut_short_leaves_nothing_behind_after_the_next_one(share):
+    a = host_config(share, "gpu-a")
+    job_dir = claimed_job(a, "talk-1")
+    (job_dir / ".lease.k3j2h1g0.tmp").write_text('{"host": "gpu-a"')  # kill -9 mid-write
+    lease.write_lease(job_dir, host="gpu-a", job_id="talk-1")
+    assert sorted(p.name for p in job_dir.iterdir()) == ["lease", "talk.wav"]
+    assert lease.still_owner(job_dir, "gpu-a")

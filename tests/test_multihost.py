@@ -84,6 +84,9 @@ def test_frozen_host_is_taken_over_and_abandons_when_it_wakes(tmp_path, store, m
     assert sidecar.validate(doc) == []
     (out,) = doc["outputs"]
     assert hashlib.sha256(download(out["url"])).hexdigest() == out["sha256"]
+    assert [k for k in store.objects() if "/frozen-" in k] == [out["key"]]
+    # the woken sleeper finished nothing of the job it had lost
+    assert not [e for e in sleeper.log_events() if e.get("job") == "frozen" and "finished" in e.get("event", "")]
     assert sorted(p.name for p in (share.root / "done").iterdir()) == ["after", "frozen"]
     assert list((share.root / "failed").iterdir()) == []
     assert share.work_jobs() == []

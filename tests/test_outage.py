@@ -17,9 +17,10 @@ from daemon import sidecar
 from tests.daemon_harness import Daemon, FlakyProxy, Media, Share, Store, download, wait_until
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "store").start()
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store of this module's own: the tests stop it (each leaves it running again)."""
+    s = Store(tmp_path_factory.mktemp("outage-store")).start()
     yield s
     s.stop()
 
@@ -53,13 +54,13 @@ def assert_done_with_working_link(share: Share, jobs: list[str], daemon: Daemon)
     assert share.leftovers() == []
 
 
-def test_store_down_renders_wait_and_resume(tmp_path, store, media):
+def test_store_down_renders_wait_and_resume(tmp_path, store, media, request):
     share = Share(tmp_path / "share")
     daemon = Daemon(tmp_path, share, store, "outage")
     with daemon.start():
         share.drop_job("before", media)
         share.wait_for(["before"], ("done",), timeout=60, daemons=[daemon])
-
+        request.addfinalizer(store.start)  # back up for the next test, whatever happens here
         store.stop()
         share.drop_job("first", media)
         doc = wait_until(lambda: waiting_for_store(share, "first"), 60, "first waiting for the store",

@@ -6,7 +6,6 @@ token, uploads refused for a wrong secret) and then everything it wrote is searc
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import stat
