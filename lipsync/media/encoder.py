@@ -79,7 +79,11 @@ class VideoWriter:
         ctx.colorspace = av.video.reformatter.Colorspace.ITU709
         ctx.color_primaries = 1  # BT.709
         ctx.color_trc = 1  # BT.709
-        stream.options = {"crf": str(options.crf), "preset": options.preset, "profile": "high"}
+        # A fixed GOP (keyframes exactly every KEYFRAME_SECONDS, no scene-cut keyframes, a
+        # fixed B-frame pattern): links seek predictably, and x264 chooses the same frame
+        # types whatever the engine changed, so untouched regions encode the same way.
+        stream.options = {"crf": str(options.crf), "preset": options.preset, "profile": "high",
+                          "x264-params": "scenecut=0:b-adapt=0"}
         return stream
 
     def _add_audio(self, options: RenderOptions):
