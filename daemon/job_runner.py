@@ -26,6 +26,7 @@ from typing import Any, Literal
 from lipsync.engine import RenderOptions
 
 from daemon import claims, lease, sidecar
+from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import JobError, PermanentJobError, StorageError, job_error_from
 from daemon.failpoints import failpoint
@@ -380,10 +381,7 @@ def _record_path(plan: PlannedOutput) -> Path:
 
 
 def _write_rendered(plan: PlannedOutput, data: dict[str, Any]) -> None:
-    path = _record_path(plan)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    write_atomic(_record_path(plan), json.dumps(data).encode())
 
 
 def _read_rendered(plan: PlannedOutput) -> dict[str, Any] | None:

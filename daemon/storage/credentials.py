@@ -14,11 +14,11 @@ import os
 import secrets
 import stat
 import string
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from daemon.atomic import write_atomic
 from daemon.errors import StorageError
 
 CREDENTIALS_FILE = "s3-credentials.json"
@@ -121,23 +121,7 @@ def write_private_json(path: Path, doc: dict, *, exclusive: bool = False) -> Non
 
     ``exclusive``: raise FileExistsError instead of replacing an existing file.
     """
-    # mkstemp creates the file 0600 from the start, so a secret is never readable by
-    # others, not even for the instant between creation and a chmod
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        if exclusive:
-            os.link(tmp, path)  # atomic create-if-absent, unlike rename
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    # write_atomic's temp file is 0600 from its creation (mkstemp), so a secret is never
+    # readable by others, not even for an instant
+    data = (json.dumps(doc, indent=2) + "\n").encode()
+    write_atomic(path, data, mode=0o600, exclusive=exclusive)
