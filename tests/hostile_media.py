@@ -232,6 +232,81 @@ def mp4_declaring(path: Path, *, width: int | None = None, height: int | None = 
     return path
 
 
+def webm_declaring(path: Path, *, width: int, height: int) -> Path:
+    """A 1-second 256x256 VP9 WebM whose headers declare a ``width`` x ``height`` picture.
+
+    The size goes into the track's PixelWidth/PixelHeight and into the uncompressed
+    header of every keyframe, where the VP9 decoder takes it from. 256 is the smallest
+    size whose PixelWidth is stored in two bytes, so any size up to 65535 is patched in
+    place without moving an element.
+    """
+    assert 256 <= width < 1 << 16 and 256 <= height < 1 << 16
+    src = write_plain_video(path.with_name(path.name + ".src.webm"), seconds=1.0, size=(256, 256),
+                            codec="libvpx-vp9")
+    data = bytearray(src.read_bytes())
+    src.unlink()
+    patched = {"width": 0, "height": 0, "keyframes": 0}
+    for eid, content, end in _ebml_tree(bytes(data)):
+        if eid in (0xB0, 0xBA):  # PixelWidth, PixelHeight
+            assert end - content == 2, "a 256-pixel size takes two bytes"
+            value, key = (width, "width") if eid == 0xB0 else (height, "height")
+            struct.pack_into(">H", data, content, value)
+            patched[key] += 1
+        elif eid == 0xA3 and data[content] & 0x80:  # SimpleBlock of track 1 (one-byte track number)
+            frame = content + 4  # after the track number, 16-bit timecode and flags
+            if _is_vp9_keyframe(data[frame:frame + 5]):
+                data[frame:frame + 9] = _vp9_header_with_size(bytes(data[frame:frame + 9]), width, height)
+                patched["keyframes"] += 1
+    assert patched["width"] == patched["height"] == 1 and patched["keyframes"] >= 1, patched
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _is_vp9_keyframe(head: bytes) -> bool:
+    # first byte: frame marker 0b10, profile 0, show_existing_frame 0, frame_type 0 (key);
+    # then the 3-byte sync code
+    return head[0] >> 6 == 0b10 and not head[0] & 0b00111100 and head[1:4] == b"\x49\x83\x42"
+
+
+def _vp9_header_with_size(head: bytes, width: int, height: int) -> bytes:
+    """The first 9 bytes of a profile-0 VP9 keyframe with another frame size.
+
+    After the 8 bits of frame type flags and the 24-bit sync code come 3 bits of colour
+    space and 1 of colour range, then width-1 and height-1 in 16 bits each (bits 36..67).
+    """
+    bits = int.from_bytes(head, "big")
+    assert (bits >> 72 - 35) & 0b111 != 7, "an RGB colour space has no colour range bit"
+    size_bits = (width - 1) << 16 | (height - 1)
+    shift = 72 - 36 - 32
+    bits = bits & ~(((1 << 32) - 1) << shift) | size_bits << shift
+    return bits.to_bytes(9, "big")
+
+
+# Matroska elements whose content is more elements: Segment, Tracks, TrackEntry, Video, Cluster.
+_EBML_MASTERS = {0x18538067, 0x1654AE6B, 0xAE, 0xE0, 0x1F43B675}
+
+
+def _ebml_tree(data: bytes, start: int = 0, end: int | None = None):
+    """(id, content start, content end) of every element, depth first (sizes must be known)."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos < end:
+        eid, pos = _vint(data, pos, keep_marker=True)
+        size, pos = _vint(data, pos, keep_marker=False)
+        yield eid, pos, pos + size
+        if eid in _EBML_MASTERS:
+            yield from _ebml_tree(data, pos, pos + size)
+        pos += size
+
+
+def _vint(data: bytes, pos: int, *, keep_marker: bool) -> tuple[int, int]:
+    length = 9 - data[pos].bit_length()
+    value = data[pos] if keep_marker else data[pos] & (0xFF >> length)
+    for byte in data[pos + 1:pos + length]:
+        value = value << 8 | byte
+    return value, pos + length
+
+
 _CONTAINERS = {b"moov", b"trak", b"edts", b"mdia", b"minf", b"stbl", b"udta"}
 
 

@@ -49,10 +49,11 @@ def probe_template(path: str | Path, options: RenderOptions = RenderOptions()) -
     path = Path(path)
     limits = options.limits
     probe.check_file(path, limits)
-    sniffed = probe.sniff_image_size(path)
-    if sniffed is not None:
-        probe.check_pixels(*sniffed, limits, path)
-    with probe.open_media(path) as container:
+    # before FFmpeg opens the file: its stream probing decodes a frame of the declared size
+    declared = probe.declared_picture_size(path)
+    if declared is not None:
+        probe.check_pixels(*declared, limits, path)
+    with probe.open_media(path, max_pixels=limits.max_pixels) as container:
         stream = _video_stream(container, path)
         names = set(probe.format_names(container))
         is_still = bool(names & IMAGE_FORMATS)
@@ -259,7 +260,8 @@ class TemplateReader:
     # ------------------------------------------------------------------ decoding
     def _open(self):
         if self._container is None:
-            self._container = probe.open_media(self.info.path)
+            # already checked by probe_template: probing may decode at the full size
+            self._container = probe.open_media(self.info.path, max_pixels=None)
             self._stream = _video_stream(self._container, self.info.path)
             self._stream.thread_type = "AUTO"
         return self._container
@@ -379,7 +381,7 @@ class TemplateReader:
         if self._index is None:
             pts: list[int] = []
             keys: list[int] = []
-            with probe.open_media(self.info.path) as container:
+            with probe.open_media(self.info.path, max_pixels=None) as container:
                 stream = _video_stream(container, self.info.path)
                 try:
                     for packet in container.demux(stream):

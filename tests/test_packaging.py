@@ -1,0 +1,69 @@
+"""The runtime code imports only what a production install provides.
+
+scripts/setup installs torch (pinned, first) and requirements.txt; requirements-dev.txt is
+for tests and benchmarks only. A module of daemon/ or lipsync/ importing a package that
+only the dev requirements bring in works in the test suite and breaks on a real server,
+so this test maps every third-party import to its distribution and checks it is listed.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_PACKAGES = ("daemon", "lipsync")
+
+
+def _requirement_names(path: Path) -> set[str]:
+    names = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.add(_normalize(re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0]))
+    return names
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _third_party_imports() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for package in RUNTIME_PACKAGES:
+        for source in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(source.read_text(), filename=str(source))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    modules = [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules = [node.module]
+                else:
+                    continue
+                for module in modules:
+                    top = module.split(".")[0]
+                    if top in sys.stdlib_module_names or top in RUNTIME_PACKAGES or top == "__future__":
+                        continue
+                    found.setdefault(top, []).append(str(source.relative_to(ROOT)))
+    return found
+
+
+def test_every_runtime_import_is_a_runtime_requirement():
+    required = _requirement_names(ROOT / "requirements.txt") | {"torch"}  # torch: scripts/setup, pinned
+    distributions = packages_distributions()
+    missing = []
+    for module, files in sorted(_third_party_imports().items()):
+        dists = {_normalize(d) for d in distributions.get(module, [module])}
+        if not dists & required:
+            missing.append(f"{module} (from {', '.join(sorted(dists))}) imported by {files[0]}")
+    assert not missing, "runtime imports not in requirements.txt:\n" + "\n".join(missing)
+
+
+def test_setup_installs_the_pinned_torch_before_anything_else():
+    setup = (ROOT / "scripts" / "setup").read_text()
+    assert "torch==2.13.0" in setup
+    assert setup.index('"$TORCH_SPEC"') < setup.index("-r requirements.txt")
+    assert "torch" not in _requirement_names(ROOT / "requirements.txt")
