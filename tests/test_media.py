@@ -14,7 +14,9 @@ from lipsync.engine import MediaLimits, RenderOptions
 from lipsync.errors import MediaError, MediaLimitError, NoAudioStreamError, NoVideoStreamError
 from lipsync.media.audio import iter_audio, load_mono, probe_audio
 from lipsync.media.encoder import VideoWriter
+from lipsync.media.probe import declared_picture_size
 from lipsync.media.template import TemplateReader, probe_template
+from tests import hostile_media as hm
 from tests import media_factory as mf
 
 # --------------------------------------------------------------------------- helpers
@@ -326,6 +328,103 @@ def test_a_photo_too_large_is_refused_before_it_is_decoded(tmp_path):
     (tmp_path / "bomb.png").write_bytes(data + b"\0" * 100)
     with pytest.raises(MediaLimitError, match="30000x30000"):
         probe_template(tmp_path / "bomb.png", RenderOptions())
+
+
+def _with_64bit_box_sizes(path: Path) -> Path:
+    """The same MP4 with 64-bit sizes on mdat and moov, as muxers write them past 4 GiB.
+
+    The 8-byte ``free`` box before mdat is the room muxers reserve for this, so no
+    sample moves; the moov comes last, so growing its header moves nothing either.
+    """
+    data = path.read_bytes()
+    boxes = hm._box_offsets(data)
+    free, mdat, moov = boxes["free"], boxes["mdat"], boxes["moov"]
+    assert free + 8 == mdat < moov and moov + int.from_bytes(data[moov:moov + 4], "big") == len(data)
+    mdat_size = int.from_bytes(data[mdat:mdat + 4], "big")
+    wide_mdat = (1).to_bytes(4, "big") + b"mdat" + (mdat_size + 8).to_bytes(8, "big")
+    wide_moov = (1).to_bytes(4, "big") + b"moov" + (len(data) - moov + 8).to_bytes(8, "big")
+    out = data[:free] + wide_mdat + data[mdat + 8:moov] + wide_moov + data[moov + 8:]
+    path.write_bytes(out)
+    return path
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda d: mf.write_plain_video(d / "t.mp4", size=(96, 64)), id="mp4-moov-last"),
+    pytest.param(lambda d: encode_numbered_video(d / "t.mov", 5, size=(96, 64), faststart=True), id="mov-moov-first"),
+    pytest.param(lambda d: _with_64bit_box_sizes(mf.write_plain_video(d / "t.mp4", size=(96, 64))),
+                 id="mp4-64bit-sizes"),
+    pytest.param(lambda d: encode_numbered_video(d / "t.mp4", 5, size=(96, 64), rotation=90), id="mp4-rotated"),
+    pytest.param(lambda d: encode_numbered_video(d / "t.mkv", 5, size=(96, 64)), id="mkv-h264"),
+    pytest.param(lambda d: encode_numbered_video(d / "t.webm", 5, size=(96, 64), codec="libvpx-vp9"), id="webm-vp9"),
+    pytest.param(lambda d: mf.write_still(d / "t.png", size=(96, 64)), id="png"),
+])
+def test_the_declared_picture_size_is_read_from_the_headers_as_ffmpeg_reads_it(tmp_path, make):
+    path = make(tmp_path)
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.width, ctx.height) == (96, 64)
+    assert declared_picture_size(path) == (96, 64)
+
+
+def test_headers_that_declare_no_picture_size_leave_the_judgement_to_ffmpeg(tmp_path):
+    cut = hm.truncated_mp4(tmp_path / "cut.mp4")  # the moov never arrived
+    sound = hm.audio_only_mp4(tmp_path / "sound.mp4")
+    for path in (cut, sound, mf.write_tone(tmp_path / "a.wav"), _text_as_png(tmp_path)):
+        assert declared_picture_size(path) is None, path.name
+    with pytest.raises(MediaError, match="not a readable"):
+        probe_template(cut)
+    with pytest.raises(NoVideoStreamError):
+        probe_template(sound)
+
+
+_REFUSAL_COST = """
+import json, resource, sys
+from pathlib import Path
+import av
+from lipsync.media.template import probe_template
+how, path = sys.argv[1], Path(sys.argv[2])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+refusal = None
+try:
+    if how == "probe_template":
+        probe_template(path)
+    else:
+        av.open(str(path)).close()  # what opening it with FFmpeg first would cost
+except Exception as e:
+    refusal = f"{type(e).__name__}: {e}"
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(json.dumps({"refusal": refusal, "grown_bytes": grown}))
+"""
+
+
+def _peak_growth(how: str, path: Path) -> tuple[str | None, int]:
+    """(refusal, peak RSS growth in bytes) of one probe in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _REFUSAL_COST, how, str(path)], cwd=root, capture_output=True,
+                         text=True, check=True, timeout=60)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["refusal"], result["grown_bytes"]
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda p: hm.mp4_declaring(p.with_suffix(".mp4"), width=12000, height=12000), id="mp4"),
+    pytest.param(lambda p: hm.webm_declaring(p.with_suffix(".webm"), width=12000, height=12000), id="webm"),
+])
+def test_a_video_declaring_a_huge_picture_is_refused_without_decoding(tmp_path, make):
+    path = make(tmp_path / "huge")
+    assert path.stat().st_size < 20_000
+    refusal, grown = _peak_growth("probe_template", path)
+    assert refusal is not None and refusal.startswith("MediaLimitError")
+    assert str(path) in refusal
+    assert "12000x12000" in refusal and f"limit of {MediaLimits().max_pixels}" in refusal
+    assert grown < 25 * 1024**2, f"refusing cost {grown / 1024**2:.0f} MiB"
+    # the file is a real threat: FFmpeg's own probing of it allocates the declared picture
+    _, ffmpeg_grown = _peak_growth("av.open", path)
+    assert ffmpeg_grown > 100 * 1024**2
 
 
 def _pingpong(n: int, length: int) -> list[int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import re
 import sys
-from importlib.metadata import packages_distributions
+from importlib.metadata import distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,22 @@ def _requirement_names(path: Path) -> set[str]:
 
 def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _module_owners() -> dict[str, set[str]]:
+    """Top-level module name -> distributions whose installed files provide it.
+
+    Built from the installed files themselves: some wheels (dlib-bin) declare only part
+    of what they install in top_level.txt.
+    """
+    owners: dict[str, set[str]] = {}
+    for dist in distributions():
+        for f in dist.files or ():
+            top = f.parts[0]
+            if top.endswith((".dist-info", ".data")) or top in ("..", "__pycache__"):
+                continue
+            owners.setdefault(top.removesuffix(".py"), set()).add(_normalize(dist.metadata["Name"]))
+    return owners
 
 
 def _third_party_imports() -> dict[str, list[str]]:
@@ -53,10 +69,10 @@ def _third_party_imports() -> dict[str, list[str]]:
 
 def test_every_runtime_import_is_a_runtime_requirement():
     required = _requirement_names(ROOT / "requirements.txt") | {"torch"}  # torch: scripts/setup, pinned
-    distributions = packages_distributions()
+    owners = _module_owners()
     missing = []
     for module, files in sorted(_third_party_imports().items()):
-        dists = {_normalize(d) for d in distributions.get(module, [module])}
+        dists = owners.get(module, {module})
         if not dists & required:
             missing.append(f"{module} (from {', '.join(sorted(dists))}) imported by {files[0]}")
     assert not missing, "runtime imports not in requirements.txt:\n" + "\n".join(missing)
