@@ -6,7 +6,10 @@ Areas and their retention (``[cleanup]``; 0 keeps an area forever):
 * ``paths.outputs`` -- local copies of the videos, file by file;
 * the work area -- job folders nobody owns any more (``<work>/<host>/<job id>/``);
 * the bucket -- uploaded videos under ``storage.prefix``; their sidecars then say
-  "expired" instead of carrying a dead link.
+  "expired" instead of carrying a dead link;
+* unfinished multipart uploads under ``storage.prefix`` started more than
+  :data:`INCOMPLETE_UPLOAD_MAX_AGE` ago -- the parts an upload killed mid-way left
+  behind, which no listing shows but the store keeps (and a cloud bills) until aborted.
 
 A local entry's age is that of its newest file, so a folder something still writes to is
 young. Nothing that belongs to a job in progress is touched: a job whose sidecar is
@@ -36,6 +39,10 @@ log = get_logger("lipsyncd.cleanup")
 
 # a job finished this close to the start of a listing may be missing from it
 VANISHED_SLACK_SECONDS = 120.0
+# An upload takes minutes; one unfinished after a day was interrupted, not slow, even on
+# another host with a slow link. Younger ones are never aborted: they may be in progress.
+INCOMPLETE_UPLOAD_MAX_AGE = 86400.0
+
 
 class RemoteStore(Protocol):
     bucket: str
@@ -44,10 +51,16 @@ class RemoteStore(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def list_incomplete_uploads(self, prefix: str | None = None) -> Iterator[Any]: ...
+
+    def incomplete_upload_bytes(self, upload: Any) -> int: ...
+
+    def abort_upload(self, upload: Any) -> None: ...
+
 
 @dataclass(frozen=True)
 class Removal:
-    area: str  # "done", "failed", "outputs", "work" or "remote"
+    area: str  # "done", "failed", "outputs", "work", "remote" or "unfinished-upload"
     target: str  # a path, or s3://bucket/key
     age: float  # seconds
     retention: float  # seconds
@@ -105,6 +118,8 @@ def run_cleanup(cfg: Config, store: RemoteStore | None = None, *, dry_run: bool 
     _clean_work_area(cfg, act, now, report)
     if store is not None and c.remote_retention > 0:
         _clean_remote(cfg, store, act, now, report)
+    if store is not None:
+        _abort_incomplete_uploads(cfg, store, now, report)
     log.info("cleanup finished" if not dry else "cleanup dry run finished", removed=len(report.removed),
              bytes=report.bytes_freed(), kept_in_progress=len(report.kept_in_progress),
              sidecars_expired=len(report.expired_sidecars), errors=len(report.errors))
@@ -363,15 +378,48 @@ def _vanished_outputs(cfg: Config, listed: set[str], finished_before: float) -> 
     return missing
 
 
+def _abort_incomplete_uploads(cfg: Config, store: RemoteStore, now: float, report: CleanupReport) -> None:
+    limit = INCOMPLETE_UPLOAD_MAX_AGE
+    try:
+        uploads = list(store.list_incomplete_uploads(cfg.storage.prefix))
+    except StorageError as e:
+        log.error("unfinished uploads not checked: storage unavailable", error=str(e))
+        report.errors.append(str(e))
+        return
+    for upload in uploads:
+        age = upload.age(now)
+        if age is None or age <= limit:
+            continue  # possibly in progress; a store that gives no start time gets the benefit of the doubt
+        target = f"s3://{upload.bucket}/{upload.key}?uploadId={upload.upload_id}"
+        try:
+            size = store.incomplete_upload_bytes(upload)
+            if not report.dry_run:
+                store.abort_upload(upload)
+        except StorageError as e:
+            log.error("could not abort", area="unfinished-upload", object=target, error=str(e))
+            report.errors.append(f"{target}: {e}")
+            continue
+        log.info("would abort" if report.dry_run else "aborted", area="unfinished-upload", object=target,
+                 age=human_duration(age), retention=human_duration(limit), bytes=size,
+                 reason="multipart upload left unfinished (an interrupted upload); its parts are invisible "
+                        "but kept and billed until aborted")
+        report.removed.append(Removal("unfinished-upload", target, age, limit, size))
+
+
 def apply_lifecycle_rule(cfg: Config, store: Any) -> int | None:
-    """Install the bucket expiration rule when ``cleanup.lifecycle_rule`` asks; its days."""
+    """Install the bucket expiration rule when ``cleanup.lifecycle_rule`` asks; its days.
+
+    The rule also has the store abort uploads left unfinished for a day, as the cleanup
+    pass does, so they go even when no lipsyncd runs.
+    """
     if not cfg.cleanup.lifecycle_rule or cfg.cleanup.remote_retention <= 0:
         return None
     from daemon.storage.s3 import retention_days
 
     days = retention_days(cfg.cleanup.remote_retention)
     try:
-        store.set_lifecycle_expiration(days, cfg.storage.prefix)
+        store.set_lifecycle_expiration(days, cfg.storage.prefix,
+                                       abort_incomplete_days=retention_days(INCOMPLETE_UPLOAD_MAX_AGE))
     except StorageError as e:
         if e.code != "lifecycle_unsupported":
             raise

@@ -236,6 +236,51 @@ def test_remote_dry_run_deletes_nothing(remote):
     assert report.expired_sidecars == []
 
 
+@pytest.fixture
+def unfinished(seaweed, bucket, tmp_path):
+    """Uploads killed mid-way: an old one (2 s older than the young one) in our prefix, a
+    young one in our prefix, an old one outside it. The clock is then set so that the
+    young one is just under a day old."""
+    from tests.test_links import s3_config
+    from tests.test_storage import start_unfinished_upload
+
+    cfg = s3_config(tmp_path, seaweed, bucket)
+    store = seaweed.store(cfg)
+    store.ensure_bucket()
+    old = start_unfinished_upload(seaweed, bucket, "videos/2025/01/01/a-1/a.mp4", part=b"a" * 70_000)
+    outside = start_unfinished_upload(seaweed, bucket, "elsewhere/big.bin", part=b"e" * 100)
+    time.sleep(2.1)  # S3 times have one-second resolution
+    young = start_unfinished_upload(seaweed, bucket, "videos/2025/01/01/b-2/b.mp4", part=b"b" * 100)
+    (started,) = [u.initiated for u in store.list_incomplete_uploads() if u.upload_id == young]
+    now = started.timestamp() + DAY - 0.5
+    return cfg, store, now, {"old": old, "young": young, "outside": outside}
+
+
+def incomplete(store) -> set[str]:
+    return {u.upload_id for u in store.list_incomplete_uploads("")}
+
+
+def test_uploads_left_unfinished_for_a_day_are_aborted_young_ones_kept(unfinished):
+    cfg, store, now, ids = unfinished
+    with capture_logs() as logs:
+        report = run_cleanup(cfg, store, now=now)
+    old_target = f"s3://{cfg.storage.bucket}/videos/2025/01/01/a-1/a.mp4?uploadId={ids['old']}"
+    assert [(r.area, r.target, r.size) for r in report.removed] == [("unfinished-upload", old_target, 70_000)]
+    assert report.removed[0].age > DAY and report.ok
+    assert incomplete(store) == {ids["young"], ids["outside"]}  # in progress elsewhere / not ours to judge
+    (line,) = [e for e in logs if e["event"] == "aborted"]
+    assert line["object"] == old_target and line["bytes"] == 70_000 and "interrupted upload" in line["reason"]
+
+
+def test_dry_run_only_lists_unfinished_uploads(unfinished):
+    cfg, store, now, ids = unfinished
+    with capture_logs() as logs:
+        report = run_cleanup(cfg, store, now=now, dry_run=True)
+    assert [r.target.rsplit("=", 1)[1] for r in report.removed] == [ids["old"]]
+    assert incomplete(store) == set(ids.values())
+    assert [e["event"] for e in logs if e.get("area") == "unfinished-upload"] == ["would abort"]
+
+
 def test_lifecycle_rule_is_installed_in_whole_days(seaweed, bucket, tmp_path):
     from daemon.cleanup import apply_lifecycle_rule
     from tests.test_links import s3_config
@@ -249,6 +294,9 @@ def test_lifecycle_rule_is_installed_in_whole_days(seaweed, bucket, tmp_path):
     cfg.cleanup.remote_retention = 36 * 3600.0
     assert apply_lifecycle_rule(cfg, store) == 2
     assert store.lifecycle_expiration_days() == 2
+    # the store also aborts what interrupted uploads leave, as the cleanup pass does
+    (rule,) = seaweed.admin.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
 
 
 def test_cleanup_command_joins_the_running_embedded_store(seaweed, bucket, tmp_path, capsys):

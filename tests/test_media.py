@@ -377,23 +377,58 @@ def test_headers_that_declare_no_picture_size_leave_the_judgement_to_ffmpeg(tmp_
         probe_template(sound)
 
 
+@pytest.mark.parametrize("suffix, codec", [("mp4", "libx264"), ("webm", "libvpx-vp9")])
+def test_a_header_cut_anywhere_or_damaged_gives_the_size_or_nothing(tmp_path, suffix, codec):
+    import random
+
+    data = mf.write_plain_video(tmp_path / f"src.{suffix}", size=(96, 64), codec=codec).read_bytes()
+    cut = tmp_path / f"cut.{suffix}"
+    rng = random.Random(5)
+    seen = set()
+    for n in range(0, len(data), 5):
+        cut.write_bytes(data[:n])
+        seen.add(declared_picture_size(cut))
+    for _ in range(300):
+        damaged = bytearray(data)
+        for _ in range(4):
+            damaged[rng.randrange(len(damaged))] = rng.randrange(256)
+        cut.write_bytes(bytes(damaged))
+        declared_picture_size(cut)  # any answer, but an answer: no exception
+    assert seen == {None, (96, 64)}
+
+
+# Peak memory is the kernel's high-water mark of this process image (VmHWM), reset after
+# the imports. Not ru_maxrss: that also counts the pages a child shares with the (large)
+# pytest process that forked it, which hides anything smaller.
 _REFUSAL_COST = """
-import json, resource, sys
+import json, sys
 from pathlib import Path
 import av
+from lipsync.media.audio import probe_audio
 from lipsync.media.template import probe_template
+
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
 how, path = sys.argv[1], Path(sys.argv[2])
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak starts again from the memory in use now
+except OSError:
+    pass
+before = peak()
 refusal = None
 try:
     if how == "probe_template":
         probe_template(path)
+    elif how == "probe_audio":
+        probe_audio(path)
     else:
         av.open(str(path)).close()  # what opening it with FFmpeg first would cost
 except Exception as e:
     refusal = f"{type(e).__name__}: {e}"
-grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
-print(json.dumps({"refusal": refusal, "grown_bytes": grown}))
+print(json.dumps({"refusal": refusal, "grown_bytes": peak() - before}))
 """
 
 
@@ -425,6 +460,26 @@ def test_a_video_declaring_a_huge_picture_is_refused_without_decoding(tmp_path, 
     # the file is a real threat: FFmpeg's own probing of it allocates the declared picture
     _, ffmpeg_grown = _peak_growth("av.open", path)
     assert ffmpeg_grown > 100 * 1024**2
+
+
+def test_a_huge_video_dropped_as_the_audio_is_not_decoded_while_probing(tmp_path):
+    # the audio probe has no picture to refuse, but opening the file must not decode one
+    path = hm.mp4_declaring(tmp_path / "talk.mp4", width=12000, height=12000)
+    refusal, grown = _peak_growth("probe_audio", path)
+    assert refusal is not None and refusal.startswith("NoAudioStreamError") and str(path) in refusal
+    assert grown < 25 * 1024**2, f"probing cost {grown / 1024**2:.0f} MiB"
+
+
+def test_a_picture_over_the_probing_limit_leaves_the_sound_usable(tmp_path):
+    from lipsync.media.probe import open_media
+
+    path = mf.write_face_video(tmp_path / "talk.mp4", seconds=1.0, size=(96, 64), audio=True)
+    with open_media(path, max_pixels=96 * 64 - 1) as container:  # probed without decoding the video
+        audio = container.streams.audio[0]
+        rate = audio.codec_context.sample_rate
+        assert rate and audio.codec_context.channels
+        seconds = sum(frame.samples for frame in container.decode(audio)) / rate
+    assert seconds == pytest.approx(1.0, abs=0.05)
 
 
 def _pingpong(n: int, length: int) -> list[int]:

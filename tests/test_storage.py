@@ -290,6 +290,62 @@ def test_list_and_delete(seaweed, bucket, tmp_path):
     assert {o.key for o in store.list_objects("videos/2024/01/01/")} == {"videos/2024/01/01/j1/b.mp4"}
 
 
+def start_unfinished_upload(seaweed: SeaweedServer, bucket: str, key: str, part: bytes = b"") -> str:
+    """A multipart upload begun (with one part, when given) and never completed: what an
+    upload killed mid-way leaves in the bucket. Returns its upload id."""
+    admin = seaweed.admin
+    upload_id = admin.create_multipart_upload(Bucket=bucket, Key=key, ContentType="video/mp4")["UploadId"]
+    if part:
+        admin.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=part)
+    return upload_id
+
+
+def test_unfinished_uploads_are_listed_and_only_old_ones_aborted(seaweed, bucket, tmp_path):
+    store = seaweed.store(seaweed.config(bucket, tmp_path, prefix="videos/"))
+    store.ensure_bucket()
+    ids = {key: start_unfinished_upload(seaweed, bucket, key, part=b"v" * (100_000 + i))
+           for i, key in enumerate(("videos/j1/a.mp4", "videos/j2/b.mp4", "videos/j3/c.mp4", "elsewhere/x.bin"))}
+    finished = random_file(tmp_path / "done.mp4", 1000)
+    store.upload_file(finished, "videos/j4/done.mp4", sha256=sha256_file(finished))
+
+    listed = {u.key: u for u in store.list_incomplete_uploads(page_size=2)}  # several pages
+
+    assert set(listed) == {"videos/j1/a.mp4", "videos/j2/b.mp4", "videos/j3/c.mp4"}  # the finished one is no upload
+    assert {u.key for u in store.list_incomplete_uploads("")} == set(ids)
+    assert all(u.upload_id == ids[k] and u.bucket == bucket for k, u in listed.items())
+    assert all(abs(u.age(time.time())) < 120 for u in listed.values())
+    assert store.incomplete_upload_bytes(listed["videos/j2/b.mp4"]) == 100_001
+
+    # started moments ago: may be in progress on another host
+    assert store.abort_incomplete_uploads(older_than=3600) == []
+    assert len(list(store.list_incomplete_uploads())) == 3
+
+    aborted = store.abort_incomplete_uploads(older_than=3600, now=time.time() + 7200)
+
+    assert {u.key for u in aborted} == set(listed)
+    assert list(store.list_incomplete_uploads()) == []
+    assert [u.key for u in store.list_incomplete_uploads("")] == ["elsewhere/x.bin"]  # outside the prefix: kept
+    admin = seaweed.admin
+    with pytest.raises(admin.exceptions.NoSuchUpload):  # the parts are gone
+        admin.list_parts(Bucket=bucket, Key="videos/j1/a.mp4", UploadId=ids["videos/j1/a.mp4"])
+    assert store.incomplete_upload_bytes(listed["videos/j1/a.mp4"]) == 0
+    store.abort_upload(listed["videos/j1/a.mp4"])  # aborting twice is not an error
+    assert store.head("videos/j4/done.mp4") is not None
+
+
+def test_lifecycle_rule_can_also_abort_unfinished_uploads(seaweed, bucket, tmp_path):
+    store = seaweed.store(seaweed.config(bucket, tmp_path))
+    store.ensure_bucket()
+    store.set_lifecycle_expiration(30, "videos/", abort_incomplete_days=1)
+    (rule,) = seaweed.admin.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert rule["Expiration"] == {"Days": 30} and rule["Filter"] == {"Prefix": "videos/"}
+    assert rule["AbortIncompleteMultipartUpload"] == {"DaysAfterInitiation": 1}
+
+    store.set_lifecycle_expiration(30, "videos/")  # asked without: the abort goes
+    (rule,) = seaweed.admin.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    assert "AbortIncompleteMultipartUpload" not in rule and store.lifecycle_expiration_days() == 30
+
+
 def test_lifecycle_rule_is_set_and_removed_keeping_other_rules(seaweed, bucket, tmp_path):
     store = seaweed.store(seaweed.config(bucket, tmp_path))
     store.ensure_bucket()

@@ -70,7 +70,9 @@ class StorageHandle:
 
     _FORWARDED = frozenset({"upload_file", "presign_get", "head", "list_objects", "delete", "ping",
                             "ensure_bucket", "set_lifecycle_expiration", "lifecycle_expiration_days",
-                            "max_link_lifetime", "bucket", "prefix", "public_endpoint"})
+                            "max_link_lifetime", "bucket", "prefix", "public_endpoint",
+                            "list_incomplete_uploads", "incomplete_upload_bytes", "abort_upload",
+                            "abort_incomplete_uploads"})
 
     def __init__(self, store: ObjectStore, embedded: EmbeddedSeaweed | None = None):
         self.store = store

@@ -12,6 +12,7 @@ import math
 import os
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,10 +45,31 @@ LIFECYCLE_RULE_ID = "lipsyncd-expire"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
+_NO_SUCH_UPLOAD = {"NoSuchUpload", "404"}
 _UNSUPPORTED = {"NotImplemented", "MethodNotAllowed", "501", "405"}
+# how stores refuse a lifecycle rule element they do not know
+_MALFORMED_RULE = {"MalformedXML", "InvalidArgument", "InvalidRequest"}
 # signed query parameters are bearer tokens: a leaked link is a leaked video
 _SIGNED_QUERY_RE = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId)=[^&\s\"']+",
                               re.I)
+
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """A multipart upload that was started and neither completed nor aborted.
+
+    Its parts occupy (and on cloud S3 are billed as) storage, yet no object listing shows
+    them; they go only when the upload is aborted.
+    """
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: datetime | None  # UTC; None when the store did not say
+
+    def age(self, now: float) -> float | None:
+        """Seconds since it was started, or None when unknown."""
+        return now - self.initiated.timestamp() if self.initiated is not None else None
 
 
 @dataclass(frozen=True)
@@ -222,6 +244,62 @@ class ObjectStore:
         except (BotoCoreError, ClientError) as e:
             raise self._error("delete", e, key) from None
 
+    # ---------------------------------------------------------------- unfinished uploads
+    def list_incomplete_uploads(self, prefix: str | None = None, *,
+                                page_size: int = 1000) -> Iterator[IncompleteUpload]:
+        """Multipart uploads under ``prefix`` (None: storage.prefix; "": all) that were
+        started and never completed or aborted: an upload killed mid-way leaves one."""
+        prefix = self.prefix if prefix is None else prefix
+        pages = self._client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=prefix, PaginationConfig={"PageSize": page_size})
+        try:
+            for page in pages:
+                for u in page.get("Uploads", []):
+                    yield IncompleteUpload(self.bucket, u["Key"], u["UploadId"], _utc(u.get("Initiated")))
+        except (BotoCoreError, ClientError) as e:
+            raise self._error("listing unfinished uploads", e, f"{prefix}*") from None
+
+    def incomplete_upload_bytes(self, upload: IncompleteUpload) -> int:
+        """Bytes the parts uploaded so far occupy (0 when the upload is already gone)."""
+        pages = self._client.get_paginator("list_parts").paginate(Bucket=self.bucket, Key=upload.key,
+                                                                  UploadId=upload.upload_id)
+        try:
+            return sum(int(part.get("Size", 0)) for page in pages for part in page.get("Parts", []))
+        except ClientError as e:
+            if _code(e) in _NO_SUCH_UPLOAD:
+                return 0
+            raise self._error("listing the parts of an unfinished upload", e, upload.key) from None
+        except BotoCoreError as e:
+            raise self._error("listing the parts of an unfinished upload", e, upload.key) from None
+
+    def abort_upload(self, upload: IncompleteUpload) -> None:
+        """Abort one unfinished upload, freeing its parts; one already gone is not an error."""
+        try:
+            self._client.abort_multipart_upload(Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id)
+        except ClientError as e:
+            if _code(e) not in _NO_SUCH_UPLOAD:
+                raise self._error("aborting an unfinished upload", e, upload.key) from None
+        except BotoCoreError as e:
+            raise self._error("aborting an unfinished upload", e, upload.key) from None
+
+    def abort_incomplete_uploads(self, older_than: float, prefix: str | None = None, *,
+                                 now: float | None = None) -> list[IncompleteUpload]:
+        """Abort the unfinished uploads under ``prefix`` started more than ``older_than``
+        seconds before ``now`` (default: the current time); returns those aborted.
+
+        Younger ones, and any whose start time the store does not report, are kept: they
+        may be uploads in progress on another host.
+        """
+        now = time.time() if now is None else now
+        aborted = []
+        for upload in list(self.list_incomplete_uploads(prefix)):
+            age = upload.age(now)
+            if age is not None and age > older_than:
+                self.abort_upload(upload)
+                log.info("storage.upload_aborted", bucket=self.bucket, key=upload.key, initiated=str(upload.initiated))
+                aborted.append(upload)
+        return aborted
+
     # ---------------------------------------------------------------- links
     def presign_get(self, key: str, *, lifetime: float, filename: str | None = None,
                     disposition: str | None = None) -> tuple[str, datetime]:
@@ -296,20 +374,39 @@ class ObjectStore:
         except BotoCoreError as e:
             raise self._error("creating the bucket", e) from None
 
-    def set_lifecycle_expiration(self, days: int, prefix: str | None = None) -> None:
+    def set_lifecycle_expiration(self, days: int, prefix: str | None = None, *,
+                                 abort_incomplete_days: int = 0) -> None:
         """Install (``days`` >= 1) or remove (``days`` == 0) our expiration rule.
 
-        Other lifecycle rules on the bucket are kept. Raises StorageError with code
-        ``lifecycle_unsupported`` when the store has no lifecycle support.
+        With ``abort_incomplete_days`` >= 1 the rule also aborts multipart uploads left
+        unfinished that many days after they started (a store that refuses that part gets
+        the expiration alone, with a warning). Other lifecycle rules on the bucket are
+        kept. Raises StorageError with code ``lifecycle_unsupported`` when the store has no
+        lifecycle support.
         """
         if not isinstance(days, int) or days < 0:
             raise ValueError(f"lifecycle expiration needs whole days >= 0, got {days!r}")
+        if not isinstance(abort_incomplete_days, int) or abort_incomplete_days < 0:
+            raise ValueError(f"aborting unfinished uploads needs whole days >= 0, got {abort_incomplete_days!r}")
         prefix = self.prefix if prefix is None else prefix
         current = self._lifecycle_rules()
         rules = [r for r in current if r.get("ID") != LIFECYCLE_RULE_ID]
-        if days:
-            rules.append({"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": prefix},
-                          "Expiration": {"Days": days}})
+        if not days:
+            self._put_lifecycle_rules(rules, current)
+            return
+        ours = {"ID": LIFECYCLE_RULE_ID, "Status": "Enabled", "Filter": {"Prefix": prefix},
+                "Expiration": {"Days": days}}
+        if abort_incomplete_days:
+            abort = {"AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_incomplete_days}}
+            if self._put_lifecycle_rules(rules + [{**ours, **abort}], current, refusal_ok=True):
+                return
+            log.warning("storage.lifecycle_abort_refused", bucket=self.bucket,
+                        consequence="the rule only expires old videos; cleanup still aborts unfinished uploads")
+        self._put_lifecycle_rules(rules + [ours], current)
+
+    def _put_lifecycle_rules(self, rules: list[dict], current: list[dict], *, refusal_ok: bool = False) -> bool:
+        """Write ``rules`` (none: delete the configuration); False when ``refusal_ok`` and
+        the store refused a rule as malformed."""
         try:
             if rules:
                 self._client.put_bucket_lifecycle_configuration(Bucket=self.bucket,
@@ -319,9 +416,12 @@ class ObjectStore:
         except ClientError as e:
             if _code(e) in _UNSUPPORTED:
                 raise self._unsupported_lifecycle() from None
+            if refusal_ok and _code(e) in _MALFORMED_RULE:
+                return False
             raise self._error("writing lifecycle rules", e) from None
         except BotoCoreError as e:
             raise self._error("writing lifecycle rules", e) from None
+        return True
 
     def lifecycle_expiration_days(self) -> int | None:
         """Days of our expiration rule, or None when there is none."""

@@ -53,10 +53,17 @@ def open_media(path: Path, *, max_pixels: int | None = PROBE_MAX_PIXELS) -> av.c
     Opening runs FFmpeg's stream probing, which decodes a few frames of each stream to
     fill in codec details. ``max_pixels`` stops those probing decoders from allocating a
     picture larger than that (a header lying about the size then leaves the details
-    unknown instead of costing hundreds of MiB); None lets them decode any size. It does
-    not limit the decoders a caller uses afterwards.
+    unknown instead of costing hundreds of MiB), and when the headers we read ourselves
+    declare a larger picture, no video frame is decoded while probing at all (the audio
+    of such a file stays usable). None lets them decode any size. Neither limits the
+    decoders a caller uses afterwards.
     """
-    options = {"max_pixels": str(max_pixels)} if max_pixels is not None else None
+    options = None
+    if max_pixels is not None:
+        options = {"max_pixels": str(max_pixels)}
+        declared = declared_picture_size(path)
+        if declared is not None and declared[0] * declared[1] > max_pixels:
+            options["skip_frame"] = "all"
     try:
         return av.open(str(path), mode="r", options=options)
     except av.error.InvalidDataError:
@@ -182,10 +189,10 @@ def declared_picture_size(path: Path) -> tuple[int, int] | None:
     of that picture before the pixel limit could refuse it. None for other formats and
     for headers that cannot be read; FFmpeg then judges the file as usual.
     """
-    image = sniff_image_size(path)
-    if image is not None:
-        return image
     try:
+        image = sniff_image_size(path)
+        if image is not None:
+            return image
         size = path.stat().st_size
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -193,7 +200,7 @@ def declared_picture_size(path: Path) -> tuple[int, int] | None:
                 return _matroska_picture_size(fh, size)
             if head[4:8] in _MP4_FIRST_BOXES:
                 return _mp4_picture_size(fh, size)
-    except OSError:
+    except (OSError, struct.error):  # struct.error: a file cut short while being read
         return None
     return None
 
