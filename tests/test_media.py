@@ -14,7 +14,7 @@ from lipsync.engine import MediaLimits, RenderOptions
 from lipsync.errors import MediaError, MediaLimitError, NoAudioStreamError, NoVideoStreamError
 from lipsync.media.audio import iter_audio, load_mono, probe_audio
 from lipsync.media.encoder import VideoWriter
-from lipsync.media.probe import declared_picture_size
+from lipsync.media.headers import declared_picture_size
 from lipsync.media.template import TemplateReader, probe_template
 from tests import hostile_media as hm
 from tests import media_factory as mf

@@ -13,8 +13,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "cleanup",
         help="delete inputs, local copies, work leftovers and remote videos older than their retention",
         description="Runs the cleanup the daemon schedules with cleanup.cron, once: done/ and failed/ inputs, "
-                    "local output copies, abandoned work folders, and (when cleanup.remote_retention is set) "
-                    "uploaded videos, whose sidecars then say \"expired\". Jobs in progress are never touched. "
+                    "local output copies, abandoned work folders, unfinished multipart uploads older than a day, and "
+                    "(when cleanup.remote_retention is set) uploaded videos, whose sidecars then say \"expired\". Jobs in progress are never touched. "
                     "Every deletion is logged with what and why.",
     )
     p.add_argument("--dry-run", action="store_true", default=None,
@@ -32,7 +32,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
     logsetup.configure(args.log_level or cfg.logging.level, cfg.logging.format, stream=sys.stderr)
     dry = True if args.dry_run else None
-    remote = not args.local_only and cfg.cleanup.remote_retention > 0
+    # the bucket is visited even with remote_retention = 0 (keep videos forever): unfinished
+    # multipart uploads left by a killed daemon are aborted there
+    remote = not args.local_only
     try:
         if remote:
             with command_storage(cfg) as store:

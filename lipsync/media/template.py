@@ -26,6 +26,7 @@ import numpy as np
 from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import MediaError, NoVideoStreamError
 from lipsync.media import probe
+from lipsync.media.headers import declared_picture_size
 
 VIDEO_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
 IMAGE_FORMATS = frozenset({"image2", "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe"})
@@ -50,7 +51,7 @@ def probe_template(path: str | Path, options: RenderOptions = RenderOptions()) -
     limits = options.limits
     probe.check_file(path, limits)
     # before FFmpeg opens the file: its stream probing decodes a frame of the declared size
-    declared = probe.declared_picture_size(path)
+    declared = declared_picture_size(path)
     if declared is not None:
         probe.check_pixels(*declared, limits, path)
     with probe.open_media(path, max_pixels=limits.max_pixels) as container:
