@@ -49,6 +49,7 @@ from lipsync.face.analysis import analyze_template  # noqa: E402
 from lipsync.media.audio import load_mono, probe_audio  # noqa: E402
 from lipsync.media.template import TemplateReader, probe_template  # noqa: E402
 from lipsync.render import render  # noqa: E402
+from tests.media_factory import write_wav  # noqa: E402
 from lipsync.timeline import output_frame_count, template_index, template_indices  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,15 +102,7 @@ def make_speech(path: Path, seconds: float) -> Path:
         k += 1
     samples = np.concatenate(pieces)[: int(seconds * rate)]
     pcm = (np.clip(samples, -1, 1) * 32767).astype(np.int16)
-    with av.open(str(path), "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_wav(path, pcm, rate)
 
 
 def engine_cost(engine, audio: Path, template: Path, options: RenderOptions, device: str) -> float:

@@ -45,6 +45,7 @@ from lipsync.engines.wav2lip.model import Wav2LipGenerator  # noqa: E402
 from lipsync.face.analysis import analyze_template  # noqa: E402
 from lipsync.media.template import probe_template  # noqa: E402
 from lipsync.render import render  # noqa: E402
+from tests.media_factory import write_wav  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FPS = 25
@@ -82,15 +83,7 @@ def write_speech_like_audio(path: Path, seconds: float, rate: int = 16000) -> Pa
     voice = sum(np.sin(2 * np.pi * k * np.cumsum(pitch) / rate) / k for k in range(1, 8))
     envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 0.5
     samples = (0.25 * voice * envelope / 2.6 * 32767).astype(np.int16)
-    with av.open(str(path), "w", format="wav") as out:
-        stream = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_wav(path, samples, rate)
 
 
 def seeded_checkpoint(path: Path) -> Path:

@@ -15,13 +15,11 @@ from __future__ import annotations
 import os
 import random
 import struct
-from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 
-from tests.media_factory import write_plain_video, write_tone
+from tests.media_factory import encode_tone, write_plain_video, write_tone
 
 # Names that break naive shell scripts, URL builders and S3 key makers; all legal on Linux.
 HOSTILE_STEMS = (
@@ -122,7 +120,7 @@ def write_mp3(path: Path, *, seconds: float = 1.0, rate: int = 44100, freq: floa
     """A real MP3 (LAME) tone."""
     with av.open(str(path), "w", format="mp3") as out:
         st = out.add_stream("libmp3lame", rate=rate, layout="mono")
-        _encode_tone(out, st, seconds, freq)
+        encode_tone(out, st, seconds, freq)
     return path
 
 
@@ -130,7 +128,7 @@ def audio_only_mp4(path: Path, *, seconds: float = 1.0) -> Path:
     """An MP4 with an AAC track and no picture, dropped as a template."""
     with av.open(str(path), "w", format="mp4") as out:
         st = out.add_stream("aac", rate=48000, layout="mono")
-        _encode_tone(out, st, seconds, 220.0)
+        encode_tone(out, st, seconds, 220.0)
     return path
 
 
@@ -139,26 +137,6 @@ def video_only_audio(path: Path, *, seconds: float = 1.0) -> Path:
     tmp = write_plain_video(path.with_name(path.name + ".src.mp4"), seconds=seconds, size=(64, 48))
     os.replace(tmp, path)
     return path
-
-
-def _encode_tone(out, stream, seconds: float, freq: float) -> None:
-    rate = stream.codec_context.sample_rate
-    frame_size = 1024
-    total, pos = int(seconds * rate), 0
-    while pos < total:
-        n = min(frame_size, total - pos)
-        t = np.arange(pos, pos + n) / rate
-        samples = (0.2 * np.sin(2 * np.pi * freq * t)).astype(np.float32)[None, :]
-        # PyAV converts to the encoder's own sample format and frame size
-        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-        frame.sample_rate = rate
-        frame.pts = pos
-        frame.time_base = Fraction(1, rate)
-        for p in stream.encode(frame):
-            out.mux(p)
-        pos += n
-    for p in stream.encode():
-        out.mux(p)
 
 
 # --------------------------------------------------------------------------- lying headers

@@ -84,7 +84,7 @@ def write_face_video(path: Path, *, seconds: float = 2.0, fps: int = 25, size: t
         for p in vs.encode():
             out.mux(p)
         if a_s is not None:
-            _write_tone(out, a_s, n / fps)
+            encode_tone(out, a_s, n / fps)
     return path
 
 
@@ -107,7 +107,8 @@ def write_plain_video(path: Path, *, seconds: float = 1.0, fps: int = 25, size: 
     return path
 
 
-def _write_tone(out, stream, seconds: float, freq: float = 220.0) -> None:
+def encode_tone(out, stream, seconds: float, freq: float = 220.0) -> None:
+    """Encode ``seconds`` of a sine tone into ``stream`` of the open container ``out``."""
     rate = stream.codec_context.sample_rate
     total = int(seconds * rate)
     pos = 0
@@ -126,19 +127,23 @@ def _write_tone(out, stream, seconds: float, freq: float = 220.0) -> None:
         out.mux(p)
 
 
-def write_tone(path: Path, *, seconds: float = 1.0, rate: int = 16000, freq: float = 220.0) -> Path:
-    """A WAV (pcm_s16le) tone: a quick valid audio input for pipeline tests."""
-    n = int(seconds * rate)
-    samples = (0.3 * np.sin(2 * np.pi * freq * np.arange(n) / rate) * 32767).astype(np.int16)
+def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:
+    """A mono pcm_s16le WAV of ``pcm`` (int16 samples) written with PyAV."""
     with av.open(str(path), "w", format="wav") as out:
         st = out.add_stream("pcm_s16le", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(samples[None, :], format="s16", layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, np.int16)[None, :], format="s16", layout="mono")
         frame.sample_rate = rate
         for p in st.encode(frame):
             out.mux(p)
         for p in st.encode():
             out.mux(p)
     return path
+
+
+def write_tone(path: Path, *, seconds: float = 1.0, rate: int = 16000, freq: float = 220.0) -> Path:
+    """A WAV (pcm_s16le) tone: a quick valid audio input for pipeline tests."""
+    n = int(seconds * rate)
+    return write_wav(path, (0.3 * np.sin(2 * np.pi * freq * np.arange(n) / rate) * 32767).astype(np.int16), rate)
 
 
 def probe(path: Path) -> dict:
