@@ -10,7 +10,9 @@ pointing down the chin, both in pixels. In that frame:
 * the upper lip moves up by a quarter of the opening, fading out towards the nose;
 * the corners move in or out along ``u`` with the shape (rounded vs spread);
 * where the lips part, the mouth interior is drawn: the template's own teeth when its mouth
-  was open, otherwise a dark cavity with a hint of upper teeth.
+  was open, otherwise a cavity shaded by depth with a hint of upper teeth, a faint edge of
+  lower teeth at mid openings and the tongue when wide open, grained like the face and
+  with a soft inner-lip edge.
 
 The fields above are *forward* displacements (where a template pixel goes); sampling needs
 the inverse (where an output pixel comes from), found by a few fixed-point iterations,
@@ -132,9 +134,11 @@ def _poly(coeffs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class InteriorColours:
-    cavity: tuple[float, float, float]  # RGB 0..255 deep in the mouth
+    cavity: tuple[float, float, float]  # RGB 0..255 at the back of the mouth, under the upper teeth
+    floor: tuple[float, float, float]  # RGB 0..255 low in the mouth, lit through the opening
     tongue: tuple[float, float, float]  # RGB 0..255 of the tongue, low in a wide-open mouth
-    teeth: tuple[float, float, float]  # RGB 0..255 of the upper-teeth hint
+    teeth: tuple[float, float, float]  # RGB 0..255 of the upper-teeth hint (lower teeth: shaded)
+    grain: float = 0.0  # std (0..255 levels) of the fine noise of the skin around the mouth
 
 
 def interior_colours(frame: np.ndarray, landmarks: np.ndarray) -> InteriorColours:
@@ -149,10 +153,40 @@ def interior_colours(frame: np.ndarray, landmarks: np.ndarray) -> InteriorColour
     skin_points = (landmarks[[3, 4, 12, 13, 30]] + landmarks[[48, 48, 54, 54, 33]]) / 2
     lips, skin = mean_colour(lip_points), mean_colour(skin_points)
     light = float(np.clip(skin.mean() / 170.0, 0.35, 1.2))  # how brightly the face is lit
-    cavity = lips * 0.32
-    tongue = lips * np.array([0.62, 0.42, 0.42])
+    # Scaling the lip colour per channel keeps the face's lighting; damping green and blue
+    # more than red turns pink lips into the warm red-brown of a mouth (an even scale
+    # leaves the lips' blue in and reads purple).
+    cavity = lips * np.array([0.20, 0.10, 0.10])
+    floor = lips * np.array([0.36, 0.17, 0.16])
+    tongue = lips * np.array([0.70, 0.40, 0.38])
     teeth = np.array([236.0, 228.0, 214.0]) * light * 0.82
-    return InteriorColours(tuple(cavity.tolist()), tuple(tongue.tolist()), tuple(np.clip(teeth, 0, 255).tolist()))
+    return InteriorColours(tuple(cavity.tolist()), tuple(floor.tolist()), tuple(tongue.tolist()),
+                           tuple(np.clip(teeth, 0, 255).tolist()), _grain_level(frame, landmarks))
+
+
+def _grain(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Fixed per-pixel noise with std 1 (uniform), from an integer hash of the frame
+    coordinates: identical on every device and in every frame, so it adds texture without
+    flicker (which the encoder would also pay bits for)."""
+    h = xs.to(torch.int64) * 73856093 + ys.to(torch.int64) * 19349663
+    h = ((h ^ (h >> 13)) & 0xFFFFFFF) * 1274126177  # masked first: no int64 overflow
+    h = (h ^ (h >> 16)) & 0xFFFF
+    return (h.float() / 65535.0 - 0.5) * 3.4641  # uniform on +-sqrt(3): std 1
+
+
+def _grain_level(frame: np.ndarray, landmarks: np.ndarray) -> float:
+    """Std of the fine grain around the mouth: the median absolute deviation of each pixel
+    from its 3x3 mean, which edges (lips, teeth) barely move."""
+    h, w = frame.shape[:2]
+    (x0, y0), (x1, y1) = landmarks[48:68].min(axis=0), landmarks[48:68].max(axis=0)
+    pad = 0.3 * (x1 - x0)
+    xa, xb = int(np.clip(x0 - pad, 0, w - 3)), int(np.clip(x1 + pad, 3, w))
+    ya, yb = int(np.clip(y0 - pad, 0, h - 3)), int(np.clip(y1 + pad, 3, h))
+    patch = frame[ya:yb, xa:xb].astype(np.float32)
+    mean3 = sum(patch[1 + dy:patch.shape[0] - 1 + dy, 1 + dx:patch.shape[1] - 1 + dx]
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
+    detail = patch[1:-1, 1:-1] - mean3
+    return float(np.clip(np.median(np.abs(detail)) * 1.4826 / 0.94, 0.0, 4.0)) if detail.size else 0.0
 
 
 def _coarse_size(n: int) -> int:
@@ -234,11 +268,50 @@ def warp_crops(crops: torch.Tensor, offsets: torch.Tensor, geometry: dict[str, t
         box_grid = box_grid + (hanging - box_grid) * opening
         box = F.grid_sample(img, box_grid, mode="bilinear", padding_mode="border", align_corners=True)
         if bool(opening.any()):
-            inside = field.interior(bu, bv, depth, f_top, f_bottom, box, colours)
-            box = box + (inside - box) * in_gap.unsqueeze(1)
+            box = _draw_interior(box, field, (bu, bv, xs, ys, depth, f_top, f_bottom, f_keep, in_gap), colours)
         warped[:, :, r0:r1, c0:c1] = box
 
     return warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+_EDGE_PX = 2.5  # half-width of the softened band along each inner lip
+_WINDOW_MARGIN = 4  # pixels kept around the opening: more than the band plus the blur's reach
+
+
+def _draw_interior(box: torch.Tensor, field: _MouthField, where: tuple[torch.Tensor, ...],
+                   colours: InteriorColours) -> torch.Tensor:
+    """Paint the mouth interior into the (T, 3, H, W) pixels ``box`` around the mouth.
+
+    ``where`` holds the per-pixel mouth-frame coordinates (u, v), frame coordinates (x, y),
+    depth below the upper lip, the upper and lower lip lines, the warp's fade and how much
+    of each pixel is inside the opening. Only the window that holds the opening in some
+    frame of the batch is computed: usually well under half of ``box``.
+    """
+    bu, bv, xs, ys, depth, top, bottom, keep, in_gap = where
+    inside_any = in_gap > 0
+    rows = torch.nonzero(inside_any.any(dim=2).any(dim=0)).flatten()
+    cols = torch.nonzero(inside_any.any(dim=1).any(dim=0)).flatten()
+    h, w = box.shape[2:]
+    r = slice(max(int(rows[0]) - _WINDOW_MARGIN, 0), min(int(rows[-1]) + _WINDOW_MARGIN + 1, h))
+    c = slice(max(int(cols[0]) - _WINDOW_MARGIN, 0), min(int(cols[-1]) + _WINDOW_MARGIN + 1, w))
+    bu, bv, depth, top, bottom, keep, in_gap = (x[:, r, c] for x in (bu, bv, depth, top, bottom, keep, in_gap))
+    xs, ys = xs[..., c], ys[:, r]
+    win = box[:, :, r, c]
+
+    inside = field.interior(bu, bv, depth, top, bottom, win, colours)
+    if colours.grain > 0:  # grain as fine and as strong as the face's own, or the mouth looks pasted on
+        shade = (inside.mean(dim=1, keepdim=True) / 80.0).clamp(0.3, 1.0)  # dark areas show less
+        inside = inside + (colours.grain * _grain(xs, ys)).unsqueeze(1) * shade
+    win = win + (inside - win) * in_gap.unsqueeze(1)
+    # a soft inner-lip edge: blur a band along both lips where they part (never where they
+    # meet, so a closed mouth stays exactly as warped)
+    parted = _smoothstep(0.5, 2.5, bottom - top) * keep
+    band = torch.maximum(1.0 - _smoothstep(0.0, _EDGE_PX, depth.abs()),
+                         1.0 - _smoothstep(0.0, _EDGE_PX, (bottom - bv).abs()))
+    soft = F.avg_pool2d(win, 3, stride=1, padding=1, count_include_pad=False)
+    win = win + (soft - win) * (0.8 * band * parted).unsqueeze(1)
+    box[:, :, r, c] = win  # box is this batch's own scratch tensor
+    return box
 
 
 class _MouthField:
@@ -323,25 +396,44 @@ class _MouthField:
     def interior(self, u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, top: torch.Tensor,
                  bottom: torch.Tensor, sampled: torch.Tensor, colours: InteriorColours) -> torch.Tensor:
         """Colour inside the opening: the template's own interior where it had one, below
-        it a dark cavity, a hint of upper teeth and, when wide open, the tongue."""
+        it a cavity shaded from the dark back (under the upper teeth) to the warmer floor by
+        the lower lip, a hint of upper teeth, a faint edge of lower teeth for mid openings
+        and, when wide open, the tongue."""
         dev = u.device
+
+        def rgb(c: tuple[float, float, float]) -> torch.Tensor:
+            return torch.tensor(c, device=dev).view(1, 3, 1, 1)
+
         _, _, up, lo = self.lip_motion(u)
         gap = (bottom - top).clamp(min=1e-3)
         gap0 = (lo - up).clamp(min=0.0)
         across = (u - self.uc).abs()
+        down = (depth / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
+        to_lower = (bottom - v).clamp(min=0.0)
         own = 1.0 - _smoothstep(0.6 * gap0, gap0 + 1e-3, depth)
+        centre = 1.0 - _smoothstep(0.45 * self.hw, 0.75 * self.hw, across)
+
         teeth_h = torch.minimum(0.35 * gap, 0.09 * self.w)
-        teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * (1.0 - _smoothstep(0.45 * self.hw, 0.75 * self.hw, across))
-        tongue = (_smoothstep(0.55, 0.95, depth / gap) * (1.0 - _smoothstep(0.2 * self.hw, 0.6 * self.hw, across))
-                  * _smoothstep(0.08 * self.w, 0.25 * self.w, gap))
-        cavity = torch.tensor(colours.cavity, device=dev).view(1, 3, 1, 1)
-        tongue_rgb = torch.tensor(colours.tongue, device=dev).view(1, 3, 1, 1)
-        teeth_rgb = torch.tensor(colours.teeth, device=dev).view(1, 3, 1, 1)
-        # lit near the lips, darkest in the middle of the opening
-        from_lips = torch.minimum(depth, gap - depth).clamp(min=0.0) / (0.3 * gap + 1.0)
-        interior = cavity * (0.5 + 0.5 * _gauss(from_lips)).unsqueeze(1)
+        teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
+        # the lower teeth just show above the lower lip while the jaw is half open; wide
+        # open, the lip drops below them and the tongue takes over
+        low_h = torch.minimum(0.22 * gap, 0.05 * self.w)
+        mid = _smoothstep(0.04 * self.w, 0.10 * self.w, gap) * (1.0 - _smoothstep(0.18 * self.w, 0.30 * self.w, gap))
+        lower_teeth = (_smoothstep(0.2 * low_h, 0.6 * low_h, to_lower)
+                       * (1.0 - _smoothstep(0.6 * low_h, low_h, to_lower))
+                       * (1.0 - _smoothstep(0.3 * self.hw, 0.6 * self.hw, across)) * mid)
+        tongue = (_smoothstep(0.5, 0.95, down) * (1.0 - _smoothstep(0.25 * self.hw, 0.65 * self.hw, across))
+                  * _smoothstep(0.08 * self.w, 0.22 * self.w, gap))
+
+        # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
+        # which the light reaches through the opening; darker again towards the cheeks
+        floor = _smoothstep(0.2, 1.0, down).unsqueeze(1)
+        interior = rgb(colours.cavity) + (rgb(colours.floor) - rgb(colours.cavity)) * floor
+        interior = interior * (1.0 - 0.35 * _smoothstep(0.45 * self.hw, 0.95 * self.hw, across)).unsqueeze(1)
+        tongue_rgb = rgb(colours.tongue) * (0.75 + 0.25 * down).unsqueeze(1)  # lit from the front
         interior = interior + (tongue_rgb - interior) * (0.7 * tongue).unsqueeze(1)
-        interior = interior + (teeth_rgb - interior) * (0.85 * teeth).unsqueeze(1)
+        interior = interior + (rgb(colours.teeth) * 0.62 - interior) * (0.4 * lower_teeth).unsqueeze(1)
+        interior = interior + (rgb(colours.teeth) - interior) * (0.85 * teeth).unsqueeze(1)
         return interior + (sampled - interior) * own.unsqueeze(1)
 
 
