@@ -453,6 +453,42 @@ class Daemon:
         self.terminate(10)
 
 
+class NotifySocket:
+    """A bound AF_UNIX datagram socket collecting every message, like systemd's."""
+
+    def __init__(self, address: str | bytes) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.messages: list[tuple[float, dict[str, str]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
+            self.messages.append((time.monotonic(), fields))
+
+    def with_key(self, key: str, value: str | None = None) -> list[tuple[float, dict[str, str]]]:
+        return [(t, m) for t, m in list(self.messages) if key in m and (value is None or m[key] == value)]
+
+    def times(self, key: str, value: str = "1") -> list[float]:
+        """When each message setting ``key`` to ``value`` arrived (time.monotonic)."""
+        return [t for t, _ in self.with_key(key, value)]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *, daemons: Iterable[Daemon] = ()) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -10,11 +10,9 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from daemon import failpoints, sidecar
-from tests.daemon_harness import REPO, Daemon, Media, Share, Store, download, wait_until
+from tests.daemon_harness import REPO, Daemon, Media, NotifySocket, Share, Store, download, wait_until
 
 JOB = "crash"
 
@@ -178,38 +176,6 @@ def test_abandoned_sidecar_temp_files_are_swept_and_nothing_else(tmp_path):
 # --------------------------------------------------------------------------- a hung main loop
 
 
-class NotifyCollector:
-    """systemd's side of the notify protocol: a datagram socket recording WATCHDOG=1 times."""
-
-    def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.sock.settimeout(0.1)
-        self.pings: list[float] = []
-        self.ready = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096).decode()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            if "WATCHDOG=1" in data.split("\n"):
-                self.pings.append(time.monotonic())
-            if "READY=1" in data.split("\n"):
-                self.ready.set()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
 def test_a_hung_main_loop_stops_the_watchdog_pings_while_the_lease_stays_fresh(tmp_path, store, media):
     """systemd restarts a daemon whose loop hangs: pings come from the loop only. The lease
     heartbeat runs in its own thread and would keep the job from other hosts, which is why
@@ -217,23 +183,23 @@ def test_a_hung_main_loop_stops_the_watchdog_pings_while_the_lease_stays_fresh(t
     share = Share(tmp_path / "share")
     daemon = Daemon(tmp_path, share, store, "hung-loop")
     path = f"/tmp/lipsyncd-test-{uuid.uuid4().hex[:12]}.sock"
-    systemd = NotifyCollector(path)
+    systemd = NotifySocket(path)
     try:
         # the loop claims jobs itself; the failpoint hangs it right after a claim for 3 s
         daemon.start(failpoints="claimed=sleep:3", extra_env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
-        assert systemd.ready.wait(60), daemon.log_tail()
-        wait_until(lambda: len(systemd.pings) >= 5, 10, "regular pings", daemons=[daemon])
+        wait_until(lambda: systemd.with_key("READY", "1"), 60, "READY=1", daemons=[daemon])
+        wait_until(lambda: len(systemd.times("WATCHDOG")) >= 5, 10, "regular pings", daemons=[daemon])
         share.drop_job(JOB, media)
         (job_dir,) = wait_until(lambda: [j for j in share.work_jobs() if (j / "lease").exists()], 30, "a claim",
                                 daemons=[daemon])
         claimed_at = time.monotonic()
         first_renewal = (job_dir / "lease").stat().st_mtime
         time.sleep(2.5)
-        silent = [t for t in systemd.pings if t > claimed_at]
+        silent = [t for t in systemd.times("WATCHDOG") if t > claimed_at]
         assert silent == [] or silent[0] - claimed_at > 2.0, "the loop pinged while it was hung"
         assert (job_dir / "lease").stat().st_mtime > first_renewal  # the heartbeat thread went on
         share.wait_for([JOB], ("done",), timeout=60, daemons=[daemon])
-        assert systemd.pings[-1] > claimed_at + 2.5  # pinging again once the loop runs
+        assert systemd.times("WATCHDOG")[-1] > claimed_at + 2.5  # pinging again once the loop runs
     finally:
         daemon.terminate()
         systemd.close()

@@ -4,48 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import threading
 import time
 import uuid
 
 import pytest
 
 from daemon.sdnotify import Notifier
-from tests.daemon_harness import Daemon, Share, wait_until
+from tests.daemon_harness import Daemon, NotifySocket, Share, wait_until
 from tests.media_factory import write_still, write_tone
-
-
-class NotifySocket:
-    """A bound AF_UNIX datagram socket collecting every message, like systemd's."""
-
-    def __init__(self, address: str | bytes) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.sock.settimeout(0.1)
-        self.messages: list[tuple[float, dict[str, str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            fields = dict(line.split("=", 1) for line in data.decode().split("\n") if "=" in line)
-            self.messages.append((time.monotonic(), fields))
-
-    def with_key(self, key: str, value: str | None = None) -> list[tuple[float, dict[str, str]]]:
-        return [(t, m) for t, m in list(self.messages) if key in m and (value is None or m[key] == value)]
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
 
 
 @pytest.fixture
