@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon import config, logsetup, sidecar  # noqa: E402
-from daemon.worker import Worker  # noqa: E402
+from daemon.pipeline.worker import Worker  # noqa: E402
 from tests.media_factory import write_still, write_tone  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "daemon_throughput.json"

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from daemon import claims  # noqa: E402
 from daemon.config import from_dict  # noqa: E402
-from daemon.inbox import Inbox  # noqa: E402
+from daemon.intake.inbox import Inbox  # noqa: E402
 from daemon.logsetup import configure  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inbox_scan.json"

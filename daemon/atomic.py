@@ -5,7 +5,7 @@ records, leases, credentials — goes through :func:`write_atomic`: the bytes go
 temp file in the same folder, are fsynced, and the temp file is renamed over the target.
 A reader (or a daemon restarted after kill -9) sees the old file or the new one, never
 half of one. Temp names start with ``.`` and end in ``.tmp`` so scanners ignore them and
-:mod:`daemon.leftovers` can remove those a crash left behind.
+:mod:`daemon.cluster.leftovers` can remove those a crash left behind.
 """
 
 from __future__ import annotations

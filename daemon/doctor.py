@@ -133,7 +133,7 @@ def check_disks(cfg: Config) -> list[Check]:
 
 
 def check_watch(cfg: Config) -> Check:
-    from daemon.watch import choose_mode, detect_fs_type
+    from daemon.intake.watch import choose_mode, detect_fs_type
 
     fs_type = detect_fs_type(cfg.paths.inbox)
     mode = choose_mode(cfg, fs_type)

@@ -28,8 +28,8 @@ class Extensions:
 
 
 def default_extensions(cfg: Config) -> Extensions:
-    from daemon.metrics import Metrics, start_metrics_server
-    from daemon.notify import Notifier
+    from daemon.reporting.metrics import Metrics, start_metrics_server
+    from daemon.reporting.notify import Notifier
 
     ext = Extensions()
     notifier = Notifier.from_config(cfg)
@@ -50,7 +50,7 @@ def default_extensions(cfg: Config) -> Extensions:
     ext.services.append(serve_metrics)
 
     def run_schedules(store: Any) -> Stop:
-        from daemon.scheduler import start_scheduler
+        from daemon.housekeeping.scheduler import start_scheduler
 
         scheduler = start_scheduler(cfg, store)
         return lambda: scheduler.shutdown(wait=True)  # a running refresh needs the store still open

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon import claims
+from daemon.intake import claims
 from daemon import config as config_mod
 from daemon.errors import ConfigError, MissingPartnerError
-from daemon.inbox import Inbox
+from daemon.intake.inbox import Inbox
 from daemon.jobs import JobSpec
-from daemon.names import is_job_id
+from daemon.intake.names import is_job_id
 
 
 def make_cfg(root: Path, host: str = "host-a", **paths) -> config_mod.Config:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import claims, sidecar
-from daemon.cleanup import run_cleanup
+from daemon import sidecar
+from daemon.intake import claims
+from daemon.housekeeping.cleanup import run_cleanup
 from daemon.cli import main
 from daemon.jobs import JobSpec
 from tests.test_status import make_config, make_sidecar, write_config_file
@@ -282,7 +283,7 @@ def test_dry_run_only_lists_unfinished_uploads(unfinished):
 
 
 def test_lifecycle_rule_is_installed_in_whole_days(seaweed, bucket, tmp_path):
-    from daemon.cleanup import apply_lifecycle_rule
+    from daemon.housekeeping.cleanup import apply_lifecycle_rule
     from tests.test_links import s3_config
 
     cfg = s3_config(tmp_path, seaweed, bucket)

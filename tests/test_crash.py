@@ -151,7 +151,7 @@ def test_bad_failpoint_specs_are_refused_at_start(spec, complaint):
 
 def test_abandoned_sidecar_temp_files_are_swept_and_nothing_else(tmp_path):
     from daemon import config as config_mod
-    from daemon import leftovers
+    from daemon.cluster import leftovers
 
     cfg = config_mod.from_dict({"paths": {"inbox": "inbox", "outbox": "outbox"}}, base=tmp_path)
     cfg.paths.outbox.mkdir()

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from daemon import config, logsetup, sidecar
-from daemon.worker import Worker
+from daemon.pipeline.worker import Worker
 from tests.daemon_harness import Daemon, Share, wait_until
 from tests.media_factory import SPEECH_SHORT, probe, write_plain_video, write_still, write_tone
 

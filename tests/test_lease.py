@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config as config_mod
-from daemon import lease
+from daemon.cluster import lease
 
 
 def host_config(share: Path, host: str, *, timeout: float = 10, interval: float = 1) -> config_mod.Config:

@@ -14,9 +14,10 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import links, sidecar
+from daemon import sidecar
+from daemon.housekeeping import links
 from daemon.cli import main
-from daemon.scheduler import REFRESH_JOB, start_scheduler
+from daemon.housekeeping.scheduler import REFRESH_JOB, start_scheduler
 from daemon.storage import ObjectStore, object_key
 from tests.test_status import make_config, make_sidecar
 
@@ -239,7 +240,7 @@ def test_links_refresh_command(env, aws_env, capsys):
 
 
 def test_schedules_follow_the_config(tmp_path):
-    from daemon.scheduler import CLEANUP_JOB, LIFECYCLE_JOB, build_scheduler
+    from daemon.housekeeping.scheduler import CLEANUP_JOB, LIFECYCLE_JOB, build_scheduler
 
     cfg = make_config(tmp_path, links={"refresh_cron": "*/5 * * * *"},
                       cleanup={"cron": "17 3 * * 1", "remote_retention": "30d", "lifecycle_rule": True})
@@ -263,7 +264,7 @@ def test_schedules_follow_the_config(tmp_path):
     ("*/15 * * * *", "2025-01-01 00:01", ["2025-01-01 00:15 Wed", "2025-01-01 00:30 Wed"]),
 ])
 def test_cron_expressions_fire_when_cron_would(expr, after, expected):
-    from daemon.scheduler import cron_trigger
+    from daemon.housekeeping.scheduler import cron_trigger
 
     trigger = cron_trigger(expr, "UTC")
     moment = datetime.strptime(after, "%Y-%m-%d %H:%M").replace(tzinfo=timezone.utc)

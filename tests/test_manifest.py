@@ -8,9 +8,9 @@ import pytest
 
 from daemon import config as config_mod
 from daemon.errors import BadManifestError, PathOutsideInboxError
-from daemon.inbox import Inbox
+from daemon.intake.inbox import Inbox
 from daemon.jobs import JobOptions
-from daemon.manifest import parse_manifest
+from daemon.intake.manifest import parse_manifest
 
 
 def make_cfg(root: Path, **paths) -> config_mod.Config:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.metrics import Metrics, start_metrics_server
+from daemon.reporting.metrics import Metrics, start_metrics_server
 from tests.test_status import make_config, make_sidecar
 
 # one sample line of the 0.0.4 text format: name, optional labels, a number
@@ -106,7 +106,7 @@ def test_disabled_metrics_start_no_server(tmp_path):
 
 
 def test_label_values_are_escaped(tmp_path):
-    from daemon.metrics import family
+    from daemon.reporting.metrics import family
 
     lines = family("x_total", "counter", "help with \\ and\nnewline", [({"path": 'a"b\\c\nd'}, 1)])
     assert lines[0] == "# HELP x_total help with \\\\ and\\nnewline"

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from daemon import config as config_mod
 from daemon import sidecar
-from daemon.notify import Notifier, Webhook, message_text
+from daemon.reporting.notify import Notifier, Webhook, message_text
 
 SECRET = "k3y-0f-the-r0b0t"
 

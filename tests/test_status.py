@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import claims, sidecar, status
+from daemon import sidecar
+from daemon.intake import claims
+from daemon.reporting import status
 from daemon import config as config_mod
 from daemon.cli import main
 from daemon.jobs import JobSpec

@@ -9,7 +9,7 @@ import pytest
 
 from daemon import config as config_mod
 from daemon.errors import ConfigError
-from daemon.watch import InboxWatcher, choose_mode, detect_fs_type, parse_mounts
+from daemon.intake.watch import InboxWatcher, choose_mode, detect_fs_type, parse_mounts
 
 MOUNTS = """\
 sysfs /sys sysfs rw,nosuid,nodev,noexec,relatime 0 0

@@ -24,10 +24,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import cleanup, logsetup
+    from daemon import logsetup
+    from daemon.housekeeping import cleanup
     from daemon.actions.links import command_storage
     from daemon.errors import StorageError
-    from daemon.status import human_duration
+    from daemon.reporting.status import human_duration
 
     cfg = load_config(args)
     logsetup.configure(args.log_level or cfg.logging.level, cfg.logging.format, stream=sys.stderr)

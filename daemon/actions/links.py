@@ -71,7 +71,8 @@ def _listening(port: int) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import links, logsetup
+    from daemon import logsetup
+    from daemon.housekeeping import links
     from daemon.errors import StorageError
 
     cfg = load_config(args)

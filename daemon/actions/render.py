@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from daemon import config, logsetup
     from daemon.errors import ConfigError
-    from daemon.rendering import engine_options, render_options
+    from daemon.pipeline.engines import engine_options, render_options
 
     for label, path in (("audio", args.audio), ("template", args.template)):
         if not path.is_file():

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from daemon import logsetup
-    from daemon.worker import Worker
+    from daemon.pipeline.worker import Worker
 
     cfg = load_config(args)
     logsetup.configure(args.log_level or cfg.logging.level, cfg.logging.format)

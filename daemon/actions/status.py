@@ -25,7 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import sidecar, status
+    from daemon import sidecar
+    from daemon.reporting import status
 
     cfg = load_config(args)
     now = sidecar.utcnow()

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.lease import share_now
+from daemon.cluster.lease import share_now
 from daemon.logsetup import get_logger
 
 log = get_logger("lipsyncd.leftovers")

@@ -29,11 +29,14 @@ from datetime import timezone
 from pathlib import Path
 from typing import Any, Protocol
 
-from daemon import claims, lease, links, sidecar
+from daemon import sidecar
+from daemon.intake import claims
+from daemon.cluster import lease
+from daemon.housekeeping import links
 from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.logsetup import get_logger
-from daemon.status import ACTIVE_STATES, human_duration, read_sidecars
+from daemon.reporting.status import ACTIVE_STATES, human_duration, read_sidecars
 
 log = get_logger("lipsyncd.cleanup")
 

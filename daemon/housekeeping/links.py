@@ -27,7 +27,7 @@ from daemon import sidecar
 from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.logsetup import get_logger
-from daemon.status import read_sidecars
+from daemon.reporting.status import read_sidecars
 
 log = get_logger("lipsyncd.links")
 

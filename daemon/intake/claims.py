@@ -40,7 +40,7 @@ from daemon.jobs import (
     job_error_to_dict,
 )
 from daemon.logsetup import get_logger
-from daemon.names import new_job_id
+from daemon.intake.names import new_job_id
 
 RECORD_NAME = "job.json"
 RECORD_FORMAT = "lipsyncd.job/1"

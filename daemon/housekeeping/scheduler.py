@@ -23,7 +23,8 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
-from daemon import cleanup, links
+from daemon.housekeeping import cleanup
+from daemon.housekeeping import links
 from daemon.config import Config
 from daemon.logsetup import get_logger
 

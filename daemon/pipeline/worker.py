@@ -23,20 +23,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from daemon import claims, lease, sidecar
-from daemon.cluster import ClusterDuties
+from daemon import sidecar
+from daemon.intake import claims
+from daemon.cluster import lease
+from daemon.cluster.takeover import ClusterDuties
 from daemon.config import Config
 from daemon.errors import ConfigError, StorageError, TransientJobError
 from daemon.extensions import Extensions, default_extensions
 from daemon.failpoints import failpoint
-from daemon.inbox import Inbox
-from daemon.job_runner import JobRunner, Outcome, retry_later
+from daemon.intake.inbox import Inbox
+from daemon.pipeline.runner import JobRunner, Outcome, retry_later
 from daemon.job_sidecar import JobSidecar
 from daemon.jobs import ClaimedJob, JobSpec
 from daemon.logsetup import bind_job, get_logger
-from daemon.rendering import EngineCache, render_options
+from daemon.pipeline.engines import EngineCache, render_options
 from daemon.sdnotify import Notifier
-from daemon.watch import InboxWatcher
+from daemon.intake.watch import InboxWatcher
 
 log = get_logger("lipsyncd.worker")
 

@@ -30,7 +30,7 @@ from typing import Any
 from daemon.config import Config, parse_duration
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
 from daemon.jobs import ENGINE_CHOICES, SYMLINK_INPUT, JobOptions
-from daemon.names import file_kind, job_stem
+from daemon.intake.names import file_kind, job_stem
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MIN_LINK_LIFETIME = 60.0

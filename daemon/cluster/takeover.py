@@ -1,10 +1,10 @@
 """Duties towards the other daemons sharing the inbox, run from the main loop.
 
 Every ``watch.rescan_interval`` a daemon looks for jobs of hosts that died (their lease
-expired: :mod:`daemon.lease`), takes them over and settles each one the way a restart
-settles its own jobs (:func:`daemon.claims.recover_one`: a half-done claim is completed, a
+expired: :mod:`daemon.cluster.lease`), takes them over and settles each one the way a restart
+settles its own jobs (:func:`daemon.intake.claims.recover_one`: a half-done claim is completed, a
 half-done finish is finished rather than rendered again). It also removes sidecar temp
-files a killed daemon left in the shared outbox (:mod:`daemon.leftovers`). With a single
+files a killed daemon left in the shared outbox (:mod:`daemon.cluster.leftovers`). With a single
 daemon both find nothing; they cost a directory listing each.
 """
 
@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 
-from daemon import claims, lease, leftovers
+from daemon.intake import claims
+from daemon.cluster import lease
+from daemon.cluster import leftovers
 from daemon.config import Config
 from daemon.jobs import ClaimedJob
 from daemon.logsetup import get_logger

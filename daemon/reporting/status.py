@@ -116,7 +116,7 @@ def _claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datet
 
 
 def _claim_records(cfg: Config) -> list[dict[str, Any]]:
-    from daemon import claims
+    from daemon.intake import claims
 
     return [{"name": c.name, "id": c.id, "host": c.host, "claimed_at": c.claimed_at}
             for c in claims.list_claimed(cfg)]

@@ -38,8 +38,8 @@ from daemon.config import Config
 from daemon.errors import BadManifestError, JobError, MissingPartnerError, PathOutsideInboxError, PermanentJobError
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
-from daemon.manifest import Manifest, PathRules, parse_manifest
-from daemon.names import audio_names_hint, file_kind, is_readme, is_temporary_name, job_stem, template_names_hint
+from daemon.intake.manifest import Manifest, PathRules, parse_manifest
+from daemon.intake.names import audio_names_hint, file_kind, is_readme, is_temporary_name, job_stem, template_names_hint
 
 log = get_logger("lipsyncd.inbox")
 

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from daemon import status
+from daemon.reporting import status
 from daemon.config import Config
 from daemon.logsetup import get_logger
 

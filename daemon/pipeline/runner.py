@@ -25,7 +25,9 @@ from typing import Any, Literal
 
 from lipsync.engine import RenderOptions
 
-from daemon import claims, lease, sidecar
+from daemon import sidecar
+from daemon.intake import claims
+from daemon.cluster import lease
 from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import JobError, PermanentJobError, StorageError, job_error_from
@@ -33,7 +35,7 @@ from daemon.failpoints import failpoint
 from daemon.job_sidecar import JobSidecar
 from daemon.jobs import ClaimedJob, PlannedOutput
 from daemon.logsetup import bind_job, get_logger
-from daemon.rendering import EngineCache
+from daemon.pipeline.engines import EngineCache
 
 log = get_logger("lipsyncd.worker")
 
@@ -180,7 +182,7 @@ class JobRunner:
 
     def upload_and_finish(self, job: ClaimedJob, rec: JobSidecar) -> Outcome:
         """Upload every rendered output, sign its link, mark the job done and finish it."""
-        from daemon.links import link_lifetime
+        from daemon.housekeeping.links import link_lifetime
         from daemon.storage import object_key
 
         with bind_job(job=job.name, job_id=job.id):
