@@ -25,7 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from daemon import config, logsetup, sidecar  # noqa: E402
+from daemon import config, logsetup  # noqa: E402
+from daemon.outbox import read_document  # noqa: E402
 from daemon.pipeline.worker import Worker  # noqa: E402
 from tests.media_factory import write_still, write_tone  # noqa: E402
 
@@ -60,7 +61,7 @@ def run(root: Path, jobs: int, seconds: float, engine: str) -> dict:
     started = time.perf_counter()
     status = worker.run(burst=True)
     wall = time.perf_counter() - started
-    docs = [sidecar.read(p) for p in sorted((root / "outbox").glob("job*.json"))]
+    docs = [read_document(p) for p in sorted((root / "outbox").glob("job*.json"))]
     assert status == 0 and len(docs) == jobs and all(d["state"] == "done" for d in docs), status
     render = [d["timings"]["render_seconds"] for d in docs]
     upload = [d["timings"]["upload_seconds"] for d in docs]

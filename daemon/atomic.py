@@ -23,7 +23,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool 
     a hard link, unlike rename, refuses to replace. ``sync_dir``: also fsync the folder so
     the rename itself survives a power cut (for records that recovery trusts).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{_within_limit(path.name)}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -43,6 +43,14 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool 
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+def _within_limit(name: str, limit: int = 200) -> str:
+    """``name`` cut (at a character boundary) so that the temp name fits in 255 bytes."""
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return name
+    return data[:limit].decode("utf-8", "ignore")
 
 
 def fsync_dir(folder: Path) -> None:

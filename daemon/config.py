@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from lipsync.engines import NAMES as ENGINE_NAMES
+
 from daemon.errors import ConfigError
 
 ENV_PREFIX = "LIPSYNCD_"
@@ -143,13 +145,16 @@ class Wav2LipConfig:
 
 @dataclass
 class RenderConfig:
-    engine: str = opt("warp", choices=("auto", "warp", "wav2lip", "passthrough"))
+    engine: str = opt("warp", choices=ENGINE_NAMES)
     device: str = opt("auto")
     still_fps: float = opt(25.0, min=1, max=120)
     crf: int = opt(18, min=0, max=51)
     preset: str = opt("veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"))
     audio_bitrate: int = opt(128_000, min=16_000, max=512_000)
     chunk_frames: int = opt(32, min=1, max=1024)
+    max_attempts: int = opt(3, min=1, max=100)  # renders of a job that fail transiently before it fails
+    retry_delay: Duration = opt(Duration(30), min=0)  # pause after the first transient failure, doubling
+    retry_delay_max: Duration = opt(Duration(600), min=0)
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
 
 

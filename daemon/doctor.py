@@ -164,9 +164,9 @@ def check_storage(cfg: Config, *, live: bool) -> list[Check]:
         where = "embedded SeaweedFS" if cfg.storage.mode == "embedded" else (cfg.storage.endpoint or "AWS S3")
         checks.append(Check("storage", OK, f"{where}, bucket {cfg.storage.bucket} (not contacted; use --storage)"))
         return checks
-    from daemon.storage import open_storage
+    from daemon.storage import open_for_command  # boto3 only for a live check
 
-    with open_storage(cfg) as store:
+    with open_for_command(cfg) as store:  # never a second server on a live daemon's store
         store.ping()
     checks.append(Check("storage", OK, f"bucket {cfg.storage.bucket} reachable"))
     return checks

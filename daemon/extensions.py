@@ -12,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from daemon.config import Config
+from daemon.housekeeping.scheduler import start_scheduler
+from daemon.reporting.metrics import Metrics, start_metrics_server
+from daemon.reporting.notify import Notifier
+from daemon.storage import Store
 
 FinishedHook = Callable[[dict[str, Any]], None]
 Stop = Callable[[], None]
 # started with the open store once the daemon is ready; returns how to stop it (or None)
-Service = Callable[[Any], Stop | None]
+Service = Callable[[Store], Stop | None]
 
 NOTIFY_CLOSE_GRACE = 10.0  # seconds pending webhooks get at shutdown
 
@@ -28,14 +32,11 @@ class Extensions:
 
 
 def default_extensions(cfg: Config) -> Extensions:
-    from daemon.reporting.metrics import Metrics, start_metrics_server
-    from daemon.reporting.notify import Notifier
-
     ext = Extensions()
     notifier = Notifier.from_config(cfg)
     ext.on_finished.append(notifier)
 
-    def stop_notifier(_store: Any) -> Stop:
+    def stop_notifier(_store: Store) -> Stop:
         return lambda: notifier.close(grace=NOTIFY_CLOSE_GRACE)
 
     ext.services.append(stop_notifier)
@@ -43,15 +44,13 @@ def default_extensions(cfg: Config) -> Extensions:
     metrics = Metrics(cfg)
     ext.on_finished.append(metrics.observe_job)
 
-    def serve_metrics(_store: Any) -> Stop | None:
+    def serve_metrics(_store: Store) -> Stop | None:
         server = start_metrics_server(cfg, metrics)
         return server.close if server is not None else None
 
     ext.services.append(serve_metrics)
 
-    def run_schedules(store: Any) -> Stop:
-        from daemon.housekeeping.scheduler import start_scheduler
-
+    def run_schedules(store: Store) -> Stop:
         scheduler = start_scheduler(cfg, store)
         return lambda: scheduler.shutdown(wait=True)  # a running refresh needs the store still open
 

@@ -29,7 +29,6 @@ from daemon.errors import (
     PermanentJobError,
 )
 
-ENGINE_CHOICES = ("auto", "warp", "wav2lip", "passthrough")
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class JobOptions:
 
     output_name: str | None = None  # friendly name of the output(s), without .mp4
     link_lifetime: float | None = None  # seconds the presigned link stays valid
-    engine: str | None = None  # one of ENGINE_CHOICES
+    engine: str | None = None  # one of lipsync.engines.NAMES
     callback_url: str | None = None  # webhook for this job only (may hold a token: never log it)
 
     def as_dict(self) -> dict[str, Any]:

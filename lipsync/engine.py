@@ -1,15 +1,25 @@
-"""The engine interface every lip-sync engine implements.
+"""The engine contract: two kinds of engine, one way to call them.
 
-The streaming pipeline (:mod:`lipsync.render`) owns decoding, timing, threading and
-encoding; an engine only turns chunks of template frames into chunks of output frames:
+**Frame engines** (warp, wav2lip, passthrough) run inside the streaming pipeline
+(:mod:`lipsync.render`), which owns decoding, timing, threading and encoding; the engine
+only turns chunks of template frames into chunks of output frames:
 
     engine = create_engine("warp")          # loaded once (models, predictors), reused
     session = engine.start(ctx)             # per render: audio features, face analysis
     out = session.process(chunk)            # many times, in output order
     session.close()
 
-An engine never sees file formats or encoders, and it must not hold on to frames it has
-returned, so memory stays flat however long the video is.
+A frame engine never sees file formats or encoders, and it must not hold on to frames it
+has returned, so memory stays flat however long the video is.
+
+**File engines** render a whole video somewhere else (a remote GPU server): given the
+audio, the template, the output path and a progress callback, they leave a finished MP4
+at the output path (:meth:`FileEngine.render_file`).
+
+Callers never tell the two apart: :func:`lipsync.render.render` takes either. Both kinds
+have ``load_notes`` (remarks from loading, e.g. a fallback) and raise
+:class:`lipsync.errors.LipsyncError` subclasses; transient trouble (GPU memory, a busy or
+unreachable server) is a :class:`lipsync.errors.TransientRenderError`.
 """
 
 from __future__ import annotations
@@ -17,7 +27,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import numpy as np
 
@@ -49,8 +59,6 @@ class RenderOptions:
     chunk_frames: int = 32  # frames per engine call; bounds memory
     cache_dir: Path | None = None  # face-analysis cache (by template content hash)
     limits: MediaLimits = field(default_factory=MediaLimits)
-    # engine-specific settings (checkpoint path, batch size, precision, ...)
-    engine_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,18 +99,11 @@ class FrameChunk:
 
 
 class EngineSession(ABC):
-    """One render in progress."""
+    """One render of a frame engine in progress."""
 
     def __init__(self) -> None:
         # human-readable remarks for the job's sidecar (fallbacks, faceless frames, ...)
         self.notes: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        # a subclass whose __init__ forgets super().__init__() still has its notes list
-        if name == "notes":
-            self.notes = []
-            return self.notes
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @abstractmethod
     def process(self, chunk: FrameChunk) -> np.ndarray:
@@ -113,27 +114,45 @@ class EngineSession(ABC):
 
 
 class Engine(ABC):
-    """A loaded engine. Creating one may be expensive; ``start`` must be cheap-ish."""
+    """A loaded engine of either kind. Creating one may be expensive; rendering reuses it."""
 
     name: ClassVar[str]
-    # share of a render's 0..1 progress that ``start`` (audio features, face analysis)
-    # reports through ``ctx.progress``; the frames get the rest
+    # share of a render's 0..1 progress spent preparing (audio features, face analysis)
     prepare_share: ClassVar[float] = 0.1
 
     def __init__(self) -> None:
         # remarks from loading, e.g. "wav2lip unavailable (...); using warp"
         self.load_notes: list[str] = []
 
-    def __getattr__(self, name: str) -> Any:
-        # every engine has load_notes, even one whose __init__ skips super().__init__()
-        if name == "load_notes":
-            self.load_notes = []
-            return self.load_notes
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+class FrameEngine(Engine):
+    """Turns template frames into output frames inside the streaming pipeline."""
 
     @abstractmethod
     def start(self, ctx: RenderContext) -> EngineSession:
         """Prepare one render (may raise :class:`lipsync.errors.LipsyncError`)."""
+
+
+@dataclass(frozen=True)
+class FileRenderRequest:
+    """One whole-file render: what a :class:`FileEngine` is given."""
+
+    audio: Path
+    template: TemplateInfo
+    audio_duration: float  # seconds, from the audio's headers
+    output: Path  # where the finished MP4 must be when render_file returns
+    options: RenderOptions
+    progress: ProgressFn = no_progress  # 0..1, non-decreasing
+
+
+class FileEngine(Engine):
+    """Renders a whole video elsewhere (a remote server) and leaves the MP4 at the output path."""
+
+    prepare_share = 0.0
+
+    @abstractmethod
+    def render_file(self, request: FileRenderRequest) -> RenderResult:
+        """Render ``request``; the MP4 must cover the whole audio, H.264 + AAC, faststart."""
 
 
 @dataclass(frozen=True)

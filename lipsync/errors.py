@@ -8,6 +8,7 @@ object; ``str(error)`` is the human sentence, which always names the file concer
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
@@ -66,3 +67,31 @@ class TransientRenderError(LipsyncError):
 
     code = "render_transient"
     permanent = False
+
+
+class RendererBusyError(TransientRenderError):
+    """A remote renderer refused the task because it is busy with another one."""
+
+    code = "renderer_busy"
+
+
+class RendererUnreachableError(TransientRenderError):
+    """A remote renderer did not answer (down, restarting, network trouble)."""
+
+    code = "renderer_unreachable"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """True for a CUDA out-of-memory error from any engine (torch is not imported for this)."""
+    torch = sys.modules.get("torch")
+    oom = getattr(getattr(torch, "cuda", None), "OutOfMemoryError", None) if torch is not None else None
+    return oom is not None and isinstance(exc, oom)
+
+
+def as_render_error(exc: BaseException, *, engine: str, path: str | Path | None = None) -> BaseException:
+    """``exc`` as it should leave :func:`lipsync.render.render`: GPU memory trouble becomes a
+    :class:`TransientRenderError` (retry later), everything else stays what it is."""
+    if out_of_memory(exc):
+        return TransientRenderError(f"out of GPU memory in the {engine} engine ({exc.__class__.__name__}); "
+                                    "it is retried later", path=path)
+    return exc

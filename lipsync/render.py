@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from lipsync.device import resolve_device
-from lipsync.engine import (Engine, EngineSession, FrameChunk, ProgressFn, RenderContext, RenderOptions,
-                            RenderResult, TemplateInfo, no_progress)
-from lipsync.errors import LipsyncError
+from lipsync.engine import (Engine, EngineSession, FileEngine, FileRenderRequest, FrameChunk, FrameEngine,
+                            ProgressFn, RenderContext, RenderOptions, RenderResult, TemplateInfo, no_progress)
+from lipsync.errors import LipsyncError, as_render_error
 from lipsync.media.audio import AudioInfo, iter_audio, probe_audio
 from lipsync.media.encoder import VideoWriter, output_audio_rate
 from lipsync.media.template import TemplateReader, probe_template
@@ -40,21 +40,43 @@ _DONE = object()
 
 def render(audio: str | Path, template: str | Path, output: str | Path, *, engine: Engine,
            options: RenderOptions = RenderOptions(), progress: ProgressFn = no_progress) -> RenderResult:
-    """Render ``audio`` over ``template`` with ``engine`` into the MP4 ``output``.
+    """Render ``audio`` over ``template`` with ``engine`` (of either kind) into the MP4 ``output``.
 
     The output has the template's frame rate (``options.still_fps`` for a photo) and
     covers the whole audio. ``progress`` receives non-decreasing fractions ending with
     exactly 1.0 once the file is in place; the engine's preparation takes the first
     ``engine.prepare_share`` of the range. Raises :class:`lipsync.errors.LipsyncError`
-    subclasses for bad input (naming the file) and whatever an engine raises.
+    subclasses for bad input (naming the file) and whatever an engine raises; a CUDA
+    out-of-memory error from any engine leaves as :class:`TransientRenderError`.
     """
     audio, template, output = Path(audio), Path(template), Path(output)
     report = _MonotonicProgress(progress)
     audio_info = probe_audio(audio, options.limits)
     template_info = probe_template(template, options)
+    # the output's own folder only, never its parents: a caller's vanished work folder
+    # must stay vanished (see daemon.outbox on fenced writes)
+    output.parent.mkdir(exist_ok=True)
+    try:
+        if isinstance(engine, FileEngine):
+            result = _render_file(engine, audio, audio_info, template_info, output, options, report)
+        elif isinstance(engine, FrameEngine):
+            result = _render_frames(engine, audio, audio_info, template_info, output, options, report)
+        else:
+            raise TypeError(f"{type(engine).__name__} is neither a FrameEngine nor a FileEngine")
+    except BaseException as exc:  # noqa: BLE001 - re-raised, translated where it is GPU memory
+        translated = as_render_error(exc, engine=engine.name, path=template)
+        if translated is exc:
+            raise
+        raise translated from exc
+    report.finish()
+    return result
+
+
+def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, template_info: TemplateInfo,
+                   output: Path, options: RenderOptions, report: _MonotonicProgress) -> RenderResult:
     fps = template_info.fps
     frame_count = output_frame_count(audio_info.duration, fps)
-    share = min(max(float(getattr(engine, "prepare_share", 0.1)), 0.0), 1.0)
+    share = min(max(float(engine.prepare_share), 0.0), 1.0)
     n_template = template_info.frame_count
     ctx = RenderContext(
         audio_path=audio, template=template_info, fps=fps, frame_count=frame_count, options=options,
@@ -62,7 +84,6 @@ def render(audio: str | Path, template: str | Path, output: str | Path, *, engin
         template_index=lambda i: template_index(i, n_template),
         progress=lambda f: report(share * _clamp(f)),
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
     session = engine.start(ctx)
     try:
         pipeline = _Pipeline(audio_info, template_info, output, frame_count, options, session,
@@ -71,9 +92,18 @@ def render(audio: str | Path, template: str | Path, output: str | Path, *, engin
         notes = list(session.notes) + pipeline.notes()
     finally:
         session.close()
-    report.finish()
     return RenderResult(path=output, engine=engine.name, duration=frame_count / fps, width=template_info.width,
                         height=template_info.height, fps=fps, frames=frame_count, notes=tuple(notes))
+
+
+def _render_file(engine: FileEngine, audio: Path, audio_info: AudioInfo, template_info: TemplateInfo,
+                 output: Path, options: RenderOptions, report: _MonotonicProgress) -> RenderResult:
+    request = FileRenderRequest(audio=audio, template=template_info, audio_duration=audio_info.duration,
+                                output=output, options=options, progress=report)
+    result = engine.render_file(request)
+    if not output.is_file() or output.stat().st_size == 0:
+        raise LipsyncError(f"the {engine.name} engine reported success but wrote no video", path=output)
+    return result
 
 
 class _Stopped(Exception):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from daemon.intake import claims
 from daemon.housekeeping.cleanup import run_cleanup
 from daemon.cli import main

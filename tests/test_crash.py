@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import failpoints, sidecar
+from daemon import failpoints
+from tests import outbox_files as sidecar
 from tests.daemon_harness import REPO, Daemon, Media, NotifySocket, Share, Store, download, wait_until
 
 JOB = "crash"

@@ -26,7 +26,8 @@ import av
 import numpy as np
 import pytest
 
-from daemon import config, logsetup, sidecar
+from daemon import config, logsetup
+from tests import outbox_files as sidecar
 from daemon.pipeline.worker import Worker
 from tests.daemon_harness import Daemon, Share, wait_until
 from tests.media_factory import SPEECH_SHORT, probe, write_plain_video, write_still, write_tone

@@ -20,7 +20,7 @@ import av
 import numpy as np
 import pytest
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from tests import hostile_media as hm
 from tests.daemon_harness import REPO, Daemon, Media, Share, Store, download, wait_until
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 from structlog.testing import capture_logs
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from daemon.housekeeping import links
 from daemon.cli import main
 from daemon.housekeeping.scheduler import REFRESH_JOB, start_scheduler

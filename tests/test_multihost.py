@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, Media, Share, Store, download, wait_until
 
 

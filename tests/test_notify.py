@@ -12,7 +12,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon import config as config_mod
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from daemon.reporting.notify import Notifier, Webhook, message_text
 
 SECRET = "k3y-0f-the-r0b0t"

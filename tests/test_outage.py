@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, FlakyProxy, Media, Share, Store, download, wait_until
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import sidecar
+from tests import outbox_files as sidecar
 from daemon.intake import claims
 from daemon.reporting import status
 from daemon import config as config_mod

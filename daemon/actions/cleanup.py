@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     from daemon import logsetup
     from daemon.housekeeping import cleanup
-    from daemon.actions.links import command_storage
+    from daemon.storage import open_for_command
     from daemon.errors import StorageError
     from daemon.reporting.status import human_duration
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     remote = not args.local_only
     try:
         if remote:
-            with command_storage(cfg) as store:
+            with open_for_command(cfg) as store:
                 report = cleanup.run_cleanup(cfg, store, dry_run=dry)
         else:
             report = cleanup.run_cleanup(cfg, None, dry_run=dry)

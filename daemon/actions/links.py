@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
 import sys
-from collections.abc import Iterator
-from typing import Any
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, load_config
 
@@ -36,49 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-@contextlib.contextmanager
-def command_storage(cfg: Any) -> Iterator[Any]:
-    """The object store for a one-shot command.
-
-    With the embedded store, a running daemon already serves it on 127.0.0.1: the command
-    joins that server with the generated credentials rather than starting (or stopping)
-    a second one on the same data folder. Otherwise it opens the store as the daemon does.
-    """
-    from daemon.errors import StorageError
-    from daemon.storage import ObjectStore, open_storage
-    from daemon.storage.credentials import credentials_path, load_or_create
-
-    port = cfg.storage.embedded.port
-    if cfg.storage.mode == "embedded" and _listening(port):
-        if not credentials_path(cfg.paths.state).exists():
-            raise StorageError(f"127.0.0.1:{port} is in use, but {credentials_path(cfg.paths.state)} does not "
-                               "exist: that is not this configuration's embedded store (check paths.state and "
-                               "storage.embedded.port)", code="storage_setup")
-        store = ObjectStore(cfg, credentials=load_or_create(cfg.paths.state), endpoint=f"http://127.0.0.1:{port}")
-        store.ping()
-        yield store
-        return
-    with open_storage(cfg) as handle:
-        yield handle.store
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `lipsyncd --help` must not load boto3
     from daemon import logsetup
-    from daemon.housekeeping import links
     from daemon.errors import StorageError
+    from daemon.housekeeping import links
+    from daemon.storage import open_for_command
 
     cfg = load_config(args)
     logsetup.configure(args.log_level or cfg.logging.level, cfg.logging.format, stream=sys.stderr)
     try:
-        with command_storage(cfg) as store:
+        with open_for_command(cfg) as store:
             report = links.refresh_links(cfg, store, names=args.names, force=args.all)
     except StorageError as e:
         print(f"lipsyncd links refresh: {e}", file=sys.stderr)

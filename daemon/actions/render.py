@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.engines import summaries as engine_summaries
 
-ENGINES = ("warp", "wav2lip", "passthrough", "auto")
+from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,7 +25,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("audio", metavar="AUDIO", type=Path)
     p.add_argument("template", metavar="TEMPLATE", type=Path)
     p.add_argument("-o", "--output", metavar="OUT", type=Path, required=True, help="MP4 to write")
-    p.add_argument("--engine", choices=ENGINES, default=None, help="default: render.engine of the config (warp)")
+    p.add_argument("--engine", choices=ENGINE_NAMES, default=None,
+                   help="; ".join(f"{n}: {text}" for n, text in engine_summaries().items())
+                   + " (default: render.engine of the config)")
     p.add_argument("--checkpoint", metavar="PATH", type=Path, default=None, help="Wav2Lip checkpoint (wav2lip, auto)")
     p.add_argument("--device", default=None, help='"auto", "cpu", "cuda" or "cuda:N" (default: render.device)')
     p.add_argument("--still-fps", type=float, default=None, help="frame rate for a still-photo template")

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from daemon.actions import EXIT_OK, load_config
+from daemon.outbox import State
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -19,17 +20,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("names", nargs="*", metavar="NAME", help="only these jobs (names or glob patterns)")
     p.add_argument("--json", action="store_true", help="machine-readable output (counts and one object per job)")
     p.add_argument("--state", action="append", default=None, metavar="STATE",
-                   choices=("queued", "rendering", "uploading", "done", "failed", "expired"),
+                   choices=[str(s) for s in State],
                    help="only jobs in this state (repeatable)")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from daemon import sidecar
+    from daemon.outbox import utcnow
     from daemon.reporting import status
 
     cfg = load_config(args)
-    now = sidecar.utcnow()
+    now = utcnow()
     jobs = status.collect(cfg, names=args.names, now=now)
     if args.state:
         jobs = [j for j in jobs if j.state in args.state]

@@ -37,7 +37,7 @@ from daemon.logsetup import get_logger
 LEASE_FILE = "lease"
 _TEMP_PREFIX = f".{LEASE_FILE}."  # write_atomic names its temp files ".<name>.<random>.tmp"
 
-log = get_logger("lipsyncd.lease")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Lease:
     job_id: str
     renewed_at: float  # mtime by the share's clock
     taken_over_from: str | None = None
+    generation: int = 1  # 1 at the claim, +1 per takeover: fences the sidecar writes of earlier owners
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,14 @@ class LeaseHeldError(RuntimeError):
 # --------------------------------------------------------------------------- one lease
 
 
-def write_lease(job_dir: Path, *, host: str, job_id: str, taken_over_from: str | None = None) -> Path:
-    """Create or replace the lease of ``job_dir`` atomically (temp file + rename); renews it."""
+def write_lease(job_dir: Path, *, host: str, job_id: str, generation: int = 1,
+                taken_over_from: str | None = None) -> Path:
+    """Create or replace the lease of ``job_dir`` atomically (temp file + rename); renews it.
+
+    FileNotFoundError when ``job_dir`` is gone (another daemon took the job over).
+    """
     path = job_dir / LEASE_FILE
-    body = {"host": host, "job_id": job_id, "pid": os.getpid()}
+    body = {"host": host, "job_id": job_id, "pid": os.getpid(), "generation": generation}
     if taken_over_from:
         body["taken_over_from"] = taken_over_from
     _remove_temps(job_dir)  # left by a kill -9 during an earlier write
@@ -89,10 +94,12 @@ def read_lease(job_dir: Path) -> Lease | None:
         body = json.loads(raw)
         host = body["host"] if isinstance(body.get("host"), str) else None
         previous = body.get("taken_over_from")
+        generation = body.get("generation", 1)
     except (ValueError, AttributeError, KeyError):
-        host, previous = None, None
+        host, previous, generation = None, None, 1
     return Lease(host=host, job_id=job_dir.name, renewed_at=renewed_at,
-                 taken_over_from=previous if isinstance(previous, str) else None)
+                 taken_over_from=previous if isinstance(previous, str) else None,
+                 generation=generation if isinstance(generation, int) and generation >= 1 else 1)
 
 
 def renew(job_dir: Path) -> bool:
@@ -200,8 +207,13 @@ def take_over(job: StaleJob | Path, cfg: Config) -> Path:
     target = cfg.host_work_dir / job_dir.name
     target.parent.mkdir(parents=True, exist_ok=True)
     os.rename(job_dir, target)  # atomic: exactly one taker succeeds, the others get ENOENT
-    write_lease(target, host=cfg.host_id, job_id=target.name, taken_over_from=previous_host)
-    log.warning("job taken over", job_id=target.name, from_host=previous_host, lease_age=round(age, 1))
+    # From here on the old owner cannot write the sidecar (its writes are renamed out of the
+    # folder that just moved: daemon.outbox); the new generation also fences it logically.
+    old = read_lease(target)
+    generation = (old.generation if old is not None else 1) + 1
+    write_lease(target, host=cfg.host_id, job_id=target.name, generation=generation, taken_over_from=previous_host)
+    log.warning("job taken over", job_id=target.name, from_host=previous_host, lease_age=round(age, 1),
+                generation=generation)
     return target
 
 

@@ -1,8 +1,10 @@
 """Temp files that a daemon killed in the middle of a write leaves in the shared outbox.
 
-Sidecars are written to a temp file beside the target and renamed over it
-(:func:`daemon.sidecar.write`), so readers never see half a document. A daemon killed
-between the two steps leaves the temp file behind. Any daemon sharing the outbox may
+Housekeeping edits of finished sidecars (:meth:`daemon.outbox.Outbox.replace_if_unchanged`)
+are written to a temp file beside the target and renamed over it, so readers never see
+half a document; the owner's own writes go through a temp file in the job's work folder,
+which leaves with that folder. A daemon killed between the two steps leaves the temp file
+behind. Any daemon sharing the outbox may
 remove such a file once it is clearly abandoned: older, by the share's clock, than any
 write takes. A live writer holds its temp file for milliseconds; one that stalls longer
 than ``older_than`` loses its write (the rename fails) and retries, which is harmless.
@@ -18,9 +20,9 @@ from daemon.config import Config
 from daemon.cluster.lease import share_now
 from daemon.logsetup import get_logger
 
-log = get_logger("lipsyncd.leftovers")
+log = get_logger(__name__)
 
-# sidecar.write names its temp files ".<NAME>.json.<mkstemp suffix>.tmp"
+# daemon.atomic.write_atomic names the temp files of a sidecar ".<NAME>.json.<mkstemp suffix>.tmp"
 SIDECAR_TEMP_RE = re.compile(r"^\..+\.json\.[A-Za-z0-9_]+\.tmp$")
 
 

@@ -19,7 +19,7 @@ from daemon.config import Config
 from daemon.jobs import ClaimedJob
 from daemon.logsetup import get_logger
 
-log = get_logger("lipsyncd.cluster")
+log = get_logger(__name__)
 
 
 class ClusterDuties:

@@ -23,42 +23,27 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timezone
 from pathlib import Path
-from typing import Any, Protocol
 
-from daemon import sidecar
-from daemon.intake import claims
 from daemon.cluster import lease
-from daemon.housekeeping import links
 from daemon.config import Config
 from daemon.errors import StorageError
+from daemon.housekeeping import links
+from daemon.intake import claims
 from daemon.logsetup import get_logger
-from daemon.reporting.status import ACTIVE_STATES, human_duration, read_sidecars
+from daemon.outbox import Entry, Outbox, OutputState, State
+from daemon.reporting.status import human_duration
+from daemon.storage import Store, StoredObject, retention_days
 
-log = get_logger("lipsyncd.cleanup")
+log = get_logger(__name__)
 
 # a job finished this close to the start of a listing may be missing from it
 VANISHED_SLACK_SECONDS = 120.0
 # An upload takes minutes; one unfinished after a day was interrupted, not slow, even on
 # another host with a slow link. Younger ones are never aborted: they may be in progress.
 INCOMPLETE_UPLOAD_MAX_AGE = 86400.0
-
-
-class RemoteStore(Protocol):
-    bucket: str
-
-    def list_objects(self, prefix: str | None = None) -> Iterator[Any]: ...
-
-    def delete(self, key: str) -> None: ...
-
-    def list_incomplete_uploads(self, prefix: str | None = None) -> Iterator[Any]: ...
-
-    def incomplete_upload_bytes(self, upload: Any) -> int: ...
-
-    def abort_upload(self, upload: Any) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -95,32 +80,33 @@ class _Activity:
     finished_ids: set[str] = field(default_factory=set)  # ids of jobs whose sidecar is final
 
 
-def _activity(cfg: Config) -> _Activity:
+def _activity(entries: list[Entry]) -> _Activity:
     act = _Activity()
-    for _path, doc in read_sidecars(cfg.paths.outbox):
-        if doc.get("state") in ACTIVE_STATES:
-            act.names.add(doc.get("job", ""))
-            act.ids.add(doc.get("id", ""))
-        elif doc.get("id"):
-            act.finished_ids.add(doc["id"])
+    for entry in entries:
+        if entry.active:
+            act.names.add(entry.job)
+            act.ids.add(entry.id or "")
+        elif entry.id:
+            act.finished_ids.add(entry.id)
     return act
 
 
-def run_cleanup(cfg: Config, store: RemoteStore | None = None, *, dry_run: bool | None = None,
+def run_cleanup(cfg: Config, store: Store | None = None, *, dry_run: bool | None = None,
                 now: float | None = None) -> CleanupReport:
     """One cleanup pass over every area; ``store`` None skips the bucket."""
     dry = cfg.cleanup.dry_run if dry_run is None else dry_run
     now = time.time() if now is None else now
     c = cfg.cleanup
     report = CleanupReport(dry_run=dry)
-    act = _activity(cfg)
+    entries = Outbox(cfg.paths.outbox).scan()  # one scan for the whole pass
+    act = _activity(entries)
     _clean_job_folders(cfg.paths.done, "done", c.done_retention, act, now, report)
     _clean_job_folders(cfg.paths.failed, "failed", c.failed_retention, act, now, report)
     if cfg.paths.outputs is not None:
-        _clean_outputs(cfg, act, now, report)
+        _clean_outputs(cfg, entries, act, now, report)
     _clean_work_area(cfg, act, now, report)
     if store is not None and c.remote_retention > 0:
-        _clean_remote(cfg, store, act, now, report)
+        _clean_remote(cfg, store, entries, act, now, report)
     if store is not None:
         _abort_incomplete_uploads(cfg, store, now, report)
     log.info("cleanup finished" if not dry else "cleanup dry run finished", removed=len(report.removed),
@@ -212,12 +198,12 @@ def _clean_job_folders(folder: Path, area: str, retention: float, act: _Activity
         _remove(entry, area, age, retention, f"{area} inputs older than {area}_retention", report)
 
 
-def _clean_outputs(cfg: Config, act: _Activity, now: float, report: CleanupReport) -> None:
+def _clean_outputs(cfg: Config, entries: list[Entry], act: _Activity, now: float, report: CleanupReport) -> None:
     retention = cfg.cleanup.outputs_retention
     root = cfg.paths.outputs
     if retention <= 0 or root is None or not root.is_dir():
         return
-    active_paths = _active_local_paths(cfg)
+    active_paths = {o["local_path"] for e in entries if e.active for o in e.outputs if o.get("local_path")}
     deleted: set[str] = set()
     for dirpath, dirs, files in os.walk(root, topdown=False):
         for name in files:
@@ -241,24 +227,17 @@ def _clean_outputs(cfg: Config, act: _Activity, now: float, report: CleanupRepor
             except OSError:
                 pass
     if deleted and not report.dry_run:
-        _forget_local_copies(cfg, deleted)
+        _forget_local_copies(cfg, entries, deleted)
 
 
-def _active_local_paths(cfg: Config) -> set[str]:
-    return {o["local_path"] for _p, doc in read_sidecars(cfg.paths.outbox) if doc.get("state") in ACTIVE_STATES
-            for o in doc.get("outputs", []) if o.get("local_path")}
-
-
-def _forget_local_copies(cfg: Config, deleted: set[str]) -> None:
+def _forget_local_copies(cfg: Config, entries: list[Entry], deleted: set[str]) -> None:
     # a sidecar must not point at a file that is gone
-    for sc_path, before in read_sidecars(cfg.paths.outbox):
-        if before.get("state") in ACTIVE_STATES:
+    outbox = Outbox(cfg.paths.outbox)
+    for entry in entries:
+        if entry.active or not any(o.get("local_path") in deleted for o in entry.outputs):
             continue
-        if not any(o.get("local_path") in deleted for o in before.get("outputs", [])):
-            continue
-        outputs = [{k: v for k, v in o.items() if not (k == "local_path" and v in deleted)}
-                   for o in before["outputs"]]
-        links.rewrite_if_unchanged(sc_path, before, {**before, "outputs": outputs})
+        outputs = [{k: v for k, v in o.items() if not (k == "local_path" and v in deleted)} for o in entry.outputs]
+        outbox.replace_if_unchanged(entry, {**entry.doc, "outputs": outputs})
 
 
 def _clean_work_area(cfg: Config, act: _Activity, now: float, report: CleanupReport) -> None:
@@ -303,7 +282,8 @@ def _is_claim(job_dir: Path, cfg: Config) -> bool:
 # --------------------------------------------------------------------------- the bucket
 
 
-def _clean_remote(cfg: Config, store: RemoteStore, act: _Activity, now: float, report: CleanupReport) -> None:
+def _clean_remote(cfg: Config, store: Store, entries: list[Entry], act: _Activity, now: float,
+                  report: CleanupReport) -> None:
     retention = cfg.cleanup.remote_retention
     gone: set[tuple[str, str]] = set()
     listed: set[str] = set()
@@ -325,12 +305,12 @@ def _clean_remote(cfg: Config, store: RemoteStore, act: _Activity, now: float, r
     report.expired_sidecars += links.expire_objects(
         cfg, gone, reason=f"deleted by cleanup after remote_retention ({human_duration(retention)})")
     if listed:
-        vanished = _vanished_outputs(cfg, listed, listing_started - VANISHED_SLACK_SECONDS)
+        vanished = _vanished_outputs(cfg, entries, listed, listing_started - VANISHED_SLACK_SECONDS)
         report.expired_sidecars += links.expire_objects(
             cfg, vanished, reason="no longer in storage (a lifecycle rule or a person deleted it)")
 
 
-def _delete_object(store: RemoteStore, obj: Any, age: float, retention: float, act: _Activity,
+def _delete_object(store: Store, obj: StoredObject, age: float, retention: float, act: _Activity,
                    report: CleanupReport) -> bool:
     """Delete one object past its retention (or say it would be); True once it is gone."""
     target = f"s3://{obj.bucket}/{obj.key}"
@@ -355,7 +335,8 @@ def _delete_object(store: RemoteStore, obj: Any, age: float, retention: float, a
     return True
 
 
-def _vanished_outputs(cfg: Config, listed: set[str], finished_before: float) -> set[tuple[str, str]]:
+def _vanished_outputs(cfg: Config, entries: list[Entry], listed: set[str],
+                      finished_before: float) -> set[tuple[str, str]]:
     """Outputs of finished jobs under our prefix whose object the listing did not show.
 
     Objects also disappear without lipsyncd (a bucket lifecycle rule, a person); their
@@ -364,24 +345,19 @@ def _vanished_outputs(cfg: Config, listed: set[str], finished_before: float) -> 
     """
     bucket, prefix = cfg.storage.bucket, cfg.storage.prefix
     missing = set()
-    for _path, doc in read_sidecars(cfg.paths.outbox):
-        if doc.get("state") != "done":
+    for entry in entries:
+        finished = entry.finished_at()
+        if entry.state is not State.DONE or finished is None or finished >= finished_before:
             continue
-        try:
-            finished = sidecar.parse_time((doc.get("timings") or {})["finished_at"]).timestamp()
-        except (KeyError, TypeError, ValueError):
-            continue
-        if finished >= finished_before:
-            continue
-        for out in doc.get("outputs", []):
+        for out in entry.outputs:
             key = out.get("key") or ""
-            if (out.get("state") == "done" and out.get("bucket", bucket) == bucket and key.startswith(prefix)
-                    and key not in listed):
+            if (out.get("state") == OutputState.DONE and out.get("bucket", bucket) == bucket
+                    and key.startswith(prefix) and key not in listed):
                 missing.add((bucket, key))
     return missing
 
 
-def _abort_incomplete_uploads(cfg: Config, store: RemoteStore, now: float, report: CleanupReport) -> None:
+def _abort_incomplete_uploads(cfg: Config, store: Store, now: float, report: CleanupReport) -> None:
     limit = INCOMPLETE_UPLOAD_MAX_AGE
     try:
         uploads = list(store.list_incomplete_uploads(cfg.storage.prefix))
@@ -409,7 +385,7 @@ def _abort_incomplete_uploads(cfg: Config, store: RemoteStore, now: float, repor
         report.removed.append(Removal("unfinished-upload", target, age, limit, size))
 
 
-def apply_lifecycle_rule(cfg: Config, store: Any) -> int | None:
+def apply_lifecycle_rule(cfg: Config, store: Store) -> int | None:
     """Install the bucket expiration rule when ``cleanup.lifecycle_rule`` asks; its days.
 
     The rule also has the store abort uploads left unfinished for a day, as the cleanup
@@ -417,8 +393,6 @@ def apply_lifecycle_rule(cfg: Config, store: Any) -> int | None:
     """
     if not cfg.cleanup.lifecycle_rule or cfg.cleanup.remote_retention <= 0:
         return None
-    from daemon.storage.s3 import retention_days
-
     days = retention_days(cfg.cleanup.remote_retention)
     try:
         store.set_lifecycle_expiration(days, cfg.storage.prefix,

@@ -26,9 +26,10 @@ from apscheduler.triggers.cron import CronTrigger
 from daemon.housekeeping import cleanup
 from daemon.housekeeping import links
 from daemon.config import Config
+from daemon.storage import Store
 from daemon.logsetup import get_logger
 
-log = get_logger("lipsyncd.scheduler")
+log = get_logger(__name__)
 
 REFRESH_JOB = "links-refresh"
 CLEANUP_JOB = "cleanup"
@@ -101,7 +102,7 @@ def _guarded(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
     return run
 
 
-def build_scheduler(cfg: Config, store: Any, *, refresh_at_start: bool = True) -> BackgroundScheduler:
+def build_scheduler(cfg: Config, store: Store, *, refresh_at_start: bool = True) -> BackgroundScheduler:
     """A scheduler with the configured jobs, not started."""
     sched = BackgroundScheduler(executors={"default": ThreadPoolExecutor(max_workers=2)},
                                 job_defaults={"coalesce": True, "max_instances": 1,
@@ -122,7 +123,7 @@ def build_scheduler(cfg: Config, store: Any, *, refresh_at_start: bool = True) -
     return sched
 
 
-def start_scheduler(cfg: Config, store: Any, *, refresh_at_start: bool = True) -> BackgroundScheduler:
+def start_scheduler(cfg: Config, store: Store, *, refresh_at_start: bool = True) -> BackgroundScheduler:
     """Start link refresh and cleanup on their cron schedules; ``shutdown()`` stops them.
 
     ``store`` is the open object store (``daemon.storage``); it must stay open until the

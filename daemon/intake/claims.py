@@ -31,6 +31,7 @@ from typing import Any, Literal
 from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import ConfigError, MissingPartnerError
+from daemon.failpoints import failpoint
 from daemon.jobs import (
     ClaimedFile,
     ClaimedJob,
@@ -49,7 +50,7 @@ OUT = "out"
 
 Outcome = Literal["done", "failed"]
 
-log = get_logger("lipsyncd.claims")
+log = get_logger(__name__)
 
 
 # --------------------------------------------------------------------------- start-up
@@ -97,6 +98,7 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
     (work_dir / INPUTS).mkdir()
     record = _new_record(spec, cfg, job_id, now, plan)
     _write_json(work_dir / RECORD_NAME, record)
+    failpoint("claim_record", job_id)
 
     first = plan[0]
     try:
@@ -114,6 +116,7 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
             entry["moved"] = True
         except FileNotFoundError:
             pass
+    failpoint("claim_moved", job_id)
     _mark_claimed(record)
     _write_json(work_dir / RECORD_NAME, record)
     log.info("job claimed", job=spec.name, job_id=job_id, files=len(plan),

@@ -41,7 +41,7 @@ from daemon.logsetup import get_logger
 from daemon.intake.manifest import Manifest, PathRules, parse_manifest
 from daemon.intake.names import audio_names_hint, file_kind, is_readme, is_temporary_name, job_stem, template_names_hint
 
-log = get_logger("lipsyncd.inbox")
+log = get_logger(__name__)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class Inbox:
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
-            log.warning("inbox_missing", inbox=str(self.root))
+            log.warning("inbox missing", inbox=str(self.root))
             return found
         present = set()
         for entry in entries:
@@ -129,7 +129,7 @@ class Inbox:
                 continue
             kind = file_kind(name)
             if kind is None:
-                self._log_once(name, "inbox_file_ignored", reason="not an audio, template or manifest file")
+                self._log_once(name, "inbox file ignored", reason="not an audio, template or manifest file")
                 continue
             if self._observe((False, name), now) is None:
                 continue
@@ -145,7 +145,7 @@ class Inbox:
             return None
         is_link = stat.S_ISLNK(st.st_mode)
         if not is_link and not stat.S_ISREG(st.st_mode):
-            self._log_once(key[1], "inbox_file_ignored", reason="not a regular file")
+            self._log_once(key[1], "inbox file ignored", reason="not a regular file")
             return None
         self._touched.add(key)
         old = self._seen.get(key)

@@ -27,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lipsync.engines import NAMES as ENGINE_NAMES
+
 from daemon.config import Config, parse_duration
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
-from daemon.jobs import ENGINE_CHOICES, SYMLINK_INPUT, JobOptions
 from daemon.intake.names import file_kind, job_stem
+from daemon.jobs import SYMLINK_INPUT, JobOptions
 
 MAX_MANIFEST_BYTES = 1024 * 1024
 MIN_LINK_LIFETIME = 60.0
@@ -195,8 +197,8 @@ def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
                 lifetime = None
 
     engine = raw.get("engine")
-    if engine is not None and engine not in ENGINE_CHOICES:
-        problems.append(f"engine: {engine!r} is not one of {', '.join(ENGINE_CHOICES)}")
+    if engine is not None and engine not in ENGINE_NAMES:
+        problems.append(f"engine: {engine!r} is not one of {', '.join(ENGINE_NAMES)}")
         engine = None
 
     callback = raw.get("callback_url")

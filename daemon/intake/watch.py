@@ -28,7 +28,7 @@ from daemon.errors import ConfigError
 from daemon.logsetup import get_logger
 from daemon.intake.names import is_temporary_name
 
-log = get_logger("lipsyncd.watch")
+log = get_logger(__name__)
 
 MOUNTS_FILE = Path("/proc/mounts")
 _OCTAL = re.compile(r"\\([0-7]{3})")

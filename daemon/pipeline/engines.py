@@ -15,7 +15,7 @@ from lipsync.engine import Engine, MediaLimits, RenderOptions
 from daemon.config import Config
 from daemon.logsetup import get_logger
 
-log = get_logger("lipsyncd.rendering")
+log = get_logger(__name__)
 
 
 def render_options(cfg: Config, *, device: str | None = None) -> RenderOptions:

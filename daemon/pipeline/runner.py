@@ -1,15 +1,20 @@
 """One job from claim to done/ or failed/: render every output, upload, sign, finish.
 
-The worker runs :meth:`JobRunner.process` in its render thread and
-:meth:`JobRunner.upload_and_finish` again for a job whose upload has to wait for the
-store. Nothing here decides *when* to retry: the outcome says what happened and the worker
-schedules.
+The worker hands a :class:`JobRun` to :meth:`JobRunner.run`, which performs its next step
+(render, or upload after the store was down) and answers with an :class:`Outcome`. The
+runner decides what a failure means -- retry later (and when), or fail for good -- and
+records it in the job's sidecar; the worker only schedules the run again at ``run.due``.
 
 Each finished render leaves ``out/<name>.mp4`` plus a small record
 ``out/.<name>.rendered.json`` (size, sha256, duration, ...). A job that comes back after a
 restart -- an interrupted shutdown, a crash, a store that was down -- skips every output
 whose record still matches its file, so nothing is rendered twice; an upload already in
 the store is skipped by ``upload_file`` itself (same key, size and sha256).
+
+Ownership: every sidecar write is fenced (:mod:`daemon.outbox`): once another daemon has
+taken the job over, the write raises :class:`RecordFenced` and the run ends as ``LOST``
+without touching anything others see. Uploads cannot be fenced that way, so the lease is
+checked right before each one; a stale upload lands on the same key the new owner uses.
 """
 
 from __future__ import annotations
@@ -20,27 +25,62 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from lipsync.engine import RenderOptions
+from lipsync.render import render
 
-from daemon import sidecar
-from daemon.intake import claims
-from daemon.cluster import lease
 from daemon.atomic import write_atomic
+from daemon.backoff import Backoff
+from daemon.cluster import lease
 from daemon.config import Config
-from daemon.errors import JobError, PermanentJobError, StorageError, job_error_from
+from daemon.errors import JobError, PermanentJobError, StorageError, TransientJobError, job_error_from
 from daemon.failpoints import failpoint
-from daemon.job_sidecar import JobSidecar
+from daemon.housekeeping.links import link_lifetime
+from daemon.intake import claims
 from daemon.jobs import ClaimedJob, PlannedOutput
 from daemon.logsetup import bind_job, get_logger
+from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
 from daemon.pipeline.engines import EngineCache
+from daemon.storage import Store, object_key, sha256_file
 
-log = get_logger("lipsyncd.worker")
+log = get_logger(__name__)
 
-OutcomeKind = Literal["done", "failed", "interrupted", "retry", "upload_pending", "lost"]
 FinishedHook = Callable[[dict[str, Any]], None]
+UPLOAD_RETRY_FIRST = 2.0  # seconds before the first upload retry; doubling up to storage.retry_backoff_max
+
+
+class Step(StrEnum):
+    RENDER = "render"
+    UPLOAD = "upload"
+
+
+class Outcome(StrEnum):
+    DONE = "done"
+    FAILED = "failed"
+    LOST = "lost"  # another daemon owns the job now
+    INTERRUPTED = "interrupted"  # a shutdown stopped it; it resumes at the next start
+    RENDER_LATER = "render_later"  # a transient render failure: run again at run.due
+    UPLOAD_LATER = "upload_later"  # the store is unreachable: run the upload again at run.due
+
+    @property
+    def final(self) -> bool:
+        return self in (Outcome.DONE, Outcome.FAILED, Outcome.LOST, Outcome.INTERRUPTED)
+
+
+@dataclass
+class JobRun:
+    """A claimed job as the worker holds it between steps."""
+
+    job: ClaimedJob
+    step: Step = Step.RENDER
+    due: float = 0.0  # time.monotonic() at which the next step may run
+    render_attempts: int = 0  # transient render failures so far
+    upload_attempts: int = 0  # failed upload rounds so far
+    record: Sidecar | None = None
 
 
 class JobInterrupted(BaseException):
@@ -52,105 +92,126 @@ class JobInterrupted(BaseException):
 
 
 class JobLost(Exception):
-    """Another daemon took the job over (our lease expired while we stalled)."""
-
-
-@dataclass
-class Outcome:
-    kind: OutcomeKind
-    job: ClaimedJob
-    record: JobSidecar | None = None
-    error: JobError | None = None
+    """The lease says another daemon owns the job (checked before uploads)."""
 
 
 class JobRunner:
-    def __init__(self, cfg: Config, *, engines: EngineCache, options: RenderOptions, store: Any,
+    def __init__(self, cfg: Config, *, engines: EngineCache, options: RenderOptions, store: Store,
                  on_finished: Iterable[FinishedHook] = (), abort: threading.Event | None = None,
                  heartbeat: lease.Heartbeat | None = None) -> None:
         self.cfg = cfg
         self.engines = engines
         self.options = options
         self.store = store
+        self.outbox = Outbox(cfg.paths.outbox)
         self.on_finished = list(on_finished)
         self.abort = abort or threading.Event()
         self.heartbeat = heartbeat
+        self.render_backoff = Backoff(float(cfg.render.retry_delay), float(cfg.render.retry_delay_max))
+        self.upload_backoff = Backoff(UPLOAD_RETRY_FIRST, float(cfg.storage.retry_backoff_max))
         self.progress = 0.0  # of the job rendering now, for the daemon's status line
         self._bucket_ready = False
 
+    # ------------------------------------------------------------------ entry points
+
+    def run(self, run: JobRun) -> Outcome:
+        """Perform ``run``'s next step; the outcome says what the worker does next."""
+        with bind_job(job=run.job.name, job_id=run.job.id):
+            try:
+                if run.record is None:
+                    resumed = self._open(run)
+                    if resumed is not None:
+                        return resumed
+                if run.step is Step.UPLOAD:
+                    return self._upload(run)
+                return self._render(run)
+            except (RecordFenced, JobLost) as e:
+                return self._lost(run, str(e))
+            except JobInterrupted:
+                return self._interrupted(run)
+
+    def crashed(self, run: JobRun, exc: BaseException) -> Outcome:
+        """A step died of something unexpected: a transient internal error, retried like any other."""
+        with bind_job(job=run.job.name, job_id=run.job.id):
+            log.error("job step crashed; it is retried", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            try:
+                if run.record is None:
+                    self._open(run)
+                return self._render_later(run, TransientJobError(f"internal: {type(exc).__name__}: {exc}",
+                                                                 code="internal_error"))
+            except (RecordFenced, JobLost) as e:
+                return self._lost(run, str(e))
+
+    # ------------------------------------------------------------------ opening
+
+    def _open(self, run: JobRun) -> Outcome | None:
+        """Attach the job's record to ``run``; an outcome when nothing is left to do."""
+        job = run.job
+        current = lease.read_lease(job.work_dir)
+        if current is None or current.host != self.cfg.host_id:
+            raise JobLost("the job's lease names another daemon")
+        engine = None if job.error else (job.options.engine or self.cfg.render.engine)
+        rec, resumed = Sidecar.open(self.outbox, job, host=self.cfg.host_id, engine=engine,
+                                    generation=current.generation, fence=job.work_dir)
+        run.record = rec
+        if resumed and rec.state in (State.DONE, State.FAILED):
+            # stopped right after the final sidecar write: only filing the inputs is left
+            log.info("job resumed", state=rec.state)
+            self._file_inputs(job, rec.state)
+            self._finished(rec)
+            return Outcome.DONE if rec.state is State.DONE else Outcome.FAILED
+        if resumed:
+            rec.resumed()
+            log.info("job resumed", state=rec.state)
+        return None
+
     # ------------------------------------------------------------------ render
 
-    def process(self, job: ClaimedJob) -> Outcome:
-        with bind_job(job=job.name, job_id=job.id):
-            engine_name = job.options.engine or self.cfg.render.engine
-            rec, resumed = JobSidecar.open(self.cfg, job, None if job.error else engine_name)
-            rec.still_ours = lambda: self.owns(job)
-            if resumed and rec.doc["state"] in ("done", "failed"):
-                # stopped right after the final sidecar write: only filing the inputs is left
-                log.info("job resumed", state=rec.doc["state"])
-                claims.finish(job, self.cfg, rec.doc["state"])
-                self._finished(rec)
-                return Outcome(rec.doc["state"], job, rec, job.error)
-            if resumed:
-                rec.add_note(f"resumed at {sidecar.isotime()}")
-                log.info("job resumed", state=rec.doc["state"])
-            if job.error is not None:
-                return self.fail(job, rec, job.error)
-            try:
-                self._check_owner(job)
-                rec.set_error(None)
-                rec.set_state("queued", inputs=job.inputs_document())
-                self._render_all(job, rec, engine_name)
-            except JobInterrupted:
-                return self._interrupted(job, rec, "rendering")
-            except JobLost:
-                return Outcome("lost", job, rec)
-            except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
-                if not self.owns(job):
-                    # taken over while we stalled: the failure is ours (the folder moved), not the job's
-                    return self._lost(job, rec)
-                err = _as_dropped(job_error_from(exc), job)
-                if err.permanent:
-                    if err.code == "internal_error":
-                        log.exception("render crashed")
-                    return self.fail(job, rec, err)
-                log.warning("render failed, will retry", code=err.code, error=err.message)
-                return Outcome("retry", job, rec, err)
-            return self.upload_and_finish(job, rec)
+    def _render(self, run: JobRun) -> Outcome:
+        job, rec = run.job, run.record
+        assert rec is not None
+        if job.error is not None:
+            return self._fail(run, job.error)
+        try:
+            rec.queued(inputs=job.inputs_document())
+            self._render_all(job, rec)
+        except (RecordFenced, JobLost, JobInterrupted):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
+            if not self.owns(job):
+                # taken over while we stalled: the failure is ours (the folder moved), not the job's
+                raise JobLost("taken over during the render") from exc
+            err = _as_dropped(job_error_from(exc), job)
+            if err.permanent:
+                if err.code == "internal_error":
+                    log.exception("render crashed")
+                return self._fail(run, err)
+            return self._render_later(run, err)
+        return self._upload(run)
 
-    def _render_all(self, job: ClaimedJob, rec: JobSidecar, engine_name: str) -> None:
-        from lipsync.render import render
-
+    def _render_all(self, job: ClaimedJob, rec: Sidecar) -> None:
         planned = job.planned_outputs()
-        engine = self.engines.get(engine_name)
-        for note in getattr(engine, "load_notes", []) or []:
-            rec.add_note(note)
-        rec.doc["engine"] = engine.name
-        rec.ensure_outputs([(p.name, p.template_name) for p in planned], engine.name)
-        if "started_at" not in rec.doc["timings"]:
-            rec.mark("started_at")
-        rec.set_state("rendering")
-        job.out_dir.mkdir(parents=True, exist_ok=True)
+        engine = self.engines.get(job.options.engine or self.cfg.render.engine)
+        rec.rendering(engine=engine.name, outputs=[(p.name, p.template_name) for p in planned],
+                      notes=engine.load_notes)
+        job.out_dir.mkdir(exist_ok=True)  # never parents: a vanished work folder stays vanished
         count = len(planned)
         self.progress = 0.0
         for i, plan in enumerate(planned):
-            out = rec.output(plan.name)
-            done = _read_rendered(plan)
-            if done is not None:
-                if out.get("state") != "done":  # uploaded before the restart: keep its link
-                    out.update(done["output"])
+            earlier = _read_rendered(plan)
+            if earlier is not None:
+                rec.output_rendered(plan.name, earlier["output"])
                 continue
             if self.abort.is_set():
                 raise JobInterrupted()
-            out["state"] = "rendering"
-            self._check_owner(job)
-            rec.write()
-            failpoint("before_render")
+            rec.output_rendering(plan.name)
+            failpoint("before_render", job.id)
             partial = job.out_dir / f".{plan.name}.partial.mp4"
 
             def progress(fraction: float, _i: int = i) -> None:
                 if self.abort.is_set():
                     raise JobInterrupted()
-                failpoint("render_progress")
+                failpoint("render_progress", job.id)
                 self.progress = (_i + fraction) / count
                 rec.progress(self.progress)
 
@@ -160,106 +221,100 @@ class JobRunner:
             seconds = time.monotonic() - started
             _check_inputs_unchanged(job)
             os.replace(partial, plan.path)
-            from daemon.storage import sha256_file
-
             fields = {
-                "state": "rendered", "size": plan.path.stat().st_size, "sha256": sha256_file(plan.path),
+                "size": plan.path.stat().st_size, "sha256": sha256_file(plan.path),
                 "duration": round(float(result.duration), 3), "width": int(result.width),
                 "height": int(result.height), "fps": float(result.fps), "engine": result.engine,
             }
-            out.update(fields)
             notes = [n if count == 1 else f"{plan.name}: {n}" for n in result.notes]
-            for note in notes:
-                rec.add_note(note)
+            rec.output_rendered(plan.name, fields, notes)
             _write_rendered(plan, {"output": fields, "render_seconds": round(seconds, 3), "notes": notes})
             log.info("output rendered", output=plan.name, template=plan.template_name, seconds=round(seconds, 2),
                      frames=result.frames, engine=result.engine)
-            failpoint("after_render")
-        rec.doc["progress"] = 1.0
-        rec.mark("rendered_at")
+            failpoint("after_render", job.id)
+        rec.rendered()
+
+    def _render_later(self, run: JobRun, err: JobError) -> Outcome:
+        rec = run.record
+        assert rec is not None
+        run.render_attempts += 1
+        attempts = self.cfg.render.max_attempts
+        if run.render_attempts >= attempts:
+            log.warning("render failed on its last attempt", code=err.code, error=err.message,
+                        attempt=run.render_attempts, of=attempts)
+            return self._fail(run, err, retryable=True)
+        delay = self.render_backoff.delay(run.render_attempts)
+        rec.retry_later(err, attempt=run.render_attempts, attempts=attempts, when=time.time() + delay)
+        log.warning("render failed, will retry", code=err.code, error=err.message, attempt=run.render_attempts,
+                    of=attempts, in_seconds=round(delay, 1))
+        run.step, run.due = Step.RENDER, time.monotonic() + delay
+        return Outcome.RENDER_LATER
 
     # ------------------------------------------------------------------ upload
 
-    def upload_and_finish(self, job: ClaimedJob, rec: JobSidecar) -> Outcome:
-        """Upload every rendered output, sign its link, mark the job done and finish it."""
-        from daemon.housekeeping.links import link_lifetime
-        from daemon.storage import object_key
-
-        with bind_job(job=job.name, job_id=job.id):
-            planned = job.planned_outputs()
-            started = time.monotonic()
-            try:
-                self._check_owner(job)
-                rec.set_state("uploading")
-                self._ensure_bucket()
-                lifetime = link_lifetime(self.cfg, self.store, rec.doc.get("options"))
-                claimed = sidecar.parse_time(job.claimed_at)
-                archive = claims.output_archive_dir(job, self.cfg)
-                for plan in planned:
-                    out = rec.output(plan.name)
-                    if out.get("state") == "done" and out.get("url"):
-                        continue
-                    if self.abort.is_set():
-                        raise JobInterrupted()
-                    self._check_owner(job)
-                    key = out.get("key") or object_key(self.cfg, job.id, plan.name, claimed)
-                    out["state"] = "uploading"
-                    failpoint("before_upload")
-                    stored = self.store.upload_file(plan.path, key, sha256=out["sha256"], filename=plan.name)
-                    failpoint("after_upload")
-                    url, expires = self.store.presign_get(key, lifetime=lifetime, filename=plan.name)
-                    out.update(state="done", url=url, url_expires_at=sidecar.isotime(expires),
-                               bucket=stored.bucket, key=key, content_type="video/mp4")
-                    if archive is not None:
-                        out["local_path"] = str(archive / plan.name)
-                    # the link itself is a bearer token: the log names the object instead
-                    log.info("output uploaded", output=plan.name, bucket=stored.bucket, key=key, size=stored.size,
-                             link_expires_at=out["url_expires_at"])
-            except JobInterrupted:
-                return self._interrupted(job, rec, "uploading")
-            except JobLost:
-                return Outcome("lost", job, rec)
-            except StorageError as e:
-                if not self.owns(job):
-                    return self._lost(job, rec)
-                for plan in planned:
-                    out = rec.output(plan.name)
-                    if out.get("state") == "uploading":
-                        out["state"] = "rendered"
-                log.warning("upload failed, will retry", code=e.code, error=e.message)
-                return Outcome("upload_pending", job, rec, e)
-            except Exception as exc:  # noqa: BLE001
-                if not self.owns(job):
-                    return self._lost(job, rec)  # e.g. our MP4 vanished with the taken-over folder
-                err = job_error_from(exc)
-                if not err.permanent:
-                    return Outcome("upload_pending", job, rec, err)
-                log.exception("upload crashed")
-                return self.fail(job, rec, err)
-            upload_seconds = time.monotonic() - started
-            return self._finish_done(job, rec, upload_seconds)
-
-    def _finish_done(self, job: ClaimedJob, rec: JobSidecar, upload_seconds: float) -> Outcome:
-        doc = rec.doc
-        doc.pop("upload", None)
-        rec.mark("uploaded_at")
-        rec.mark("finished_at")
-        timings = doc["timings"]
-        timings["render_seconds"] = round(sum(_render_seconds(p) for p in job.planned_outputs()), 3)
-        timings["upload_seconds"] = round(upload_seconds, 3)
-        timings["total_seconds"] = rec.total_seconds()
-        rec.set_error(None)
-        failpoint("before_sidecar_done")
+    def _upload(self, run: JobRun) -> Outcome:
+        """Upload every rendered output, sign its link, mark the job done and file its inputs."""
+        job, rec = run.job, run.record
+        assert rec is not None
+        planned = job.planned_outputs()
+        started = time.monotonic()
         try:
-            self._check_owner(job)
-        except JobLost:
-            return Outcome("lost", job, rec)
-        rec.set_state("done", progress=1.0)
-        failpoint("after_sidecar_done")
-        claims.finish(job, self.cfg, "done")
-        failpoint("after_finish")
+            rec.uploading()
+            self._ensure_bucket()
+            lifetime = link_lifetime(self.cfg, self.store, rec.doc.get("options"))
+            claimed = _parse_claimed(job)
+            archive = claims.output_archive_dir(job, self.cfg)
+            for plan in planned:
+                out = rec.output(plan.name)
+                if out.get("state") == OutputState.DONE and out.get("url"):
+                    continue
+                if self.abort.is_set():
+                    raise JobInterrupted()
+                self._check_owner(job)
+                key = out.get("key") or object_key(self.cfg, job.id, plan.name, claimed)
+                rec.output_uploading(plan.name)
+                failpoint("before_upload", job.id)
+                stored = self.store.upload_file(plan.path, key, sha256=out["sha256"], filename=plan.name)
+                failpoint("after_upload", job.id)
+                url, expires = self.store.presign_get(key, lifetime=lifetime, filename=plan.name)
+                rec.output_uploaded(plan.name, url=url, expires=expires, bucket=stored.bucket, key=key,
+                                    local_path=str(archive / plan.name) if archive is not None else None)
+                # the link itself is a bearer token: the log names the object instead
+                log.info("output uploaded", output=plan.name, bucket=stored.bucket, key=key, size=stored.size,
+                         link_expires_at=rec.output(plan.name)["url_expires_at"])
+        except (RecordFenced, JobLost, JobInterrupted):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
+            if not self.owns(job):
+                raise JobLost("taken over during the upload") from exc  # e.g. our MP4 moved with the folder
+            err = job_error_from(exc)
+            if err.permanent:
+                log.exception("upload crashed")
+                return self._fail(run, err)
+            return self._upload_later(run, err)
+        return self._done(run, time.monotonic() - started)
+
+    def _upload_later(self, run: JobRun, err: JobError) -> Outcome:
+        rec = run.record
+        assert rec is not None
+        run.upload_attempts += 1
+        delay = self.upload_backoff.delay(run.upload_attempts)
+        log.warning("upload failed, will retry", code=err.code, error=err.message, attempt=run.upload_attempts,
+                    in_seconds=round(delay, 1))
+        rec.upload_waiting(err.message, attempt=run.upload_attempts, next_at=time.time() + delay)
+        run.step, run.due = Step.UPLOAD, time.monotonic() + delay
+        return Outcome.UPLOAD_LATER
+
+    def _done(self, run: JobRun, upload_seconds: float) -> Outcome:
+        job, rec = run.job, run.record
+        assert rec is not None
+        failpoint("before_sidecar_done", job.id)
+        rec.done(render_seconds=sum(_render_seconds(p) for p in job.planned_outputs()), upload_seconds=upload_seconds)
+        failpoint("after_sidecar_done", job.id)
+        self._file_inputs(job, State.DONE)
+        failpoint("after_finish", job.id)
         self._finished(rec)
-        return Outcome("done", job, rec)
+        return Outcome.DONE
 
     def _ensure_bucket(self) -> None:
         # an external store is not contacted at start (the daemon must start while it is
@@ -270,48 +325,51 @@ class JobRunner:
 
     # ------------------------------------------------------------------ endings
 
-    def fail(self, job: ClaimedJob, rec: JobSidecar, error: JobError, *, retryable: bool | None = None) -> Outcome:
+    def _fail(self, run: JobRun, error: JobError, *, retryable: bool | None = None) -> Outcome:
         """Mark the job failed (sidecar first), move its inputs to failed/NAME/ untouched."""
-        with bind_job(job=job.name, job_id=job.id):
-            rec.set_error(error, retryable=retryable if retryable is not None else not error.permanent)
-            for out in rec.doc["outputs"]:
-                if out.get("state") != "done":
-                    out["state"] = "failed"
-                    out["error"] = error.message
-            rec.mark("finished_at")
-            rec.doc["timings"]["total_seconds"] = rec.total_seconds()
-            rec.doc.pop("upload", None)
-            if not self.owns(job):
-                return self._lost(job, rec)
-            rec.set_state("failed")
-            claims.finish(job, self.cfg, "failed")
-            log.warning("job failed", code=error.code, error=error.message, file=error.file)
-            self._finished(rec)
-            return Outcome("failed", job, rec, error)
+        rec = run.record
+        assert rec is not None
+        rec.failed(error, retryable=retryable if retryable is not None else not error.permanent)
+        self._file_inputs(run.job, State.FAILED)
+        log.warning("job failed", code=error.code, error=error.message, file=error.file)
+        self._finished(rec)
+        return Outcome.FAILED
 
-    def _interrupted(self, job: ClaimedJob, rec: JobSidecar, phase: str) -> Outcome:
+    def _file_inputs(self, job: ClaimedJob, state: State) -> None:
+        # the lease goes first: its folder is about to disappear, which the heartbeat must
+        # not mistake for a takeover
+        if self.heartbeat is not None:
+            self.heartbeat.discard(job.work_dir)
+        claims.finish(job, self.cfg, "done" if state is State.DONE else "failed")
+
+    def _interrupted(self, run: JobRun) -> Outcome:
         """Leave the job claimed, its sidecar back to "queued": the next start resumes it."""
-        for out in rec.doc["outputs"]:
-            if out.get("state") in ("rendering", "uploading"):
-                out["state"] = "pending" if out.get("state") == "rendering" else "rendered"
-        rec.add_note(f"interrupted by a shutdown while {phase} at {sidecar.isotime()}; "
-                     "it resumes when the daemon starts again")
-        if self.owns(job):
-            rec.set_state("queued")
+        phase = "uploading" if run.step is Step.UPLOAD else "rendering"
+        if run.record is not None:
+            try:
+                run.record.interrupted(phase)
+            except RecordFenced:
+                pass  # taken over meanwhile: the new owner's record stands
         log.warning("job interrupted by shutdown; left in the work area to resume", phase=phase)
-        return Outcome("interrupted", job, rec)
+        return Outcome.INTERRUPTED
 
-    def _finished(self, rec: JobSidecar) -> None:
-        doc = rec.doc
+    def _lost(self, run: JobRun, why: str) -> Outcome:
+        log.warning("job taken over by another daemon; dropped here without writing", reason=why)
+        if self.heartbeat is not None:
+            self.heartbeat.discard(run.job.work_dir)
+        return Outcome.LOST
+
+    def _finished(self, rec: Sidecar) -> None:
+        doc = rec.snapshot()
         timings = doc["timings"]
         log.info("job finished", job=doc["job"], job_id=doc["id"], state=doc["state"],
-                 outputs=sum(1 for o in doc["outputs"] if o.get("state") == "done"),
+                 outputs=sum(1 for o in doc["outputs"] if o.get("state") == OutputState.DONE),
                  render_seconds=timings.get("render_seconds"), upload_seconds=timings.get("upload_seconds"),
                  total_seconds=timings.get("total_seconds"), engine=doc.get("engine"),
                  error=(doc.get("error") or {}).get("code"))
         for hook in self.on_finished:
             try:
-                hook(sidecar.snapshot(doc))
+                hook(doc)
             except Exception:  # noqa: BLE001 - a notification must never fail the job
                 log.exception("on_finished hook failed", hook=getattr(hook, "__name__", type(hook).__name__))
 
@@ -324,22 +382,11 @@ class JobRunner:
 
     def _check_owner(self, job: ClaimedJob) -> None:
         if not self.owns(job):
-            log.warning("job taken over by another daemon; dropping it here")
-            raise JobLost(job.id)
-
-    def _lost(self, job: ClaimedJob, rec: JobSidecar | None) -> Outcome:
-        log.warning("job taken over by another daemon; dropping it here")
-        return Outcome("lost", job, rec)
+            raise JobLost("the lease names another daemon")
 
 
-def retry_later(rec: JobSidecar, error: JobError, attempt: int, attempts: int, when: float) -> None:
-    """The sidecar of a job waiting to render again after a transient failure."""
-    rec.set_error(error, retryable=True)
-    for out in rec.doc["outputs"]:
-        if out.get("state") == "rendering":
-            out["state"] = "pending"
-    rec.add_note(f"attempt {attempt} of {attempts} failed ({error.code}); retrying at {sidecar.isotime(when)}")
-    rec.set_state("queued")
+def _parse_claimed(job: ClaimedJob) -> datetime:
+    return parse_time(job.claimed_at)
 
 
 def _as_dropped(err: JobError, job: ClaimedJob) -> JobError:

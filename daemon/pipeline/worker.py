@@ -9,9 +9,13 @@ no job state is ever touched from inside a handler:
   the work area with its sidecar back to "queued", and the next start resumes it.
 
 One job renders at a time, in a thread, so the loop stays free to ping the systemd
-watchdog, update STATUS=, scan the inbox and fail bad drops at once. Rendered jobs whose
-upload fails (the store is down) wait in a small queue and are retried with capped
-exponential backoff from here, in a second thread, while the next job renders.
+watchdog, update STATUS=, scan the inbox and fail bad drops at once. The worker only
+schedules: each claimed job is a :class:`JobRun`, the runner performs its next step and
+says when to run it again (a transient render failure, an upload while the store is down);
+uploads run in a second thread while the next job renders.
+
+Nothing a vanished work folder, lease or job record does may end the daemon: a job taken
+over by another daemon while this one stalled is dropped with one log line.
 """
 
 from __future__ import annotations
@@ -20,32 +24,27 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from daemon import sidecar
-from daemon.intake import claims
 from daemon.cluster import lease
 from daemon.cluster.takeover import ClusterDuties
 from daemon.config import Config
-from daemon.errors import ConfigError, StorageError, TransientJobError
+from daemon.errors import ConfigError, StorageError
 from daemon.extensions import Extensions, default_extensions
 from daemon.failpoints import failpoint
+from daemon.intake import claims
 from daemon.intake.inbox import Inbox
-from daemon.pipeline.runner import JobRunner, Outcome, retry_later
-from daemon.job_sidecar import JobSidecar
+from daemon.intake.watch import InboxWatcher
 from daemon.jobs import ClaimedJob, JobSpec
 from daemon.logsetup import bind_job, get_logger
 from daemon.pipeline.engines import EngineCache, render_options
+from daemon.pipeline.runner import JobRun, JobRunner, Outcome, Step
 from daemon.sdnotify import Notifier
-from daemon.intake.watch import InboxWatcher
+from daemon.storage import open_storage
 
-log = get_logger("lipsyncd.worker")
+log = get_logger(__name__)
 
 TICK = 0.25  # longest the loop sleeps: bounds how late it reacts to a signal or a finished job
-MAX_RENDER_ATTEMPTS = 3  # transient render failures (GPU out of memory, disk full) before failing
-RENDER_RETRY_FIRST = 30.0
-UPLOAD_RETRY_FIRST = 2.0
 BURST_UPLOAD_ATTEMPTS = 4  # --burst leaves a job whose upload failed this often in the work area
 ABORT_GRACE = 30.0  # after a second signal, how long a render may take to notice before we exit anyway
 STATUS_INTERVAL = 1.0
@@ -53,33 +52,21 @@ STATUS_INTERVAL = 1.0
 EXIT_OK, EXIT_FAILURE = 0, 1
 
 
-@dataclass
-class _Waiting:
-    """A claimed job waiting for its turn: recovered, retrying a render, or its upload."""
-
-    job: ClaimedJob
-    due: float  # monotonic
-    attempts: int = 0
-    record: JobSidecar | None = None
-
-
 class _Task:
     """One job step running in a daemon thread; the loop polls ``done``."""
 
-    def __init__(self, name: str, job: ClaimedJob, fn: Callable[[], Outcome], attempts: int,
-                 wake: Callable[[], None]) -> None:
-        self.job = job
-        self.attempts = attempts
+    def __init__(self, run: JobRun, fn: Callable[[JobRun], Outcome], wake: Callable[[], None]) -> None:
+        self.run = run
         self.outcome: Outcome | None = None
         self.crash: BaseException | None = None
         self._fn = fn
         self._wake = wake
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread = threading.Thread(target=self._main, name=f"{run.step}-{run.job.id}", daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _main(self) -> None:
         try:
-            self.outcome = self._fn()
+            self.outcome = self._fn(self.run)
         except BaseException as e:  # noqa: BLE001 - reported by the loop; the job stays claimed
             self.crash = e
         finally:
@@ -88,11 +75,6 @@ class _Task:
     @property
     def done(self) -> bool:
         return not self.thread.is_alive()
-
-
-def backoff(first: float, attempt: int, cap: float) -> float:
-    """``first``, doubling per attempt, at most ``cap`` seconds."""
-    return min(cap, first * 2 ** max(0, attempt - 1))
 
 
 class Worker:
@@ -105,8 +87,8 @@ class Worker:
         self._signals = 0
         self._stopping = False
         self._abort_deadline = 0.0
-        self._queue: list[_Waiting] = []
-        self._uploads: list[_Waiting] = []
+        self._queue: list[JobRun] = []  # claimed, waiting to render (recovered, taken over, retrying)
+        self._uploads: list[JobRun] = []  # rendered, waiting for the store
         self._render: _Task | None = None
         self._upload: _Task | None = None
         self._specs: list[JobSpec] = []
@@ -134,7 +116,7 @@ class Worker:
     def _react_to_signals(self) -> None:
         if self._signals >= 1 and not self._stopping:
             self._stopping = True
-            current = self._render.job.name if self._render else None
+            current = self._render.run.job.name if self._render else None
             log.info("shutdown requested", finishing=current)
             self.sd.stopping(f"stopping: finishing {current}" if current else "stopping")
         if self._signals >= 2 and not self.abort.is_set():
@@ -153,8 +135,6 @@ class Worker:
                 signal.signal(sig, handler)
 
     def _run(self, burst: bool) -> int:
-        from daemon.storage import open_storage
-
         cfg = self.cfg
         try:
             claims.prepare_work_area(cfg)
@@ -168,7 +148,8 @@ class Worker:
         except StorageError as e:
             log.error("storage did not start", code=e.code, error=e.message)
             return EXIT_FAILURE
-        with handle as store:
+        with handle:
+            store = handle.store
             heartbeat = lease.Heartbeat(float(cfg.cluster.heartbeat_interval))
             self.runner = JobRunner(cfg, engines=self.engines, options=render_options(cfg), store=store,
                                     on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat)
@@ -244,32 +225,45 @@ class Worker:
             job = self._claim(spec)
             if job is None:
                 continue
+            run = JobRun(job)
             try:
-                self.runner.process(job)
-                self.heartbeat.discard(job.work_dir)
+                self._settle(run, self.runner.run(run))
             except Exception:  # noqa: BLE001 - e.g. the share hiccupped while filing it
-                log.exception("failing a bad job did not complete; retrying later", job=job.name, job_id=job.id)
-                self._queue.append(_Waiting(job, time.monotonic() + RENDER_RETRY_FIRST, 1))
+                log.exception("failing a bad job did not complete; it stays claimed for the next start",
+                              job=job.name, job_id=job.id)
 
     def _claim(self, spec: JobSpec) -> ClaimedJob | None:
         try:
             job = claims.claim(spec, self.cfg)
-        except OSError as e:
+        except Exception as e:  # noqa: BLE001 - a claim that went wrong must not end the daemon
+            # e.g. the work folder was pulled away by another daemon's takeover while we stalled
             log.warning("claim failed", job=spec.name, error=f"{type(e).__name__}: {e}")
             return None
-        if job is not None:
-            self._own(job)
-            failpoint("claimed")
+        if job is None:
+            return None
+        failpoint("before_lease", job.id)
+        if not self._own(job):
+            return None
+        failpoint("claimed", job.id)
         return job
 
-    def _own(self, job: ClaimedJob) -> None:
-        lease.write_lease(job.work_dir, host=self.cfg.host_id, job_id=job.id)
+    def _own(self, job: ClaimedJob) -> bool:
+        """Write (or keep) our lease on ``job`` and renew it from now on; False when it is gone."""
+        try:
+            current = lease.read_lease(job.work_dir)
+            generation = current.generation if current is not None and current.host == self.cfg.host_id else 1
+            lease.write_lease(job.work_dir, host=self.cfg.host_id, job_id=job.id, generation=generation)
+        except (FileNotFoundError, NotADirectoryError):
+            log.warning("job taken over by another daemon right after its claim; dropped here",
+                        job=job.name, job_id=job.id)
+            return False
         self.heartbeat.add(job.work_dir)
+        return True
 
     def _adopt(self, job: ClaimedJob) -> None:
         """A job already claimed by us (recovered at start) or taken over: render it next."""
-        self._own(job)
-        self._queue.append(_Waiting(job, due=0.0))
+        if self._own(job):
+            self._queue.append(JobRun(job))
 
     def _take_over_stale(self) -> None:
         for job in self.cluster.poll():
@@ -280,34 +274,18 @@ class Worker:
     def _start_next_job(self) -> None:
         if self._render is not None:
             return
-        now = time.monotonic()
-        due = [w for w in self._queue if w.due <= now]
-        if due:
-            waiting = min(due, key=lambda w: w.due)
-            self._queue.remove(waiting)
-            job, attempts = waiting.job, waiting.attempts
-        else:
-            job = None
-            while self._specs and job is None:
-                job = self._claim(self._specs.pop(0))
-            if job is None:
-                return
-            attempts = 0
-        runner = self.runner
-        self._render = _Task("render", job, lambda: runner.process(job), attempts, self.watcher.notify)
+        run = _pop_due(self._queue)
+        while run is None and self._specs:
+            job = self._claim(self._specs.pop(0))
+            run = JobRun(job) if job is not None else None
+        if run is not None:
+            self._render = _Task(run, self.runner.run, self.watcher.notify)
 
     def _start_upload(self) -> None:
-        if self._upload is not None:
-            return
-        now = time.monotonic()
-        due = [w for w in self._uploads if w.due <= now]
-        if not due:
-            return
-        waiting = min(due, key=lambda w: w.due)
-        self._uploads.remove(waiting)
-        runner, job, rec = self.runner, waiting.job, waiting.record
-        self._upload = _Task("upload", job, lambda: runner.upload_and_finish(job, rec), waiting.attempts,
-                             self.watcher.notify)
+        if self._upload is None:
+            run = _pop_due(self._uploads)
+            if run is not None:
+                self._upload = _Task(run, self.runner.run, self.watcher.notify)
 
     def _collect(self) -> None:
         for attr in ("_render", "_upload"):
@@ -316,56 +294,25 @@ class Worker:
                 continue
             setattr(self, attr, None)
             self._scan_due = True
-            with bind_job(job=task.job.name, job_id=task.job.id):
+            with bind_job(job=task.run.job.name, job_id=task.run.job.id):
                 try:
-                    self._settle(task)
+                    outcome = task.outcome
+                    if task.crash is not None or outcome is None:
+                        outcome = self.runner.crashed(task.run, task.crash or RuntimeError("step ended without outcome"))
+                    self._settle(task.run, outcome)
                 except Exception:  # noqa: BLE001 - a sidecar write on a flaky share must not stop the daemon
-                    log.exception("recording the job's outcome failed; it stays claimed and is retried")
-                    self._queue.append(_Waiting(task.job, time.monotonic() + RENDER_RETRY_FIRST, task.attempts + 1))
+                    # the job stays claimed in the work area: the next start (or a takeover) resumes it
+                    log.exception("recording the job's outcome failed; it is left for the next start")
+                    self.heartbeat.discard(task.run.job.work_dir)
 
-    def _settle(self, task: _Task) -> None:
-        job = task.job
-        if task.crash is not None or task.outcome is None:
-            err = task.crash or RuntimeError("job step ended without an outcome")
-            log.error("job step crashed; the job stays claimed and is retried",
-                      error=f"{type(err).__name__}: {err}", exc_info=err)
-            outcome = Outcome("retry", job, None, TransientJobError(f"internal: {type(err).__name__}: {err}",
-                                                                     code="internal_error"))
+    def _settle(self, run: JobRun, outcome: Outcome) -> None:
+        """Put ``run`` where its outcome says: nowhere (final), the render queue or the upload queue."""
+        if outcome.final:
+            self.heartbeat.discard(run.job.work_dir)
+        elif run.step is Step.UPLOAD:
+            self._uploads.append(run)
         else:
-            outcome = task.outcome
-        kind = outcome.kind
-        if kind in ("retry", "upload_pending") and not self.runner.owns(job):
-            log.warning("job taken over by another daemon; dropping it here")
-            kind = "lost"
-        if kind in ("done", "failed", "lost", "interrupted"):
-            self.heartbeat.discard(job.work_dir)
-        elif kind == "retry":
-            self._retry_render(outcome, task.attempts + 1)
-        elif kind == "upload_pending":
-            self._retry_upload(outcome, task.attempts + 1 if task.thread.name == "upload" else 1)
-
-    def _retry_render(self, outcome: Outcome, attempt: int) -> None:
-        job, err = outcome.job, outcome.error or TransientJobError("unknown error")
-        rec = outcome.record
-        if rec is None:  # the step crashed before it had the sidecar
-            rec = JobSidecar.open(self.cfg, job, None)[0]
-            rec.still_ours = lambda: self.runner.owns(job)
-        if attempt >= MAX_RENDER_ATTEMPTS:
-            self.runner.fail(job, rec, err, retryable=True)
-            self.heartbeat.discard(job.work_dir)
-            return
-        delay = backoff(RENDER_RETRY_FIRST, attempt, float(self.cfg.storage.retry_backoff_max))
-        retry_later(rec, err, attempt, MAX_RENDER_ATTEMPTS, time.time() + delay)
-        self._queue.append(_Waiting(job, time.monotonic() + delay, attempt))
-
-    def _retry_upload(self, outcome: Outcome, attempt: int) -> None:
-        rec, err = outcome.record, outcome.error
-        delay = backoff(UPLOAD_RETRY_FIRST, attempt, float(self.cfg.storage.retry_backoff_max))
-        rec.doc["upload"] = {"attempts": attempt, "last_error": err.message if err else None,
-                             "next_retry_at": sidecar.isotime(time.time() + delay)}
-        rec.set_state("uploading")
-        log.info("upload retry scheduled", attempt=attempt, in_seconds=round(delay, 1))
-        self._uploads.append(_Waiting(outcome.job, time.monotonic() + delay, attempt, rec))
+            self._queue.append(run)
 
     # ------------------------------------------------------------------ burst
 
@@ -373,7 +320,7 @@ class Worker:
         """Exit status once --burst has nothing left to do now, else None (see actions/run.py)."""
         if self._render or self._upload or self._queue or self._specs or self._scan_due:
             return None
-        if any(w.attempts < BURST_UPLOAD_ATTEMPTS for w in self._uploads):
+        if any(r.upload_attempts < BURST_UPLOAD_ATTEMPTS for r in self._uploads):
             return None
         deadline = self.inbox.next_deadline()
         # a deadline within one settle window is a file still settling; further out it is
@@ -382,7 +329,7 @@ class Worker:
             return None
         if self._uploads:
             log.error("uploads still failing; those jobs stay in the work area for the next run",
-                      jobs=[w.job.name for w in self._uploads])
+                      jobs=[r.job.name for r in self._uploads])
             return EXIT_FAILURE
         return EXIT_OK
 
@@ -405,7 +352,7 @@ class Worker:
         if self._stopping:
             parts.append("stopping")
         if self._render is not None:
-            parts.append(f"rendering {self._render.job.name} ({self.runner.progress:.0%})")
+            parts.append(f"rendering {self._render.run.job.name} ({self.runner.progress:.0%})")
         else:
             parts.append("idle")
         if self._queue or self._specs:
@@ -413,3 +360,14 @@ class Worker:
         if self._uploads or self._upload:
             parts.append(f"{len(self._uploads) + (1 if self._upload else 0)} upload(s) pending")
         return ", ".join(parts)
+
+
+def _pop_due(runs: list[JobRun]) -> JobRun | None:
+    """The run in ``runs`` that has been due longest (removed from the list), else None."""
+    now = time.monotonic()
+    due = [r for r in runs if r.due <= now]
+    if not due:
+        return None
+    run = min(due, key=lambda r: r.due)
+    runs.remove(run)
+    return run

@@ -1,124 +1,122 @@
-"""Prometheus metrics in the text exposition format (0.0.4), served on a local port.
+"""Prometheus metrics, through ``prometheus_client``, served on a local port.
 
 Two kinds of figures:
 
 * counted as jobs finish (:meth:`Metrics.observe_job`, called by the worker with the
-  final sidecar): render seconds (histogram), uploaded bytes, finished jobs by outcome;
-* read at scrape time: jobs by state and queue depth (from the sidecars, cached for a few
-  seconds so a busy scraper cannot turn into a disk scan loop), free disk space of each
-  configured area, and GPU memory when CUDA is in use.
+  final sidecar): render seconds (histogram), uploaded bytes and seconds, finished jobs
+  by outcome -- ordinary ``prometheus_client`` counters and a histogram;
+* read at scrape time by a custom collector: jobs by state and queue depth (from one
+  outbox scan, cached for a few seconds so a busy scraper cannot turn into a disk scan
+  loop), free disk space of each configured area, and GPU memory when CUDA is in use.
 
-The server is the standard library's; it answers ``GET /metrics`` only and binds to
-``metrics.bind`` (127.0.0.1 by default: metrics are not for the whole network).
+Metric names (unchanged since the first release): ``lipsyncd_jobs{state}``,
+``lipsyncd_queue_depth``, ``lipsyncd_jobs_finished_total{state}``,
+``lipsyncd_render_seconds`` (histogram), ``lipsyncd_upload_bytes_total``,
+``lipsyncd_upload_seconds_total``, ``lipsyncd_disk_free_bytes{area}`` and
+``lipsyncd_gpu_memory_{free,total,allocated}_bytes{device}``.
+
+The server answers ``GET /metrics`` only and binds to ``metrics.bind`` (127.0.0.1 by
+default: metrics are not for the whole network).
 """
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from daemon.reporting import status
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import MetricsHandler
+from prometheus_client.registry import Collector
+
 from daemon.config import Config
 from daemon.logsetup import get_logger
+from daemon.outbox import State
+from daemon.reporting import status
 
-log = get_logger("lipsyncd.metrics")
+log = get_logger(__name__)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 RENDER_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 SCAN_CACHE_SECONDS = 5.0
+FINISHED_STATES = (State.DONE, State.FAILED)
 
-Labels = dict[str, str]
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+# the *_created samples (a counter's start time) mean nothing to lipsyncd's users
+disable_created_metrics()
 
 
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+class _ScrapeTimeFigures(Collector):
+    """Figures that are read when Prometheus asks, not counted as things happen."""
 
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
-def _number(v: float) -> str:
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if math.isnan(v):
-        return "NaN"
-    return repr(float(v)) if not float(v).is_integer() else str(int(v))
+    def describe(self) -> list[Metric]:
+        return []  # registering must not scan the outbox; the names are not known in advance
 
-
-def _sample(name: str, labels: Labels, value: float) -> str:
-    if labels:
-        inner = ",".join(f'{k}="{_escape_label(str(v))}"' for k, v in labels.items())
-        return f"{name}{{{inner}}} {_number(value)}"
-    return f"{name} {_number(value)}"
-
-
-def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[Labels, float]]) -> list[str]:
-    """One metric family: HELP and TYPE lines followed by its samples."""
-    lines = [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} {kind}"]
-    lines += [_sample(name, labels, value) for labels, value in samples]
-    return lines
-
-
-class Histogram:
-    def __init__(self, buckets: Iterable[float]):
-        self.bounds = tuple(sorted(buckets))
-        self.counts = [0] * len(self.bounds)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.count += 1
-        self.sum += value
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
-
-    def lines(self, name: str, help_text: str) -> list[str]:
-        out = [f"# HELP {name} {_escape_help(help_text)}", f"# TYPE {name} histogram"]
-        for bound, n in zip(self.bounds, self.counts):
-            out.append(_sample(f"{name}_bucket", {"le": _number(bound)}, n))
-        out.append(_sample(f"{name}_bucket", {"le": "+Inf"}, self.count))
-        out.append(_sample(f"{name}_sum", {}, self.sum))
-        out.append(_sample(f"{name}_count", {}, self.count))
-        return out
+    def collect(self) -> Iterator[Metric]:
+        counts = self.metrics.job_counts()
+        jobs = GaugeMetricFamily("lipsyncd_jobs", "Jobs by state, from the sidecars and the work area.",
+                                 labels=["state"])
+        for state, n in counts.items():
+            jobs.add_metric([state], n)
+        yield jobs
+        yield GaugeMetricFamily("lipsyncd_queue_depth", "Jobs claimed and waiting to render.",
+                                value=counts.get(State.QUEUED, 0))
+        disk = GaugeMetricFamily("lipsyncd_disk_free_bytes", "Free space on the filesystem of each area.",
+                                 labels=["area"])
+        for area, free in self.metrics.disk_free():
+            disk.add_metric([area], free)
+        yield disk
+        gpu = gpu_memory()
+        if gpu:
+            for kind, index, text in (("free", 1, "Free memory of each CUDA device."),
+                                      ("total", 2, "Total memory of each CUDA device."),
+                                      ("allocated", 3, "Memory held by lipsyncd's tensors.")):
+                family = GaugeMetricFamily(f"lipsyncd_gpu_memory_{kind}_bytes", text, labels=["device"])
+                for row in gpu:
+                    family.add_metric([row[0]], row[index])
+                yield family
 
 
 class Metrics:
-    """The daemon's figures. Thread-safe: jobs finish on the worker, scrapes on the server."""
+    """The daemon's figures in a registry of their own. Thread-safe (prometheus_client is)."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self._lock = threading.Lock()
-        self._render = Histogram(RENDER_BUCKETS)
-        self._upload_bytes = 0
-        self._upload_seconds = 0.0
-        self._finished = {"done": 0, "failed": 0}
         self._scan: tuple[float, dict[str, int]] | None = None
+        self.registry = CollectorRegistry()
+        self._finished = Counter("lipsyncd_jobs_finished", "Jobs finished since start, by outcome.", ["state"],
+                                 registry=self.registry)
+        for state in FINISHED_STATES:
+            self._finished.labels(state=state)  # present at 0 before the first job finishes
+        self._render = Histogram("lipsyncd_render_seconds", "Seconds spent rendering each finished job.",
+                                 buckets=RENDER_BUCKETS, registry=self.registry)
+        self._upload_bytes = Counter("lipsyncd_upload_bytes", "Bytes of video uploaded since start.",
+                                     registry=self.registry)
+        self._upload_seconds = Counter("lipsyncd_upload_seconds", "Seconds spent uploading since start.",
+                                       registry=self.registry)
+        self.registry.register(_ScrapeTimeFigures(self))
 
-    # ---------------------------------------------------------------- events
     def observe_job(self, doc: dict[str, Any]) -> None:
         """Count a finished job from its final sidecar (a worker ``on_finished`` hook)."""
-        state = doc.get("state")
-        if state not in self._finished:
+        state = State.of(doc)
+        if state not in FINISHED_STATES:
             return
         timings = doc.get("timings") or {}
-        uploaded = sum(int(o.get("size") or 0) for o in doc.get("outputs", []) if o.get("state") == "done")
-        with self._lock:
-            self._finished[state] += 1
-            if timings.get("render_seconds") is not None:
-                self._render.observe(float(timings["render_seconds"]))
-            self._upload_bytes += uploaded
-            self._upload_seconds += float(timings.get("upload_seconds") or 0)
+        self._finished.labels(state=state).inc()
+        if timings.get("render_seconds") is not None:
+            self._render.observe(float(timings["render_seconds"]))
+        self._upload_bytes.inc(sum(int(o.get("size") or 0) for o in doc.get("outputs", [])
+                                   if o.get("state") == State.DONE))
+        self._upload_seconds.inc(float(timings.get("upload_seconds") or 0))
 
-    # ---------------------------------------------------------------- exposition
     def job_counts(self) -> dict[str, int]:
         now = time.monotonic()
         with self._lock:
@@ -130,34 +128,7 @@ class Metrics:
             self._scan = (now, counts)
         return counts
 
-    def render(self) -> str:
-        lines: list[str] = []
-        counts = self.job_counts()
-        lines += family("lipsyncd_jobs", "gauge", "Jobs by state, from the sidecars and the work area.",
-                        [({"state": s}, n) for s, n in counts.items()])
-        lines += family("lipsyncd_queue_depth", "gauge", "Jobs claimed and waiting to render.",
-                        [({}, counts.get("queued", 0))])
-        with self._lock:
-            lines += family("lipsyncd_jobs_finished_total", "counter", "Jobs finished since start, by outcome.",
-                            [({"state": s}, n) for s, n in self._finished.items()])
-            lines += self._render.lines("lipsyncd_render_seconds", "Seconds spent rendering each finished job.")
-            lines += family("lipsyncd_upload_bytes_total", "counter", "Bytes of video uploaded since start.",
-                            [({}, self._upload_bytes)])
-            lines += family("lipsyncd_upload_seconds_total", "counter", "Seconds spent uploading since start.",
-                            [({}, self._upload_seconds)])
-        lines += family("lipsyncd_disk_free_bytes", "gauge", "Free space on the filesystem of each area.",
-                        [({"area": a}, free) for a, free in self._disk_free()])
-        gpu = gpu_memory()
-        if gpu:
-            lines += family("lipsyncd_gpu_memory_free_bytes", "gauge", "Free memory of each CUDA device.",
-                            [({"device": d}, free) for d, free, _total, _used in gpu])
-            lines += family("lipsyncd_gpu_memory_total_bytes", "gauge", "Total memory of each CUDA device.",
-                            [({"device": d}, total) for d, _free, total, _used in gpu])
-            lines += family("lipsyncd_gpu_memory_allocated_bytes", "gauge", "Memory held by lipsyncd's tensors.",
-                            [({"device": d}, used) for d, _free, _total, used in gpu])
-        return "\n".join(lines) + "\n"
-
-    def _disk_free(self) -> list[tuple[str, int]]:
+    def disk_free(self) -> list[tuple[str, int]]:
         p = self.cfg.paths
         areas: list[tuple[str, Path | None]] = [("inbox", p.inbox), ("work", self.cfg.work_dir), ("outbox", p.outbox),
                                                 ("state", p.state), ("outputs", p.outputs)]
@@ -200,24 +171,14 @@ class MetricsServer:
     """``GET /metrics`` on ``bind:port`` in a background thread; :meth:`close` stops it."""
 
     def __init__(self, metrics: Metrics, bind: str, port: int):
-        self.metrics = metrics
+        base = MetricsHandler.factory(metrics.registry)
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(base):  # type: ignore[misc, valid-type]
             def do_GET(self) -> None:  # noqa: N802
                 if self.path.split("?")[0] not in ("/metrics", "/metrics/"):
                     self.send_error(404, "only /metrics is served here")
                     return
-                try:
-                    body = metrics.render().encode()
-                except Exception as e:
-                    log.error("metrics could not be produced", error=f"{type(e).__name__}: {e}")
-                    self.send_error(500, "metrics unavailable")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                super().do_GET()
 
             def log_message(self, *args: object) -> None:
                 pass  # one line per scrape would drown the journal

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
+from daemon.backoff import Backoff
 from daemon.config import Config
 from daemon.logsetup import get_logger
 
-log = get_logger("lipsyncd.notify")
+log = get_logger(__name__)
 
 FORMATS = ("json", "wecom", "dingtalk")
 EVENTS = ("done", "failed")
@@ -194,8 +195,7 @@ class Notifier:
                 raise ValueError(f"webhook {h.host}: unknown format {h.format!r}")
         self.timeout = timeout
         self.retries = retries
-        self.backoff = backoff
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(backoff, backoff_max)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="notify")
         self._pending: set[Future] = set()
         self._lock = threading.Lock()
@@ -235,7 +235,7 @@ class Notifier:
                 if last:
                     log.error("webhook failed", job=job, state=event, webhook=hook.host, reason=e.reason)
                     return False
-                pause = min(self.backoff * 2 ** (attempt - 1), self.backoff_max)
+                pause = self.backoff.delay(attempt)
                 # an expired close() grace cuts the pause short: one last attempt, no long wait
                 self._abort.wait(pause)
                 continue

@@ -13,14 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 
-from daemon import sidecar
 from daemon.config import Config
+from daemon.intake import claims
+from daemon.outbox import ACTIVE_STATES, Entry, Outbox, State, isotime, parse_time, utcnow
 
-STATE_ORDER = ("queued", "rendering", "uploading", "done", "failed", "expired")
-ACTIVE_STATES = ("queued", "rendering", "uploading")
+STATE_ORDER = tuple(State)
 # the timing that marks entry into each state (falls back to updated_at)
-_STATE_SINCE = {"queued": "queued_at", "rendering": "started_at", "uploading": "rendered_at",
-                "done": "finished_at", "failed": "finished_at"}
+_STATE_SINCE = {State.QUEUED: "queued_at", State.RENDERING: "started_at", State.UPLOADING: "rendered_at",
+                State.DONE: "finished_at", State.FAILED: "finished_at"}
 
 
 @dataclass
@@ -48,13 +48,13 @@ def _seconds_since(stamp: str | None, now: datetime) -> float | None:
     if not stamp:
         return None
     try:
-        return max(0.0, (now - sidecar.parse_time(stamp)).total_seconds())
+        return max(0.0, (now - parse_time(stamp)).total_seconds())
     except ValueError:
         return None
 
 
 def from_sidecar(doc: dict[str, Any], path: Path | None, now: datetime) -> JobStatus:
-    state = doc.get("state", "queued")
+    state = State.of(doc) or State.QUEUED
     timings = doc.get("timings") or {}
     since = timings.get(_STATE_SINCE.get(state, ""), None) or doc.get("updated_at")
     expiries = [o["url_expires_at"] for o in doc.get("outputs", []) if o.get("url") and o.get("url_expires_at")]
@@ -76,23 +76,17 @@ def from_sidecar(doc: dict[str, Any], path: Path | None, now: datetime) -> JobSt
     )
 
 
-def read_sidecars(outbox: Path) -> Iterable[tuple[Path, dict[str, Any]]]:
-    """Every readable sidecar in ``outbox`` (temp files of atomic writes are skipped)."""
-    if not outbox.is_dir():
-        return
-    for path in sorted(outbox.glob("*.json")):
-        if path.name.startswith("."):
-            continue
-        doc = sidecar.read(path)
-        if doc is not None:
-            yield path, doc
+def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = None,
+            entries: list[Entry] | None = None) -> list[JobStatus]:
+    """Every job, ordered by state then age; ``names`` are job names or glob patterns.
 
-
-def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = None) -> list[JobStatus]:
-    """Every job, ordered by state then age; ``names`` are job names or glob patterns."""
-    now = now or sidecar.utcnow()
+    ``entries`` is a scan of the outbox already made in this pass (else one is made).
+    """
+    now = now or utcnow()
     patterns = list(names)
-    jobs = [from_sidecar(doc, path, now) for path, doc in read_sidecars(cfg.paths.outbox)]
+    if entries is None:
+        entries = Outbox(cfg.paths.outbox).scan()
+    jobs = [from_sidecar(e.doc, e.path, now) for e in entries]
     jobs += _claimed_without_sidecar(cfg, {j.id for j in jobs}, now)
     if patterns:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.job, p) for p in patterns)]
@@ -109,15 +103,13 @@ def _claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datet
             continue
         claimed_at = rec.get("claimed_at")
         age = _seconds_since(claimed_at, now)
-        out.append(JobStatus(job=rec.get("name", "?"), id=rec.get("id"), state="queued", progress=0.0,
+        out.append(JobStatus(job=rec.get("name", "?"), id=rec.get("id"), state=State.QUEUED, progress=0.0,
                              host=rec.get("host"), created_at=claimed_at, updated_at=claimed_at,
                              age_seconds=age, state_seconds=age, notes=["claimed, no sidecar yet"]))
     return out
 
 
 def _claim_records(cfg: Config) -> list[dict[str, Any]]:
-    from daemon.intake import claims
-
     return [{"name": c.name, "id": c.id, "host": c.host, "claimed_at": c.claimed_at}
             for c in claims.list_claimed(cfg)]
 
@@ -146,29 +138,29 @@ def human_duration(seconds: float | None) -> str:
 
 
 def as_json(jobs: list[JobStatus], now: datetime | None = None) -> dict[str, Any]:
-    return {"generated_at": sidecar.isotime(now), "counts": counts(jobs), "jobs": [j.as_dict() for j in jobs]}
+    return {"generated_at": isotime(now), "counts": counts(jobs), "jobs": [j.as_dict() for j in jobs]}
 
 
 def _detail(j: JobStatus, now: datetime) -> str:
-    if j.state == "rendering" and j.progress is not None:
+    if j.state == State.RENDERING and j.progress is not None:
         return f"{j.progress * 100:.0f}% rendered"
-    if j.state == "done" and j.links_expire_at:
-        left = (sidecar.parse_time(j.links_expire_at) - now).total_seconds()
+    if j.state == State.DONE and j.links_expire_at:
+        left = (parse_time(j.links_expire_at) - now).total_seconds()
         if left <= 0:
             return f"link expired {j.links_expire_at}"
         return f"link valid {human_duration(left)} more, until {j.links_expire_at}"
-    if j.state == "failed" and j.error:
+    if j.state == State.FAILED and j.error:
         return j.error
-    if j.state == "expired":
+    if j.state == State.EXPIRED:
         return "video deleted from storage"
     return "; ".join(j.notes)
 
 
 def format_table(jobs: list[JobStatus], now: datetime | None = None) -> str:
     """Human-readable: a summary line, then one line per job grouped by state."""
-    now = now or sidecar.utcnow()
+    now = now or utcnow()
     tally = counts(jobs)
-    lines = ["  ".join(f"{s} {n}" for s, n in tally.items() if n or s in ACTIVE_STATES + ("done", "failed"))]
+    lines = ["  ".join(f"{s} {n}" for s, n in tally.items() if n or s in ACTIVE_STATES + (State.DONE, State.FAILED))]
     if not jobs:
         lines.append("no jobs")
         return "\n".join(lines)

@@ -1,31 +1,34 @@
 """Object storage for finished videos: any S3-compatible store, or an embedded SeaweedFS.
 
-    with open_storage(cfg) as store:      # starts/stops the embedded SeaweedFS when configured
-        obj = store.upload_file(path, key, sha256=digest, filename="talk.mp4")
-        url, expires_at = store.presign_get(key, lifetime=cfg.links.lifetime, filename="talk.mp4")
+    with open_storage(cfg) as handle:     # starts/stops the embedded SeaweedFS when configured
+        obj = handle.store.upload_file(path, key, sha256=digest, filename="talk.mp4")
+        url, expires_at = handle.store.presign_get(key, lifetime=cfg.links.lifetime, filename="talk.mp4")
 
-The handle forwards the :class:`ObjectStore` API (``upload_file``, ``presign_get``,
-``head``, ``list_objects``, ``delete``, ``ping``, ...) and adds :meth:`StorageHandle.store_health`.
+``handle.store`` is a :class:`Store` (the contract in :mod:`daemon.storage.store`);
+``handle.health()`` reports on the embedded server.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+import socket
 import unicodedata
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any
 
 from daemon.config import Config, StorageConfig
 from daemon.errors import StorageError
-from daemon.storage.credentials import S3Credentials
+from daemon.storage.credentials import S3Credentials, credentials_path, load_or_create
 from daemon.storage.embedded import EmbeddedSeaweed, StoreHealth
+from daemon.storage.store import Store
 from daemon.storage.s3 import (CONTENT_TYPE, MAX_LINK_SECONDS, ObjectStore, StoredObject, content_disposition,
                                retention_days, sha256_file)
 
 __all__ = [
     "CONTENT_TYPE", "MAX_LINK_SECONDS", "EmbeddedSeaweed", "ObjectStore", "S3Credentials", "StorageError",
-    "StorageHandle", "StoreHealth", "StoredObject", "content_disposition", "object_key", "open_storage",
+    "StorageHandle", "Store", "StoreHealth", "StoredObject", "content_disposition", "object_key", "open_storage", "open_for_command",
     "retention_days", "sha256_file",
 ]
 
@@ -66,16 +69,14 @@ def safe_output_name(name: str) -> str:
 
 
 class StorageHandle:
-    """An open object store; closing it stops the embedded server, if there is one."""
+    """An open store plus the embedded server behind it, if any; closing stops that server.
 
-    _FORWARDED = frozenset({"upload_file", "presign_get", "head", "list_objects", "delete", "ping",
-                            "ensure_bucket", "set_lifecycle_expiration", "lifecycle_expiration_days",
-                            "max_link_lifetime", "bucket", "prefix", "public_endpoint",
-                            "list_incomplete_uploads", "incomplete_upload_bytes", "abort_upload",
-                            "abort_incomplete_uploads"})
+    ``store`` is what uploads and links go through; ``health()`` says how the embedded
+    server is doing (cheap, no network).
+    """
 
     def __init__(self, store: ObjectStore, embedded: EmbeddedSeaweed | None = None):
-        self.store = store
+        self.store: Store = store
         self.embedded = embedded
 
     @property
@@ -87,8 +88,8 @@ class StorageHandle:
         """The embedded store's credentials (None for an external store)."""
         return self.embedded.credentials if self.embedded else None
 
-    def store_health(self) -> StoreHealth:
-        """Cheap, no network: the embedded server's state, or "remote" (use ping())."""
+    def health(self) -> StoreHealth:
+        """The embedded server's state, or "remote" for an external store (use ``store.ping()``)."""
         if self.embedded is None:
             return StoreHealth(ok=True, state="remote")
         return self.embedded.health()
@@ -96,11 +97,6 @@ class StorageHandle:
     def close(self) -> None:
         if self.embedded is not None:
             self.embedded.stop()
-
-    def __getattr__(self, name: str) -> Any:
-        if name in StorageHandle._FORWARDED:
-            return getattr(self.store, name)
-        raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
     def __enter__(self) -> StorageHandle:
         return self
@@ -131,3 +127,34 @@ def open_storage(cfg: Config) -> StorageHandle:
         embedded.stop()
         raise
     return StorageHandle(store, embedded)
+
+
+@contextlib.contextmanager
+def open_for_command(cfg: Config) -> Iterator[Store]:
+    """The store for a one-shot command (doctor, cleanup, links refresh).
+
+    With the embedded store, a running daemon already serves it on 127.0.0.1: the command
+    joins that server with the generated credentials rather than starting a second one on
+    the same data folder -- which would find the live server's pid file and stop it as
+    stale. Otherwise it opens the store as the daemon does.
+    """
+    port = cfg.storage.embedded.port
+    if cfg.storage.mode == "embedded" and _listening(port):
+        if not credentials_path(cfg.paths.state).exists():
+            raise StorageError(f"127.0.0.1:{port} is in use, but {credentials_path(cfg.paths.state)} does not "
+                               "exist: that is not this configuration's embedded store (check paths.state and "
+                               "storage.embedded.port)", code="storage_setup")
+        store = ObjectStore(cfg, credentials=load_or_create(cfg.paths.state), endpoint=f"http://127.0.0.1:{port}")
+        store.ping()
+        yield store
+        return
+    with open_storage(cfg) as handle:
+        yield handle.store
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+            return True
+    except OSError:
+        return False

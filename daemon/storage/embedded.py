@@ -35,14 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
-import structlog
 from botocore.config import Config as BotoConfig
 
+from daemon.backoff import Backoff
 from daemon.config import Config
 from daemon.errors import StorageError
+from daemon.logsetup import get_logger
 from daemon.storage.credentials import S3Credentials, load_or_create, write_private_json
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HOST = "127.0.0.1"
 LOG_FILE = "seaweedfs.log"
@@ -60,6 +61,7 @@ _PORT_RANGE = (20000, 32768)
 _PR_SET_PDEATHSIG = 1
 # Unix socket paths longer than this do not fit in sockaddr_un
 _MAX_SOCKET_PATH = 100
+RESTART_BACKOFF = Backoff(first=1.0, cap=30.0)  # between restarts of a weed that exited
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ class EmbeddedSeaweed:
             self._supervise_loop()
         except Exception as e:  # a bug here must not leave start() believing all is well
             problem = f"SeaweedFS supervisor failed: {type(e).__name__}: {e}"
-            log.exception("seaweedfs.supervisor_failed")
+            log.exception("seaweedfs supervisor failed")
             self._set_state("failed", problem)
             if not self._ready_once:
                 self._start_error = problem
@@ -210,11 +212,11 @@ class EmbeddedSeaweed:
             if len(recent_exits) > self.max_restarts:
                 self._set_state("failed", f"{problem}; gave up after {self.max_restarts} restarts "
                                           f"within {self.restart_window:.0f}s")
-                log.error("seaweedfs.gave_up", restarts=self._restarts, detail=problem)
+                log.error("seaweedfs restarts given up", restarts=self._restarts, detail=problem)
                 return
-            backoff = min(30.0, 2.0 ** (len(recent_exits) - 1))
+            backoff = RESTART_BACKOFF.delay(len(recent_exits))
             self._set_state("restarting", problem)
-            log.warning("seaweedfs.exited", detail=problem, restart_in=backoff)
+            log.warning("seaweedfs exited; restarting", detail=problem, restart_in=backoff)
             if self._stopping.wait(backoff):
                 return
             with self._lock:
@@ -233,7 +235,7 @@ class EmbeddedSeaweed:
             if problem is not None:
                 return problem
             self._set_state("running", None)
-            log.info("seaweedfs.ready", endpoint=self.endpoint, pid=proc.pid, data_dir=str(self.data_dir))
+            log.info("seaweedfs ready", endpoint=self.endpoint, pid=proc.pid, data_dir=str(self.data_dir))
             if not self._ready_once:
                 self._ready_once = True
                 self._first_start_done.set()
@@ -332,10 +334,10 @@ class EmbeddedSeaweed:
         try:
             proc.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
-            log.warning("seaweedfs.kill", pid=proc.pid, reason=f"still running {self.stop_timeout:.0f}s after SIGTERM")
+            log.warning("seaweedfs killed", pid=proc.pid, reason=f"still running {self.stop_timeout:.0f}s after SIGTERM")
             proc.kill()
             proc.wait()
-        log.info("seaweedfs.stopped", pid=proc.pid, seconds=round(time.monotonic() - started, 1))
+        log.info("seaweedfs stopped", pid=proc.pid, seconds=round(time.monotonic() - started, 1))
 
     def _probe_client(self):
         return boto3.session.Session().client(
@@ -394,7 +396,7 @@ class EmbeddedSeaweed:
             return
         if b"mini" not in cmdline or f"-dir={self.data_dir}".encode() not in cmdline:
             return  # the pid was reused by something else
-        log.warning("seaweedfs.stale_process", pid=pid, data_dir=str(self.data_dir))
+        log.warning("stale seaweedfs process stopped", pid=pid, data_dir=str(self.data_dir))
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:

@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import boto3
-import structlog
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
@@ -31,9 +30,10 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
 
 from daemon.config import Config
 from daemon.errors import StorageError
+from daemon.logsetup import get_logger
 from daemon.storage.credentials import S3Credentials
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CONTENT_TYPE = "video/mp4"
 SHA256_METADATA = "sha256"  # sent as x-amz-meta-sha256
@@ -185,7 +185,7 @@ class ObjectStore:
         if existing is not None and existing.size == size and existing.sha256 == sha256:
             with self._lock:
                 self.uploads_skipped += 1
-            log.info("storage.upload_skipped", bucket=self.bucket, key=key, size=size,
+            log.info("upload skipped: identical object already stored", bucket=self.bucket, key=key, size=size,
                      reason="already stored with the same sha256")
             return existing
         extra: dict[str, Any] = {"ContentType": CONTENT_TYPE, "Metadata": {SHA256_METADATA: sha256}}
@@ -201,11 +201,11 @@ class ObjectStore:
             raise StorageError(f"upload of {path.name} to {self._where(key)}: the store holds {got} "
                                f"after the upload, expected {size} bytes", code="storage_unavailable")
         if stored.sha256 != sha256:
-            log.warning("storage.metadata_dropped", bucket=self.bucket, key=key,
+            log.warning("object metadata dropped", bucket=self.bucket, key=key,
                         consequence="the store did not keep x-amz-meta-sha256; repeated uploads cannot be skipped")
         with self._lock:
             self.uploads_done += 1
-        log.info("storage.uploaded", bucket=self.bucket, key=key, size=size,
+        log.info("object uploaded", bucket=self.bucket, key=key, size=size,
                  multipart=size >= self._transfer.multipart_threshold)
         return stored
 
@@ -296,7 +296,7 @@ class ObjectStore:
             age = upload.age(now)
             if age is not None and age > older_than:
                 self.abort_upload(upload)
-                log.info("storage.upload_aborted", bucket=self.bucket, key=upload.key, initiated=str(upload.initiated))
+                log.info("stale multipart upload aborted", bucket=self.bucket, key=upload.key, initiated=str(upload.initiated))
                 aborted.append(upload)
         return aborted
 
@@ -367,7 +367,7 @@ class ObjectStore:
             args["CreateBucketConfiguration"] = {"LocationConstraint": region}
         try:
             self._client.create_bucket(**args)
-            log.info("storage.bucket_created", bucket=self.bucket, endpoint=self.endpoint or "AWS")
+            log.info("bucket created", bucket=self.bucket, endpoint=self.endpoint or "AWS")
         except ClientError as e:
             if _code(e) != "BucketAlreadyOwnedByYou":
                 raise self._error("creating the bucket", e) from None
@@ -400,7 +400,7 @@ class ObjectStore:
             abort = {"AbortIncompleteMultipartUpload": {"DaysAfterInitiation": abort_incomplete_days}}
             if self._put_lifecycle_rules(rules + [{**ours, **abort}], current, refusal_ok=True):
                 return
-            log.warning("storage.lifecycle_abort_refused", bucket=self.bucket,
+            log.warning("lifecycle rule for unfinished uploads refused", bucket=self.bucket,
                         consequence="the rule only expires old videos; cleanup still aborts unfinished uploads")
         self._put_lifecycle_rules(rules + [ours], current)
 

@@ -1,30 +1,49 @@
-"""The engine registry: create engines by name, and say which can run here.
+"""The engine registry: the one list of engine names; create engines by name.
 
     engine = create_engine("auto", device="auto", checkpoint=path)
 
-Engines are imported only when asked for, so a machine without torch or without a
-wav2lip checkpoint can still run the others. Options an engine's constructor does not
-take are left out rather than passed on, so callers can hand every engine the same
-settings (device=, checkpoint=, batch_size=, precision=, ...).
+:data:`NAMES` is where configuration validation, manifests, the command line and the
+documentation get the engine names from. Engines are imported only when asked for, so a
+machine without torch or without a wav2lip checkpoint can still run the others. Options
+an engine's constructor does not take are left out rather than passed on, so callers can
+hand every engine the same settings (device=, checkpoint=, batch_size=, precision=, ...).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lipsync.engine import Engine
 from lipsync.errors import CheckpointError, EngineUnavailableError
 
-# name -> (module, class)
-ENGINES: dict[str, tuple[str, str]] = {
-    "passthrough": ("lipsync.engines.passthrough", "PassthroughEngine"),
-    "warp": ("lipsync.engines.warp", "WarpEngine"),
-    "wav2lip": ("lipsync.engines.wav2lip", "Wav2LipEngine"),
+
+
+@dataclass(frozen=True)
+class EngineEntry:
+    module: str
+    cls: str
+    summary: str  # one line for --help and the docs
+
+
+ENGINES: dict[str, EngineEntry] = {
+    "warp": EngineEntry("lipsync.engines.warp", "WarpEngine",
+                        "landmark-driven warp of mouth and jaw; no model to download (the default)"),
+    "wav2lip": EngineEntry("lipsync.engines.wav2lip", "Wav2LipEngine",
+                           "photoreal mouth from a Wav2Lip checkpoint (render.wav2lip.checkpoint)"),
+    "passthrough": EngineEntry("lipsync.engines.passthrough", "PassthroughEngine",
+                               "no lip-sync: the template re-timed to the audio"),
 }
-NAMES = ("auto", *ENGINES)
+AUTO = "auto"  # not an engine of its own: wav2lip when its checkpoint loads, else warp
+NAMES: tuple[str, ...] = (AUTO, *ENGINES)
+
+
+def summaries() -> dict[str, str]:
+    """Engine name -> one-line description, ``auto`` included (for --help and the docs)."""
+    return {AUTO: "wav2lip when its checkpoint loads, else warp", **{n: e.summary for n, e in ENGINES.items()}}
 
 
 def create_engine(name: str, **options: Any) -> Engine:
@@ -35,7 +54,7 @@ def create_engine(name: str, **options: Any) -> Engine:
     :class:`EngineUnavailableError` listing the known ones.
     """
     key = (name or "").strip().lower()
-    if key == "auto":
+    if key == AUTO:
         try:
             return _construct("wav2lip", options)
         except (CheckpointError, EngineUnavailableError) as e:
@@ -48,10 +67,10 @@ def create_engine(name: str, **options: Any) -> Engine:
 def _engine_class(key: str, shown: str | None = None) -> type[Engine]:
     if key not in ENGINES:
         raise EngineUnavailableError(f"unknown engine {shown or key!r}; known engines: {', '.join(NAMES)}")
-    module_name, class_name = ENGINES[key]
+    entry = ENGINES[key]
     try:
-        module = importlib.import_module(module_name)
-        return getattr(module, class_name)
+        module = importlib.import_module(entry.module)
+        return getattr(module, entry.cls)
     except (ImportError, AttributeError) as e:
         raise EngineUnavailableError(f"the {key} engine cannot be loaded: {type(e).__name__}: {e}") from e
 

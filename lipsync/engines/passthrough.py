@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from lipsync.engine import Engine, EngineSession, FrameChunk, RenderContext
+from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
 
 
 class PassthroughSession(EngineSession):
@@ -18,7 +18,7 @@ class PassthroughSession(EngineSession):
         return chunk.frames
 
 
-class PassthroughEngine(Engine):
+class PassthroughEngine(FrameEngine):
     name = "passthrough"
     prepare_share = 0.0  # nothing to prepare
 

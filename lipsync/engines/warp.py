@@ -15,7 +15,7 @@ import os
 import numpy as np
 import torch
 
-from lipsync.engine import Engine, EngineSession, FrameChunk, RenderContext
+from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
 from lipsync.engines.warp_field import (InteriorColours, MouthGeometry, geometry_tensors, interior_colours,
                                         mouth_geometry, warp_crops)
 from lipsync.face.analysis import TemplateAnalysis, analyze_template
@@ -41,13 +41,13 @@ def _share_cpu_with_the_pipeline() -> None:
         torch.set_num_threads(wanted)
 
 
-class WarpEngine(Engine):
+class WarpEngine(FrameEngine):
     name = "warp"
 
     def __init__(self, device: str = "auto", mouth: MouthSettings | None = None, **_ignored: object):
+        super().__init__()
         self.device = device  # the pipeline resolves it into RenderContext.device
         self.mouth_settings = mouth or MouthSettings()
-        self.load_notes: list[str] = []
         self.models: LandmarkModels = load_landmark_models()
 
     def start(self, ctx: RenderContext) -> WarpSession:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from lipsync.device import resolve_device
-from lipsync.engine import Engine, EngineSession, FrameChunk, RenderContext
+from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
 from lipsync.engines.wav2lip.checkpoint import load_generator
 from lipsync.engines.wav2lip import mel
 from lipsync.engines.wav2lip.crop import CROP, FramingSettings, framing_boxes, paste_weights
@@ -32,7 +32,7 @@ PRECISIONS = ("auto", "fp16", "fp32")
 _WEIGHTS_CACHED = 512  # paste masks kept per render (36 KB each)
 
 
-class Wav2LipEngine(Engine):
+class Wav2LipEngine(FrameEngine):
     """A loaded generator; ``start`` prepares one render. Loading happens once, here."""
 
     name = "wav2lip"
