@@ -90,7 +90,7 @@ def test_kill_9_then_restart_finishes_exactly_once(tmp_path, store, media, phase
         assert (again["ETag"], again["LastModified"]) == (head["ETag"], head["LastModified"])
     if phase in ("after_upload", "before_sidecar_done"):
         # found by key + size + sha256 after the restart instead of being sent again
-        assert "storage.upload_skipped" in daemon.log_text()
+        assert "upload skipped: identical object already stored" in daemon.log_text()
     # inputs kept, exactly once, in done/; nothing left in the inbox, work area or as temp files
     assert sorted(p.name for p in (share.root / "done" / JOB).iterdir()) == ["crash.mp4", "crash.wav", "job.json"]
     assert (share.root / "done" / JOB / "crash.wav").read_bytes() == media.audio.read_bytes()

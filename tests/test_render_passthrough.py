@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lipsync.device import DeviceUnavailableError, resolve_device
-from lipsync.engine import Engine, EngineSession, FrameChunk, MediaLimits, RenderContext, RenderOptions
+from lipsync.engine import EngineSession, FrameChunk, FrameEngine, MediaLimits, RenderContext, RenderOptions
 from lipsync.engines import available_engines, create_engine
 from lipsync.engines.passthrough import PassthroughEngine
 from lipsync.errors import (EngineUnavailableError, LipsyncError, MediaError, MediaLimitError, NoAudioStreamError,
@@ -105,7 +105,7 @@ def test_speech_renders_to_a_streamable_mp4(tmp_path):
 # --------------------------------------------------------------------------- progress
 
 
-class _PreparingEngine(Engine):
+class _PreparingEngine(FrameEngine):
     """Reports preparation progress (out of order, like a careless engine) and adds a note."""
 
     name = "preparing"
@@ -154,7 +154,7 @@ class _FailingSession(EngineSession):
         self.closed = True
 
 
-class _FailingEngine(Engine):
+class _FailingEngine(FrameEngine):
     name = "failing"
 
     def __init__(self, fail_at: int, error: Exception):
@@ -284,7 +284,7 @@ def test_memory_stays_flat_however_long_the_output(tmp_path):
 def test_engine_registry_names_and_options():
     engine = create_engine("passthrough", device="cpu", checkpoint="/nowhere.pth", batch_size=8)
     assert isinstance(engine, PassthroughEngine) and engine.load_notes == []
-    with pytest.raises(EngineUnavailableError, match="known engines: auto, passthrough, warp, wav2lip"):
+    with pytest.raises(EngineUnavailableError, match="known engines: auto, warp, wav2lip, passthrough"):
         create_engine("lipgan")
     report = available_engines()
     assert report["passthrough"] == "available"

@@ -201,7 +201,8 @@ def test_temporary_credentials_shorten_links(seaweed, bucket, tmp_path, aws_env,
     expiry = datetime.now(timezone.utc) + timedelta(hours=2)
     monkeypatch.setenv("AWS_SESSION_TOKEN", "temporary-session-token-value")
     monkeypatch.setenv("AWS_CREDENTIAL_EXPIRATION", expiry.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    with open_storage(seaweed.config(bucket, tmp_path)) as store:
+    with open_storage(seaweed.config(bucket, tmp_path)) as handle:
+        store = handle.store
         longest = store.max_link_lifetime()
         url, expires = store.presign_get("k/x.mp4", lifetime=7 * 86400)
 
@@ -217,7 +218,8 @@ def test_unreachable_store_fails_fast_and_names_where_not_secrets(seaweed, bucke
     dead = f"http://127.0.0.1:{free_port()}"
     cfg = seaweed.config(bucket, tmp_path, endpoint=dead, max_attempts=2, connect_timeout=1)
     video = random_file(tmp_path / "f.mp4", 1_000)
-    with open_storage(cfg) as store:  # the standard credential chain: AWS_* from the environment
+    with open_storage(cfg) as handle:  # the standard credential chain: AWS_* from the environment
+        store = handle.store
         started = time.monotonic()
         with pytest.raises(StorageError) as pinged:
             store.ping()
@@ -226,7 +228,7 @@ def test_unreachable_store_fails_fast_and_names_where_not_secrets(seaweed, bucke
         elapsed = time.monotonic() - started
 
     assert elapsed < 10
-    assert store.store_health().state == "remote"  # no embedded server to report on
+    assert handle.health().state == "remote"  # no embedded server to report on
     for err in (pinged.value, uploaded.value):
         text = str(err)
         assert dead in text and bucket in text
@@ -404,12 +406,13 @@ def test_embedded_store_keeps_its_private_credentials_and_links_across_restarts(
                      "storage": {"mode": "embedded", "public_endpoint": public, "embedded": {"port": port}}},
                     base=tmp_path)
     video = random_file(tmp_path / "r.mp4", 20_000)
-    with open_storage(cfg) as store:
-        creds = store.credentials
+    with open_storage(cfg) as handle:
+        store = handle.store
+        creds = handle.credentials
         store.upload_file(video, "k/r.mp4", sha256=sha256_file(video))
         old_link, _ = store.presign_get("k/r.mp4", lifetime=3600)
         assert old_link.startswith(f"{public}/lipsyncd/k/r.mp4?")
-        assert store.store_health().state == "running"
+        assert handle.health().state == "running"
     assert not port_open(port)  # stopped with the handle
 
     creds_file = tmp_path / "state" / "s3-credentials.json"
@@ -418,24 +421,26 @@ def test_embedded_store_keeps_its_private_credentials_and_links_across_restarts(
     assert json.loads(creds_file.read_text())["secret_access_key"] == creds.secret_key
     assert (tmp_path / "state" / "seaweedfs.log").stat().st_size > 0
 
-    with open_storage(cfg) as store:
-        assert store.credentials == creds
+    with open_storage(cfg) as handle:
+        store = handle.store
+        assert handle.credentials == creds
         # a link handed out before the restart, signed for the public host, still works
-        assert fetch(through_reverse_proxy(old_link, store.endpoint))[0] == video.read_bytes()
+        assert fetch(through_reverse_proxy(old_link, handle.endpoint))[0] == video.read_bytes()
         assert store.upload_file(video, "k/r.mp4", sha256=sha256_file(video)).size == 20_000
-        assert store.store.uploads_skipped == 1
-    assert creds.secret_key not in repr(store) + repr(store.embedded) + str(creds)
+        assert handle.store.uploads_skipped == 1
+    assert creds.secret_key not in repr(handle) + repr(handle.embedded) + str(creds)
 
 
 def test_embedded_server_is_restarted_when_it_crashes(tmp_path):
     cfg = embedded_config(tmp_path, free_port())
     video = random_file(tmp_path / "c.mp4", 5_000)
-    with open_storage(cfg) as store:
-        first_pid = store.store_health().pid
+    with open_storage(cfg) as handle:
+        store = handle.store
+        first_pid = handle.health().pid
         os.kill(first_pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            health = store.store_health()
+            health = handle.health()
             if health.state == "running" and health.pid not in (None, first_pid):
                 break
             time.sleep(0.2)
