@@ -131,7 +131,7 @@ class WatchConfig:
     mode: str = opt("auto", choices=("auto", "native", "polling"))
     settle_seconds: Duration = opt(Duration(3), min=0)
     poll_interval: Duration = opt(Duration(2), min=0.1)
-    rescan_interval: Duration = opt(Duration(30), min=1)
+    rescan_interval: Duration = opt(Duration(30), min=0.5)
     partner_grace: Duration = opt(Duration(600), min=0)
     network_fs_types: list[str] = opt(["nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "ceph", "glusterfs"])
 
@@ -231,8 +231,8 @@ class LoggingConfig:
 @dataclass
 class ClusterConfig:
     host_id: str = opt("")  # "" = this machine's hostname
-    lease_timeout: Duration = opt(Duration(300), min=5)
-    heartbeat_interval: Duration = opt(Duration(30), min=1)
+    lease_timeout: Duration = opt(Duration(300), min=2)
+    heartbeat_interval: Duration = opt(Duration(30), min=0.5)
 
 
 @dataclass

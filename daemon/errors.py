@@ -10,6 +10,8 @@ memory). The job stays claimed and is retried with backoff. Render errors from
 
 from __future__ import annotations
 
+import errno
+
 from lipsync.errors import LipsyncError
 
 
@@ -79,6 +81,9 @@ def job_error_from(exc: BaseException) -> JobError:
         return cls(str(exc), code=exc.code, file=exc.path)
     if isinstance(exc, MemoryError):
         return TransientJobError("out of memory while rendering", code="out_of_memory")
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        # retrying cannot make a name shorter: fail the job instead of looping
+        return PermanentJobError(f"a file name is too long for the filesystem: {exc}", code="name_too_long")
     if isinstance(exc, OSError):
         # disk full, share unmounted, permission flaps: not the input's fault
         return TransientJobError(f"{type(exc).__name__}: {exc}", code="io_error")

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from daemon.intake.names import fit_name
+
 from daemon.errors import (
     BadManifestError,
     JobError,
@@ -80,6 +82,12 @@ class JobSpec:
     options: JobOptions = field(default_factory=JobOptions)
     error: JobError | None = None
     ready_since: float = 0.0  # scan clock: when the job became ready (oldest first)
+    original_name: str | None = None  # set when ``name`` had to be shortened (see fit_name)
+
+    def __post_init__(self) -> None:
+        fitted = fit_name(self.name)
+        if fitted != self.name:
+            self.original_name, self.name = self.name, fitted
 
     @property
     def failed(self) -> bool:
@@ -135,6 +143,7 @@ class ClaimedJob:
     options: JobOptions = field(default_factory=JobOptions)
     error: JobError | None = None  # set: fail the job with this error without rendering
     files: list[ClaimedFile] = field(default_factory=list)
+    original_name: str | None = None  # the name as dropped, when ``name`` is a shortened form
 
     @property
     def inputs_dir(self) -> Path:
@@ -184,15 +193,16 @@ def output_names(job_name: str, templates: list[Path], output_name: str | None) 
 
     ``talk`` + one template -> ``talk.mp4``; ``welcome`` + anna.mp4, ben.jpg ->
     ``welcome-anna.mp4``, ``welcome-ben.jpg`` -> ``welcome-ben.mp4``. Two templates with
-    the same stem (one from the inbox, one from the library) get ``-2``, ``-3``.
+    the same stem (one from the inbox, one from the library) get ``-2``, ``-3``. Names
+    longer than :data:`daemon.intake.names.NAME_BYTES_MAX` bytes are shortened (fit_name).
     """
-    base = output_name or job_name
+    base = fit_name(output_name or job_name)
     if len(templates) <= 1:
         return [f"{base}.mp4"]
     names: list[str] = []
     seen: set[str] = set()
     for t in templates:
-        candidate = f"{base}-{t.stem}"
+        candidate = fit_name(f"{base}-{t.stem}")
         unique, n = candidate, 2
         while unique.lower() in seen:
             unique, n = f"{candidate}-{n}", n + 1

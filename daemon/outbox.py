@@ -342,6 +342,9 @@ class Sidecar:
             "inputs": job.inputs_document(), "options": job.options.as_dict(), "outputs": [],
             "timings": {"queued_at": job.claimed_at}, "error": None, "notes": [],
         }
+        if job.original_name:
+            doc["notes"].append(f"the job's name is {len(job.original_name.encode())} bytes, too long for file "
+                                f"names; it is shortened to {job.name!r} (dropped as {job.original_name!r})")
         claimed = parse_time(job.claimed_at).timestamp()
         # claimed a moment ago: now is more precise than the record's whole seconds
         epoch = time.time() if time.time() - claimed < 1.5 else claimed

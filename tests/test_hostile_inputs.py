@@ -220,7 +220,8 @@ def test_hostile_drops_fail_clearly_and_good_jobs_keep_flowing(tmp_path, store, 
     assert problems == [], "\n".join(problems)
 
     esc = docs["escape"]
-    assert esc["state"] == "failed" and esc["error"]["code"] == "path_outside_inbox", esc["error"]
+    assert esc["state"] == "failed" and esc["error"]["code"] == "symlink_input", esc["error"]
+    assert esc["inputs"]["audio"]["name"] == "escape.wav"
     assert secret.read_bytes() == secret_bytes  # never moved, never read into a job
     assert (share.root / "failed" / "escape" / "escape.wav").is_symlink()
 

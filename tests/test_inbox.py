@@ -171,15 +171,46 @@ def test_symlink_out_of_inbox_fails_and_is_never_read(cfg, tmp_path):
     link.symlink_to(fifo)
     video = drop(cfg.paths.inbox, "x.mp4")
     [spec] = settled(Inbox(cfg))
-    assert isinstance(spec.error, PathOutsideInboxError)
+    assert spec.error.code == "symlink_input"  # as the README's error table says
     assert "x.wav" in spec.error.message and "out of the inbox" in spec.error.message
     assert sorted(spec.files) == sorted([link, video])
+    assert (spec.audio, spec.templates) == (link, [video])  # the sidecar names the inputs
 
 
 def test_lone_symlink_fails_without_waiting_for_a_partner(cfg):
     (cfg.paths.inbox / "passwd.wav").symlink_to("/etc/passwd")
     [spec] = settled(Inbox(cfg))
-    assert isinstance(spec.error, PathOutsideInboxError)
+    assert spec.error.code == "symlink_input" and "/etc" not in spec.error.message
+    assert spec.audio == cfg.paths.inbox / "passwd.wav"
+
+
+def test_fifo_named_like_media_fails_as_bad_media_without_being_opened(cfg):
+    os.mkfifo(cfg.paths.inbox / "f.wav")  # opening it would block the daemon
+    video = drop(cfg.paths.inbox, "f.mp4")
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "bad_media" and "FIFO" in spec.error.message and "f.wav" in spec.error.message
+    assert sorted(spec.files) == sorted([cfg.paths.inbox / "f.wav", video])
+
+
+def test_fifo_named_like_a_manifest_is_never_read(cfg):
+    os.mkfifo(cfg.paths.inbox / "m.job.toml")
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "bad_manifest" and "FIFO" in spec.error.message
+
+
+def test_long_names_are_shortened_stably_and_the_original_kept(cfg):
+    stem = "é" * 120 + "-talk"  # 245 bytes: legal on Linux, too long for NAME.json temp files
+    drop(cfg.paths.inbox, f"{stem}.wav")
+    drop(cfg.paths.inbox, f"{stem}.mp4")
+    [spec] = settled(Inbox(cfg))
+    assert len(spec.name.encode()) <= 200 and spec.original_name == stem
+    assert spec.name == settled(Inbox(cfg))[0].name  # the same every time (a restart finds it)
+    other = "é" * 120 + "-walk"  # same beginning: must not collide after shortening
+    drop(cfg.paths.inbox, f"{other}.wav")
+    drop(cfg.paths.inbox, f"{other}.mp4")
+    names = {s.name for s in settled(Inbox(cfg))}
+    assert len(names) == 2
+    assert all(len(f".{n}.mp4.rendered.json".encode()) <= 255 for n in names)
 
 
 def test_symlink_inside_inbox_is_refused(cfg):

@@ -166,6 +166,7 @@ def _new_record(spec: JobSpec, cfg: Config, job_id: str, now: datetime, plan: li
         "templates": templates,
         "manifest": manifest,
         "options": spec.options.as_dict(),
+        "original_name": spec.original_name,
         "error": job_error_to_dict(spec.error),
         "files": plan,
     }
@@ -218,6 +219,7 @@ def load_claimed(work_dir: Path, cfg: Config) -> ClaimedJob:
         options=JobOptions.from_dict(record.get("options")),
         error=error,
         files=files,
+        original_name=record.get("original_name"),
     )
 
 

@@ -18,8 +18,8 @@ Rules, in the order they apply:
 * A lone file (no partner file present at all, not even one still being copied) waits
   ``watch.partner_grace``, counted from the last time a file of the job settled, then
   fails with MissingPartnerError.
-* A symlink is never read: one that leads out of the inbox fails its job with
-  PathOutsideInboxError, any other with a ``symlink_input`` error.
+* A symlink is never read: its job fails with a ``symlink_input`` error. A FIFO, socket
+  or device named like media is never opened either: its job fails as ``bad_media``.
 
 Failed jobs come back as specs with ``error`` set and every file of the drop in
 ``files``, so they are claimed and moved to failed/ like any other job.
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daemon.config import Config
-from daemon.errors import BadManifestError, JobError, MissingPartnerError, PathOutsideInboxError, PermanentJobError
+from daemon.errors import BadManifestError, JobError, MissingPartnerError, PermanentJobError
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
 from daemon.intake.manifest import Manifest, PathRules, parse_manifest
@@ -50,6 +50,7 @@ class _Seen:
     mtime_ns: int
     since: float  # scan time at which this (size, mtime) was first observed
     is_link: bool
+    special: str | None = None  # "a FIFO", "a socket", ...: not a regular file, never read
 
 
 def format_duration(seconds: float) -> str:
@@ -144,13 +145,15 @@ class Inbox:
         except OSError:
             return None
         is_link = stat.S_ISLNK(st.st_mode)
-        if not is_link and not stat.S_ISREG(st.st_mode):
-            self._log_once(key[1], "inbox file ignored", reason="not a regular file")
-            return None
+        special = None if is_link or stat.S_ISREG(st.st_mode) else _special_kind(st.st_mode)
+        if special is not None and key[1] not in self._logged:
+            # a FIFO would block whoever reads it: it is failed as bad media, never opened
+            self._logged.add(key[1])
+            log.warning("inbox file is not a regular file; its job fails", file=key[1], kind=special)
         self._touched.add(key)
         old = self._seen.get(key)
         if old is None or (old.size, old.mtime_ns, old.is_link) != (st.st_size, st.st_mtime_ns, is_link):
-            old = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now, is_link)
+            old = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now, is_link, special)
         return old
 
     def _stable(self, key: tuple[bool, str], now: float) -> bool:
@@ -207,6 +210,8 @@ class Inbox:
             return cached[2]
         if seen.is_link:
             result: Manifest | BadManifestError = BadManifestError(f"{name}: is a symbolic link", file=name)
+        elif seen.special:
+            result = BadManifestError(f"{name}: is {seen.special}, not a regular file; it was not read", file=name)
         else:
             try:
                 result = parse_manifest(self.root / name, max_templates=self.max_templates)
@@ -226,6 +231,7 @@ class Inbox:
 
         refs = [("audio", m.audio, False)] + [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
         located: list = []
+        field_of: dict[tuple[bool, str], str] = {}
         missing: list[str] = []
         error: JobError | None = None
         for field, ref, is_template in refs:
@@ -238,6 +244,7 @@ class Inbox:
                 missing.append(ref)
                 continue
             located.append(loc)
+            field_of[(loc.library, loc.name)] = field
             others = [c for c in claimers.get(loc.name, []) if c != name]
             if others and not loc.library and error is None:
                 # library templates are only read, so any number of jobs may share one
@@ -247,8 +254,12 @@ class Inbox:
         keys = [mkey]
         for loc in located:
             key = (loc.library, loc.name)
-            if self._observe(key, now) is not None:
+            seen = self._observe(key, now)
+            if seen is not None:
                 keys.append(key)
+                if seen.special and error is None:
+                    error = PermanentJobError(f"{name}: {field_of[key]} {loc.name!r} is {seen.special}, not a "
+                                              "regular file; it was not read", code="bad_media", file=loc.name)
         if not all([self._stable(k, now) for k in keys]):
             return None
         files = [self.root / name] + [loc.path for loc in located if not loc.library]
@@ -294,12 +305,18 @@ class Inbox:
     def _stem_job(self, stem: str, names: list[str], media: dict[str, str], now: float) -> JobSpec | None:
         files = [self.root / n for n in names]
         settled = self._settled_at([(False, n) for n in names])
-        links = [n for n in names if self._seen[(False, n)].is_link]
-        if links:
-            return JobSpec(name=stem, audio=None, templates=[], files=files,
-                           error=self._link_error(links[0]), ready_since=settled)
         audios = [n for n in names if media[n] == "audio"]
         templates = [n for n in names if media[n] == "template"]
+        # a job that fails on one file still names its inputs in the sidecar
+        named = {"audio": self.root / audios[0] if len(audios) == 1 else None,
+                 "templates": [self.root / templates[0]] if len(templates) == 1 else []}
+        links = [n for n in names if self._seen[(False, n)].is_link]
+        if links:
+            return JobSpec(name=stem, **named, files=files, error=self._link_error(links[0]), ready_since=settled)
+        specials = [n for n in names if self._seen[(False, n)].special]
+        if specials:
+            return JobSpec(name=stem, **named, files=files, error=self._special_error(specials[0]),
+                           ready_since=settled)
         if len(audios) > 1 or len(templates) > 1:
             what = audios if len(audios) > 1 else templates
             kind = "audio files" if len(audios) > 1 else "templates"
@@ -329,11 +346,29 @@ class Inbox:
                        ready_since=self._settled_at(keys))
 
     def _link_error(self, name: str) -> JobError:
+        # where it leads stays out of the message: a link to /etc/shadow is nobody's business
         target = os.path.realpath(self.root / name)
-        if not Path(target).is_relative_to(os.path.realpath(self.root)):
-            return PathOutsideInboxError(f"{name} is a symbolic link that leads out of the inbox; "
-                                         "links are never followed", file=name)
-        return PermanentJobError(f"{name} is a symbolic link; drop the file itself", code=SYMLINK_INPUT, file=name)
+        where = "out of the inbox" if not Path(target).is_relative_to(os.path.realpath(self.root)) else \
+            "elsewhere in the inbox"
+        return PermanentJobError(f"{name} is a symbolic link (leading {where}); links are never followed: "
+                                 "drop the file itself", code=SYMLINK_INPUT, file=name)
+
+    def _special_error(self, name: str) -> JobError:
+        kind = self._seen[(False, name)].special
+        return PermanentJobError(f"{name} is {kind}, not a regular file; it was not read: drop the file itself",
+                                 code="bad_media", file=name)
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    return "not a regular file"
 
 
 def _normal(ref: str) -> str:

@@ -7,6 +7,7 @@ audio and template by them, the CLI lists them in its help), so they live here o
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import datetime, timezone
@@ -28,6 +29,27 @@ _TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp")
 _TEMP_PREFIXES = (".", "~$")
 
 FileKind = Literal["audio", "template", "manifest"]
+
+
+# Longest job or output name lipsyncd derives a file name from, in bytes. Linux allows 255
+# per name; the longest name made from it (".NAME.mp4.rendered.json", a sidecar's temp
+# file) adds 24, so a 250-byte drop would otherwise be refused by the filesystem.
+NAME_BYTES_MAX = 200
+
+
+def fit_name(name: str, limit: int = NAME_BYTES_MAX) -> str:
+    """``name`` itself when it fits in ``limit`` UTF-8 bytes, else a stable shortened form.
+
+    The shortened form is the name's beginning (cut at a character boundary) plus ``~`` and
+    8 hex digits of its sha256, so two long names that differ only at the end stay apart,
+    and the same name always shortens the same way (a restart finds its files again).
+    """
+    data = name.encode("utf-8", "surrogateescape")
+    if len(data) <= limit:
+        return name
+    digest = hashlib.sha256(data).hexdigest()[:8]
+    head = data[: limit - len(digest) - 1].decode("utf-8", "ignore").rstrip()
+    return f"{head}~{digest}"
 
 
 def is_temporary_name(name: str) -> bool:
