@@ -24,11 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
+from apscheduler.triggers.cron import CronTrigger
+
 from lipsync.engines import NAMES as ENGINE_NAMES
 
 from daemon.errors import ConfigError
+from daemon.outbox import State
 
 ENV_PREFIX = "LIPSYNCD_"
+WEBHOOK_EVENTS = (State.DONE, State.FAILED)  # the final job states a webhook may ask for
 DEFAULT_CONFIG_ENV = "LIPSYNCD_CONFIG"
 
 # --------------------------------------------------------------------------- value types
@@ -95,8 +99,6 @@ def parse_cron(value: Any) -> str:
     value = value.strip()
     if value == "":
         return value
-    from apscheduler.triggers.cron import CronTrigger
-
     try:
         CronTrigger.from_crontab(value)
     except ValueError as e:
@@ -476,8 +478,8 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
             problems.append(f"{src}: notify.webhooks[{i}].url: must be an http(s) URL")
         if hook.get("format", "json") not in ("json", "wecom", "dingtalk"):
             problems.append(f"{src}: notify.webhooks[{i}].format: must be 'json', 'wecom' or 'dingtalk'")
-        events = hook.get("events", ["done", "failed"])
-        if not isinstance(events, list) or not set(events) <= {"done", "failed"}:
+        events = hook.get("events", list(WEBHOOK_EVENTS))
+        if not isinstance(events, list) or not set(events) <= set(WEBHOOK_EVENTS):
             problems.append(f"{src}: notify.webhooks[{i}].events: a list of 'done' and/or 'failed'")
         extra = set(hook) - {"url", "format", "events"}
         if extra:

@@ -45,7 +45,7 @@ def check_python() -> Check:
 
 
 def check_torch() -> list[Check]:
-    import torch
+    import torch  # imported on use: a missing library is reported, not a crash
 
     checks = [Check("torch", OK, torch.__version__)]
     if torch.cuda.is_available():
@@ -60,7 +60,7 @@ def check_torch() -> list[Check]:
 
 
 def check_media() -> list[Check]:
-    import av
+    import av  # imported on use: a missing library is reported, not a crash
 
     libs = getattr(av, "library_versions", {}) or {}
     ff = libs.get("libavcodec")
@@ -77,7 +77,7 @@ def check_media() -> list[Check]:
 
 
 def check_face_model() -> list[Check]:
-    import dlib
+    import dlib  # imported on use: a missing library is reported, not a crash
 
     checks = [Check("dlib", OK, getattr(dlib, "__version__", "present"))]
     model = landmark_model_path()
@@ -100,7 +100,7 @@ def landmark_model_path() -> Path | None:
 
 
 def check_engines(cfg: Config | None) -> list[Check]:
-    from lipsync.engines import available_engines
+    from lipsync.engines import available_engines  # imported on use, like the libraries it checks
 
     checkpoint = cfg.render.wav2lip.checkpoint if cfg is not None else None
     wanted = cfg.render.engine if cfg is not None else "warp"
@@ -133,7 +133,7 @@ def check_disks(cfg: Config) -> list[Check]:
 
 
 def check_watch(cfg: Config) -> Check:
-    from daemon.intake.watch import choose_mode, detect_fs_type
+    from daemon.intake.watch import choose_mode, detect_fs_type  # watchdog: imported on use
 
     fs_type = detect_fs_type(cfg.paths.inbox)
     mode = choose_mode(cfg, fs_type)
@@ -151,7 +151,7 @@ def check_watch(cfg: Config) -> Check:
 def check_storage(cfg: Config, *, live: bool) -> list[Check]:
     checks = []
     if cfg.storage.mode == "embedded":
-        from daemon.storage.embedded import default_weed_binary
+        from daemon.storage.embedded import default_weed_binary  # boto3: imported on use
 
         binary = cfg.storage.embedded.weed_binary or default_weed_binary()
         if Path(binary).is_file() and os.access(binary, os.X_OK):

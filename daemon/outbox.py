@@ -296,11 +296,6 @@ def note_links_refreshed(doc: dict[str, Any], now: datetime) -> None:
         _set_note(doc, _REFRESH_NOTE, f"{isotime(now)}, valid until {min(live)}")
 
 
-def live_outputs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """Outputs with a video in storage (uploaded, not expired)."""
-    return [o for o in doc.get("outputs", []) if o.get("state") == OutputState.DONE and o.get("key")]
-
-
 # --------------------------------------------------------------------------- the owner's record
 
 

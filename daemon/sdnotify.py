@@ -76,10 +76,6 @@ class Notifier:
             fields["STATUS"] = status
         return self.send(**fields)
 
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask systemd for ``seconds`` more before it considers start/stop hung."""
-        return self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1_000_000))
-
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close()

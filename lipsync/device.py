@@ -48,7 +48,7 @@ def _cuda_device_count() -> int:
     if "torch" not in sys.modules and not any(os.path.exists(node) for node in _DRIVER_NODES):
         return 0
     try:
-        import torch
+        import torch  # on use: resolving "cpu" must not load torch
     except ImportError:
         return 0
     try:

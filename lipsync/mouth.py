@@ -97,7 +97,7 @@ def _smooth_attack_release(x: np.ndarray, attack: float, release: float) -> np.n
 
 def _closures(level_db: np.ndarray, speaking: np.ndarray, s: MouthSettings) -> np.ndarray:
     """Hop numbers of brief lip closures: energy dips between two louder parts."""
-    from scipy.ndimage import uniform_filter1d
+    from scipy.ndimage import uniform_filter1d  # scipy on use: engines without lip closures never load it
     from scipy.signal import argrelmin
 
     smooth = uniform_filter1d(level_db, 3, mode="nearest")
@@ -169,7 +169,7 @@ def mouth_track_from_samples(samples: np.ndarray, fps: float, frame_count: int,
 def mouth_track_from_file(path: Path, fps: float, frame_count: int,
                           settings: MouthSettings = MouthSettings()) -> MouthTrack:
     """Mouth track of any audio the pipeline accepts, decoded and resampled block by block."""
-    from lipsync.media.audio import iter_audio
+    from lipsync.media.audio import iter_audio  # PyAV on use: the mouth model itself is pure numpy
 
     features = MouthFeatures()
     for block in iter_audio(Path(path), rate=RATE):

@@ -273,26 +273,6 @@ def test_recover_completes_a_finish_cut_short(cfg):
     assert not job.work_dir.exists() and not (cfg.paths.done / f"w.{job.id}").exists()
 
 
-def test_requeue_puts_files_back_for_the_next_scan(cfg):
-    drop(cfg.paths.inbox, "talk.wav")
-    drop(cfg.paths.inbox, "talk.mp4")
-    job = claims.claim(ready(cfg)["talk"], cfg)
-    assert claims.requeue(job, cfg) is True
-    assert inbox_files(cfg) == ["talk.mp4", "talk.wav"] and not job.work_dir.exists()
-    assert list(ready(cfg)) == ["talk"]
-
-
-def test_requeue_never_overwrites_a_new_drop(cfg):
-    drop(cfg.paths.inbox, "talk.wav", b"old")
-    drop(cfg.paths.inbox, "talk.mp4")
-    job = claims.claim(ready(cfg)["talk"], cfg)
-    drop(cfg.paths.inbox, "talk.wav", b"new")
-    assert claims.requeue(job, cfg) is False
-    assert (cfg.paths.inbox / "talk.wav").read_bytes() == b"new"
-    assert (job.inputs_dir / "talk.wav").read_bytes() == b"old"
-    assert [j.id for j in claims.list_claimed(cfg)] == [job.id]
-
-
 def test_list_claimed_reads_without_changing_anything(cfg):
     for n in ("a", "b"):
         drop(cfg.paths.inbox, f"{n}.wav")

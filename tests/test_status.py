@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests import outbox_files as sidecar
+from tests.daemon_harness import free_port
 from daemon.intake import claims
 from daemon.reporting import status
 from daemon import config as config_mod
@@ -28,9 +29,12 @@ def make_config(root: Path, **sections) -> config_mod.Config:
 
 
 def write_config_file(root: Path, extra: str = "") -> Path:
+    """A config of the test's own: private folders, and a free port for the embedded store, so
+    that the test passes while a real lipsyncd (./scripts/demo) serves the default port 8333."""
     path = root / "config.toml"
     path.write_text(f'[paths]\ninbox = "inbox"\noutbox = "outbox"\ndone = "done"\nfailed = "failed"\n'
-                    f'state = "state"\n\n[cluster]\nhost_id = "{HOST}"\n{extra}')
+                    f'state = "state"\n\n[storage.embedded]\nport = {free_port()}\n\n'
+                    f'[cluster]\nhost_id = "{HOST}"\n{extra}')
     (root / "inbox").mkdir(exist_ok=True)
     return path
 

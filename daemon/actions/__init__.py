@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from daemon import config
 from daemon.errors import ConfigError
 
 ACTIONS: tuple[str, ...] = (
@@ -35,8 +36,6 @@ def load_config(args: argparse.Namespace):
     Prints every problem and exits with status 2 when it is invalid: every command that
     needs a config would fail the same way, and one message is clearer than a traceback.
     """
-    from daemon import config
-
     try:
         return config.load(args.config)
     except ConfigError as e:
@@ -45,6 +44,4 @@ def load_config(args: argparse.Namespace):
 
 
 def config_path(args: argparse.Namespace) -> Path:
-    from daemon import config
-
     return Path(args.config) if args.config else config.default_config_path()

@@ -83,6 +83,7 @@ def _fail(message: str, code: int = EXIT_FAILURE) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `lipsyncd --help` must not load what this command needs
     from lipsync.errors import LipsyncError
 
     from daemon import config, logsetup
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         engine = create_engine(engine_name, **engine_options(cfg, engine_name, device=args.device,
                                                              checkpoint=args.checkpoint))
-        for note in getattr(engine, "load_notes", []) or []:
+        for note in engine.load_notes:
             print(f"note: {note}", file=sys.stderr)
         result = render(args.audio, args.template, out, engine=engine, options=options,
                         progress=bar or (lambda _f: None))

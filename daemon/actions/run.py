@@ -26,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: `lipsyncd --help` must not load what this command needs
     from daemon import logsetup
     from daemon.pipeline.worker import Worker
 

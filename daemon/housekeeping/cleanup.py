@@ -303,11 +303,11 @@ def _clean_remote(cfg: Config, store: Store, entries: list[Entry], act: _Activit
     if report.dry_run:
         return
     report.expired_sidecars += links.expire_objects(
-        cfg, gone, reason=f"deleted by cleanup after remote_retention ({human_duration(retention)})")
+        cfg, gone, reason=f"deleted by cleanup after remote_retention ({human_duration(retention)})", entries=entries)
     if listed:
         vanished = _vanished_outputs(cfg, entries, listed, listing_started - VANISHED_SLACK_SECONDS)
         report.expired_sidecars += links.expire_objects(
-            cfg, vanished, reason="no longer in storage (a lifecycle rule or a person deleted it)")
+            cfg, vanished, reason="no longer in storage (a lifecycle rule or a person deleted it)", entries=entries)
 
 
 def _delete_object(store: Store, obj: StoredObject, age: float, retention: float, act: _Activity,

@@ -142,15 +142,18 @@ def _refresh_one(cfg: Config, store: Store, outbox: Outbox, before: Entry, now: 
 # --------------------------------------------------------------------------- expiry by key
 
 
-def expire_objects(cfg: Config, objects: set[tuple[str, str]], *, reason: str) -> list[str]:
+def expire_objects(cfg: Config, objects: set[tuple[str, str]], *, reason: str,
+                   entries: list[Entry] | None = None) -> list[str]:
     """Mark every output stored at one of ``objects`` ((bucket, key) pairs) expired.
 
-    Only finished sidecars are touched (done/failed). Returns the sidecars rewritten.
+    Only finished sidecars are touched (done/failed); ``entries`` is this pass's scan of
+    the outbox, when the caller has one. Returns the sidecars rewritten.
     """
     if not objects:
         return []
     outbox = Outbox(cfg.paths.outbox)
-    return [str(e.path) for e in outbox.scan() if _expire_in(cfg, outbox, e, objects, reason)]
+    scanned = entries if entries is not None else outbox.scan()
+    return [str(e.path) for e in scanned if _expire_in(cfg, outbox, e, objects, reason)]
 
 
 def _expire_in(cfg: Config, outbox: Outbox, entry: Entry, objects: set[tuple[str, str]], reason: str) -> bool:

@@ -313,41 +313,7 @@ def _move_aside(dest: Path) -> None:
         pass  # another daemon moved it first
 
 
-# --------------------------------------------------------------------------- requeue / recover
-
-
-def requeue(job: ClaimedJob, cfg: Config) -> bool:
-    """Put the job's files back into the inbox and drop the work folder.
-
-    Returns False (and keeps the work folder, so nothing is lost) when an inbox name has
-    meanwhile been taken by a new drop. On an ordinary shutdown there is no need to
-    requeue: a job left in the work area is picked up by :func:`recover` at the next start.
-    """
-    record = _read_record(job.work_dir)
-    if record is None:
-        raise FileNotFoundError(f"{job.work_dir}: the job's {RECORD_NAME} is gone")
-    inputs = job.work_dir / INPUTS
-    blocked = []
-    # reverse claim order: the file that decides ownership reappears last
-    for entry in reversed(record["files"]):
-        src = inputs / entry["name"]
-        if not os.path.lexists(src):
-            entry["moved"] = False
-            continue
-        dst = cfg.paths.inbox / entry["name"]
-        if os.path.lexists(dst):
-            blocked.append(entry["name"])
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(src, dst)
-        entry["moved"] = False
-    if blocked:
-        _write_json(job.work_dir / RECORD_NAME, record)
-        log.warning("requeue incomplete: inbox names taken by new drops", job_id=job.id, files=blocked)
-        return False
-    shutil.rmtree(job.work_dir)
-    log.info("job requeued", job=job.name, job_id=job.id)
-    return True
+# --------------------------------------------------------------------------- recover
 
 
 def recover(cfg: Config) -> list[ClaimedJob]:

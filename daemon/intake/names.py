@@ -88,10 +88,6 @@ def job_stem(name: str) -> str:
     return name[:dot] if dot > 0 else name
 
 
-def is_still_image(name: str) -> bool:
-    return name.lower().endswith(tuple(STILL_TEMPLATE_EXTENSIONS))
-
-
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

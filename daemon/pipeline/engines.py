@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engine import Engine, MediaLimits, RenderOptions
+from lipsync.engines import create_engine
 
 from daemon.config import Config
 from daemon.logsetup import get_logger
@@ -62,18 +63,12 @@ class EngineCache:
         self._lock = threading.Lock()
 
     def get(self, name: str) -> Engine:
-        from lipsync.engines import create_engine
-
         with self._lock:
             engine = self._engines.get(name)
             if engine is None:
                 engine = create_engine(name, **engine_options(self._cfg, name))
-                for note in getattr(engine, "load_notes", []) or []:
+                for note in engine.load_notes:
                     log.warning("engine fallback", requested=name, engine=engine.name, note=note)
                 log.info("engine loaded", requested=name, engine=engine.name)
                 self._engines[name] = engine
             return engine
-
-    def load_notes(self, name: str) -> list[str]:
-        engine = self._engines.get(name)
-        return list(getattr(engine, "load_notes", []) or []) if engine is not None else []

@@ -28,12 +28,13 @@ from urllib.parse import urlsplit
 
 from daemon.backoff import Backoff
 from daemon.config import Config
+from daemon.outbox import OutputState, State
 from daemon.logsetup import get_logger
 
 log = get_logger(__name__)
 
 FORMATS = ("json", "wecom", "dingtalk")
-EVENTS = ("done", "failed")
+EVENTS = (State.DONE, State.FAILED)
 USER_AGENT = "lipsyncd-webhook/1"
 # Chat robots answer 200 with {"errcode": N, "errmsg": ...}; non-zero means not delivered.
 _ROBOT_FORMATS = ("wecom", "dingtalk")
@@ -77,7 +78,7 @@ def safe_host(url: str) -> str:
 def message_text(doc: dict[str, Any]) -> str:
     """The one-glance chat line(s) for a finished or failed job."""
     job = doc.get("job", "?")
-    if doc.get("state") == "failed":
+    if doc.get("state") == State.FAILED:
         err = doc.get("error") or {}
         reason = err.get("message") or err.get("code") or "unknown error"
         return f"video failed: {job}: {reason}"
@@ -87,7 +88,7 @@ def message_text(doc: dict[str, Any]) -> str:
             until = out.get("url_expires_at")
             tail = f" (link valid until {until.replace('T', ' ').replace('Z', ' UTC')})" if until else ""
             lines.append(f"video ready: {out.get('name', job)} {out['url']}{tail}")
-        elif out.get("state") == "failed":
+        elif out.get("state") == OutputState.FAILED:
             lines.append(f"video failed: {out.get('name', job)}: {out.get('error') or 'render failed'}")
     return "\n".join(lines) or f"video ready: {job}"
 

@@ -145,7 +145,7 @@ def analyze_template(template: TemplateInfo, *, cache_dir: Path | None = None, p
 
     Raises :class:`NoFaceError` (naming the template) when no frame has a usable face.
     """
-    from lipsync.media.template import TemplateReader
+    from lipsync.media.template import TemplateReader  # here: lipsync.media.template imports this module's types
 
     path = Path(template.path)
     digest = ""

@@ -74,7 +74,7 @@ class LandmarkModels:
 
     def predict(self, gray: np.ndarray, box: Box) -> np.ndarray:
         """The 68 landmarks (68, 2) float32 of the face in ``box``."""
-        import dlib
+        import dlib  # imported on use: loading the models (above) already needed it
 
         rect = dlib.rectangle(*(int(round(v)) for v in box))
         with self._lock:

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from lipsync.device import resolve_device
 from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
+from lipsync.face.analysis import analyze_template
+from lipsync.media.audio import load_mono
 from lipsync.engines.wav2lip.checkpoint import load_generator
 from lipsync.engines.wav2lip import mel
 from lipsync.engines.wav2lip.crop import CROP, FramingSettings, framing_boxes, paste_weights
@@ -101,9 +103,6 @@ class _Transfer:
 class Wav2LipSession(EngineSession):
     def __init__(self, engine: Wav2LipEngine, ctx: RenderContext) -> None:
         super().__init__()
-        from lipsync.face.analysis import analyze_template
-        from lipsync.media.audio import load_mono
-
         self.engine = engine
         self.ctx = ctx
         self.transfer = _Transfer(engine.device)
