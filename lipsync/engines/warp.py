@@ -19,7 +19,6 @@ from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
 from lipsync.engines.warp_field import (InteriorColours, MouthGeometry, geometry_tensors, interior_colours,
                                         mouth_geometry, warp_crops)
 from lipsync.face.analysis import TemplateAnalysis, analyze_template
-from lipsync.face.landmarks import LandmarkModels, load_landmark_models
 from lipsync.mouth import MouthSettings, MouthTrack, mouth_track_from_file
 
 _ANALYSIS_SHARE = 0.9  # of the preparation progress; the audio features take the rest
@@ -48,10 +47,11 @@ class WarpEngine(FrameEngine):
         super().__init__()
         self.device = device  # the pipeline resolves it into RenderContext.device
         self.mouth_settings = mouth or MouthSettings()
-        self.models: LandmarkModels = load_landmark_models()
+        # the landmark model (about 100 MB) loads on the first template that is not in the
+        # analysis cache, once per process (lipsync.face.landmarks), as for wav2lip
 
     def start(self, ctx: RenderContext) -> WarpSession:
-        analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir, models=self.models,
+        analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
                                     progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
         track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, self.mouth_settings)
         ctx.progress(1.0)
