@@ -299,7 +299,8 @@ def load(path: str | Path | None = None, *, env: dict[str, str] | None = None) -
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
     except FileNotFoundError:
-        problems.append(f"{path}: file not found")
+        where = path if path.is_absolute() else f"{path} (looked in {Path.cwd()})"
+        problems.append(f"{where}: file not found; name the file with -c FILE or ${DEFAULT_CONFIG_ENV}")
     except tomllib.TOMLDecodeError as e:
         problems.append(f"{path}: not valid TOML: {e}")
     except OSError as e:
@@ -444,11 +445,32 @@ def _convert(tp: Any, value: Any, meta: dict, base: Path) -> Any:
     else:  # pragma: no cover - a declaration error, not a user error
         raise TypeError(f"unsupported option type {tp}")
     lo, hi = meta.get("min"), meta.get("max")
+    # limits said the way the file says values: "7d", "64MB", not 604800 or 67108864
+    show = format_duration if tp is Duration else _format_size if tp is ByteSize else repr
     if lo is not None and out < lo:
-        raise ValueError(f"{value!r} is below the minimum {lo}")
+        raise ValueError(f"{value!r} is below the minimum {show(lo)}")
     if hi is not None and out > hi:
-        raise ValueError(f"{value!r} is above the maximum {hi}")
+        raise ValueError(f"{value!r} is above the maximum {show(hi)}")
     return out
+
+
+def format_duration(seconds: float) -> str:
+    """604800 -> "7d", 90 -> "1m30s", 0.5 -> "500ms": the way config.toml writes durations."""
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    total, parts = int(round(seconds)), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            parts.append(f"{total // size}{unit}")
+            total %= size
+    return "".join(parts) or "0s"
+
+
+def _format_size(size: float) -> str:
+    for unit, factor in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if size >= factor and size % factor == 0:
+            return f"{int(size // factor)}{unit}"
+    return f"{int(size)}"
 
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

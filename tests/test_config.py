@@ -126,7 +126,22 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path):
 
 
 def test_missing_and_malformed_files_are_reported(tmp_path):
-    assert problems_of(tmp_path / "nope.toml") == [f"{tmp_path / 'nope.toml'}: file not found"]
+    assert problems_of(tmp_path / "nope.toml") == [
+        f"{tmp_path / 'nope.toml'}: file not found; name the file with -c FILE or $LIPSYNCD_CONFIG"]
+
+
+def test_a_relative_config_that_is_missing_says_where_it_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (problem,) = problems_of(Path("config.toml"))
+    assert problem.startswith(f"config.toml (looked in {tmp_path}): file not found")
+
+
+def test_limits_of_durations_and_sizes_are_said_as_the_file_says_them(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        config.from_dict({"links": {"lifetime": "30d"}, "cluster": {"lease_timeout": "1s"}}, base=tmp_path)
+    text = str(err.value)
+    assert "'30d' is above the maximum 7d" in text and "below the minimum 2s" in text
+    assert "604800" not in text
     bad = write(tmp_path, "[render\nengine = 1\n")
     (problem,) = problems_of(bad)
     assert problem.startswith(f"{bad}: not valid TOML")

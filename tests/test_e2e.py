@@ -44,7 +44,8 @@ def write_config(root: Path, seaweed, bucket: str, **sections: dict[str, Any]) -
         "paths": {"inbox": "inbox", "outbox": "outbox", "done": "done", "failed": "failed", "state": "state"},
         "watch": {"settle_seconds": 0.3, "poll_interval": 0.2, "rescan_interval": 2, "partner_grace": "1m"},
         "render": {"engine": "passthrough", "device": "cpu", "still_fps": 10, "crf": 30, "preset": "ultrafast"},
-        "storage": {"mode": "s3", "endpoint": seaweed.endpoint, "bucket": bucket, "create_bucket": True,
+        "storage": {"mode": "s3", "endpoint": seaweed.endpoint if seaweed else "", "bucket": bucket,
+                    "create_bucket": True,
                     "max_attempts": 2, "connect_timeout": 2, "read_timeout": 20, "retry_backoff_max": 2},
         "links": {"refresh_cron": ""},
         "cleanup": {"cron": ""},
@@ -435,3 +436,17 @@ def test_second_sigterm_interrupts_the_render_and_the_job_resumes_after_restart(
     assert any(n.startswith("resumed at") for n in doc["notes"])
     assert share.work_jobs() == []
     assert download(doc["outputs"][0]["url"])[4:8] == b"ftyp"
+
+
+def test_a_burst_run_on_the_embedded_store_says_its_links_die_with_it(tmp_path, media, logs):
+    from tests.daemon_harness import free_port
+
+    cfg_path = write_config(tmp_path, None, "lipsyncd", storage={"mode": "embedded", "bucket": "lipsyncd"},
+                            **{"storage.embedded": {"port": free_port()}})
+    drop(tmp_path / "inbox", "brief.png", media["still"])
+    drop(tmp_path / "inbox", "brief.wav", media["audio"])
+    assert run_burst(cfg_path) == 0
+    doc = sidecar_of(tmp_path, "brief")
+    assert doc["state"] == "done"
+    assert any("stops when the run ends" in n for n in doc["notes"]), doc["notes"]
+    assert any(e["event"].startswith("burst run with the embedded store") for e in log_lines(logs))

@@ -34,7 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import Config
+from daemon.config import Config, format_duration
 from daemon.errors import BadManifestError, JobError, MissingPartnerError, PermanentJobError
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
@@ -51,19 +51,6 @@ class _Seen:
     since: float  # scan time at which this (size, mtime) was first observed
     is_link: bool
     special: str | None = None  # "a FIFO", "a socket", ...: not a regular file, never read
-
-
-def format_duration(seconds: float) -> str:
-    """600 -> "10m", 90 -> "1m30s", 7200 -> "2h": how the config writes durations."""
-    total = int(round(seconds))
-    if total <= 0:
-        return "0s"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if total >= size:
-            parts.append(f"{total // size}{unit}")
-            total %= size
-    return "".join(parts)
 
 
 class Inbox:

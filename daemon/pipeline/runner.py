@@ -98,7 +98,7 @@ class JobLost(Exception):
 class JobRunner:
     def __init__(self, cfg: Config, *, engines: EngineCache, options: RenderOptions, store: Store,
                  on_finished: Iterable[FinishedHook] = (), abort: threading.Event | None = None,
-                 heartbeat: lease.Heartbeat | None = None) -> None:
+                 heartbeat: lease.Heartbeat | None = None, link_note: str | None = None) -> None:
         self.cfg = cfg
         self.engines = engines
         self.options = options
@@ -107,6 +107,8 @@ class JobRunner:
         self.on_finished = list(on_finished)
         self.abort = abort or threading.Event()
         self.heartbeat = heartbeat
+        # said in every finished job's notes, e.g. that its link dies with a burst run's store
+        self.link_note = link_note
         self.render_backoff = Backoff(float(cfg.render.retry_delay), float(cfg.render.retry_delay_max))
         self.upload_backoff = Backoff(UPLOAD_RETRY_FIRST, float(cfg.storage.retry_backoff_max))
         self.progress = 0.0  # of the job rendering now, for the daemon's status line
@@ -309,6 +311,8 @@ class JobRunner:
         job, rec = run.job, run.record
         assert rec is not None
         failpoint("before_sidecar_done", job.id)
+        if self.link_note:
+            rec.add_note(self.link_note)
         rec.done(render_seconds=sum(_render_seconds(p) for p in job.planned_outputs()), upload_seconds=upload_seconds)
         failpoint("after_sidecar_done", job.id)
         self._file_inputs(job, State.DONE)

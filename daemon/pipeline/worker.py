@@ -151,8 +151,17 @@ class Worker:
         with handle:
             store = handle.store
             heartbeat = lease.Heartbeat(float(cfg.cluster.heartbeat_interval))
+            link_note = None
+            if burst and cfg.storage.mode == "embedded":
+                # never hand out a link that cannot work without saying so
+                link_note = ("this link is served by the embedded store of a `lipsyncd run --burst`, which stops "
+                             "when the run ends: the link works again only while lipsyncd runs with this state "
+                             "folder (`lipsyncd run`), or use an external store (storage.mode = \"s3\")")
+                log.warning("burst run with the embedded store: links stop working when this run exits",
+                            endpoint=handle.endpoint)
             self.runner = JobRunner(cfg, engines=self.engines, options=render_options(cfg), store=store,
-                                    on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat)
+                                    on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat,
+                                    link_note=link_note)
             self.heartbeat = heartbeat.start()
             stops: list[Callable[[], None]] = []
             watcher = None
