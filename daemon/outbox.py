@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.atomic import write_atomic
 from daemon.errors import JobError
+from daemon.intake.names import fit_name
 from daemon.logsetup import get_logger
 
 if TYPE_CHECKING:
@@ -206,6 +207,25 @@ class Entry:
             return None
 
 
+def initial_document(*, job: str, job_id: str, host: str, engine: str | None, inputs: dict[str, Any],
+                     options: dict[str, Any], queued_at: str, notes: list[str] = ()) -> dict[str, Any]:
+    """The first version of a job's record: "queued", nothing rendered yet."""
+    now = isotime()
+    return {"schema": SCHEMA_ID, "job": job, "id": job_id, "state": State.QUEUED, "progress": 0.0,
+            "created_at": now, "updated_at": now, "host": host, "engine": engine, "inputs": inputs,
+            "options": options, "outputs": [], "timings": {"queued_at": queued_at}, "error": None,
+            "notes": list(notes)}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The record name a new job got, and the failed record of an earlier run it replaced."""
+
+    name: str
+    replaced: Entry | None = None  # a failed run of the same name, dropped again
+    taken: Entry | None = None  # the record that made this job take another name
+
+
 class Outbox:
     """The folder of sidecars."""
 
@@ -237,6 +257,50 @@ class Outbox:
             doc = read_document(path)
             if doc is not None:
                 yield Entry(path, doc)
+
+    def reserve(self, name: str, first: dict[str, Any]) -> Reservation:
+        """Give a newly claimed job a record name of its own and write its first record there.
+
+        ``name`` when it is free (created exclusively: of two daemons claiming jobs of one
+        name at once, one gets it); the same name when its record is a *failed* run (the
+        user fixed the inputs and dropped them again: the new run replaces it); else
+        ``NAME-2``, ``NAME-3``, ... A record already carrying this job's id is kept
+        (a claim completed after a crash). Never overwrites another job's record.
+        """
+        taken: Entry | None = None
+        for n in range(1, 10_000):
+            candidate = name if n == 1 else f"{fit_name(name, 190)}-{n}"
+            path = self.path_for(candidate)
+            doc = dict(first, job=candidate, updated_at=isotime())
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                write_atomic(path, _encode(doc), mode=0o644, exclusive=True)
+                return Reservation(candidate, taken=taken)
+            except FileExistsError:
+                pass
+            current = read_document(path)
+            if current is None:
+                continue  # not ours to judge (unreadable, or not a sidecar): leave it, take another name
+            entry = Entry(path, current)
+            if entry.id == first["id"]:
+                return Reservation(candidate, taken=taken)
+            if entry.state is State.FAILED and n == 1 and self.replace_if_unchanged(entry, doc):
+                return Reservation(candidate, replaced=entry)
+            taken = taken or entry
+        raise FileExistsError(f"{self.folder}: no free record name for {name!r}")
+
+    def add_note(self, entry: Entry, text: str) -> bool:
+        """Add a remark to another job's record (housekeeping door; retried if it changed)."""
+        for _attempt in range(3):
+            doc = json.loads(_encode(entry.doc))
+            doc["notes"] = [*doc.get("notes", []), text]
+            if self.replace_if_unchanged(entry, doc):
+                return True
+            fresh = read_document(entry.path)
+            if fresh is None:
+                return False
+            entry = Entry(entry.path, fresh)
+        return False
 
     def replace_if_unchanged(self, before: Entry, after: dict[str, Any]) -> bool:
         """Write ``after`` over ``before``'s sidecar unless it changed since it was read.
@@ -299,6 +363,14 @@ def note_links_refreshed(doc: dict[str, Any], now: datetime) -> None:
 # --------------------------------------------------------------------------- the owner's record
 
 
+def name_notes(job: ClaimedJob) -> list[str]:
+    """What the record says about the job's name, when it is not the name as dropped."""
+    if job.original_name:
+        return [f"the job's name is {len(job.original_name.encode())} bytes, too long for file names; it is "
+                f"shortened to {job.name!r} (dropped as {job.original_name!r})"]
+    return []
+
+
 class Sidecar:
     """The record of one run of a job, written only by the daemon that owns the job.
 
@@ -329,17 +401,14 @@ class Sidecar:
         old = read_document(outbox.path_for(job.name))
         if old is not None and old.get("id") == job.id:
             old["host"] = host  # a job taken over from another host is ours now
-            return cls(outbox, old, fence=fence, generation=generation), True
-        now = isotime()
-        doc: dict[str, Any] = {
-            "schema": SCHEMA_ID, "job": job.name, "id": job.id, "state": State.QUEUED, "progress": 0.0,
-            "created_at": now, "updated_at": now, "host": host, "engine": engine,
-            "inputs": job.inputs_document(), "options": job.options.as_dict(), "outputs": [],
-            "timings": {"queued_at": job.claimed_at}, "error": None, "notes": [],
-        }
-        if job.original_name:
-            doc["notes"].append(f"the job's name is {len(job.original_name.encode())} bytes, too long for file "
-                                f"names; it is shortened to {job.name!r} (dropped as {job.original_name!r})")
+            if engine is not None and old.get("engine") is None:
+                old["engine"] = engine
+            # the first record, written at the claim, is not a resumed run
+            resumed = old.get("state") != State.QUEUED or "started_at" in (old.get("timings") or {})
+            return cls(outbox, old, fence=fence, generation=generation), resumed
+        doc = initial_document(job=job.name, job_id=job.id, host=host, engine=engine,
+                               inputs=job.inputs_document(), options=job.options.as_dict(),
+                               queued_at=job.claimed_at, notes=name_notes(job))
         claimed = parse_time(job.claimed_at).timestamp()
         # claimed a moment ago: now is more precise than the record's whole seconds
         epoch = time.time() if time.time() - claimed < 1.5 else claimed

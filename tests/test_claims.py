@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from daemon.intake import claims
+from daemon.outbox import Outbox, Sidecar
 from daemon import config as config_mod
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.intake.inbox import Inbox
@@ -216,7 +217,7 @@ def test_recover_does_not_grab_a_new_drop_that_reused_a_name(cfg):
     assert isinstance(job.error, MissingPartnerError)
 
 
-def test_finish_keeps_done_name_for_the_latest_run(cfg):
+def test_a_second_job_with_a_name_in_use_gets_its_own_record_and_folder(cfg):
     runs = []
     for text in (b"first", b"second"):
         drop(cfg.paths.inbox, "talk.wav", text)
@@ -227,27 +228,37 @@ def test_finish_keeps_done_name_for_the_latest_run(cfg):
         runs.append((job, claims.finish(job, cfg, "done")))
     (first, first_dest), (second, second_dest) = runs
     done = cfg.paths.done
-    assert first_dest == second_dest == done / "talk"
-    assert (done / "talk/talk.wav").read_bytes() == b"second"
-    assert json.loads((done / "talk/job.json").read_text())["id"] == second.id
-    assert (done / f"talk.{first.id}/talk.wav").read_bytes() == b"first"
-    assert sorted(p.name for p in (done / "talk").iterdir()) == ["job.json", "talk.mp4", "talk.wav"]
-    assert (done / "talk/talk.mp4").read_bytes() == b"talk.mp4" * 3  # the template; the output is not kept
+    assert (first.name, second.name) == ("talk", "talk-2")
+    assert (first_dest, second_dest) == (done / "talk", done / "talk-2")
+    assert (done / "talk/talk.wav").read_bytes() == b"first" and (done / "talk-2/talk.wav").read_bytes() == b"second"
+    outbox = Outbox(cfg.paths.outbox)
+    old, new = outbox.read("talk").doc, outbox.read("talk-2").doc
+    assert (old["id"], new["id"]) == (first.id, second.id)  # the first record is untouched but for a note
+    assert any("recorded as 'talk-2'" in n for n in old["notes"])
+    assert any(f"in use by job {first.id}" in n for n in new["notes"])
+    assert new["inputs"]["audio"]["name"] == "talk.wav"  # as dropped
+    assert sorted(p.name for p in (done / "talk-2").iterdir()) == ["job.json", "talk.mp4", "talk.wav"]
     assert not first.work_dir.exists() and not second.work_dir.exists()
-    record = json.loads((done / "talk/job.json").read_text())
+    record = json.loads((done / "talk-2/job.json").read_text())
     assert record["state"] == "done" and record["finished_at"].endswith("Z")
 
 
-def test_finish_failed_moves_aside_too(cfg):
+def test_a_failed_job_dropped_again_replaces_its_record_and_keeps_the_old_inputs_aside(cfg):
     ids = []
+    outbox = Outbox(cfg.paths.outbox)
     for _ in range(3):
         drop(cfg.paths.inbox, "x.job.toml", b"nope")
         job = claims.claim(ready(cfg)["x"], cfg)
+        assert job.name == "x"  # a failed record's name is free again for the same job
+        rec, _ = Sidecar.open(outbox, job, host=cfg.host_id, engine=None, generation=1, fence=job.work_dir)
+        rec.failed(job.error, retryable=False)
         claims.finish(job, cfg, "failed")
         ids.append(job.id)
     names = sorted(p.name for p in cfg.paths.failed.iterdir())
-    assert names == sorted(["x", f"x.{ids[0]}", f"x.{ids[1]}"])
-
+    assert names == sorted(["x", f"x.{ids[0]}", f"x.{ids[1]}"])  # failed/x is the latest run, and only it
+    doc = outbox.read("x").doc
+    assert doc["id"] == ids[2] and any(f"after the failed run {ids[1]}" in n for n in doc["notes"])
+    assert json.loads((cfg.paths.failed / "x" / "job.json").read_text())["id"] == ids[2]
 
 def test_finish_keeps_outputs_only_when_paths_outputs_is_set(tmp_path):
     cfg = make_cfg(tmp_path, outputs="videos")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -146,6 +147,26 @@ def test_doctor_checks_the_machine_and_starts_the_embedded_store(tmp_path):
     assert "local filesystem" in lines["inbox watch"] or "polling" in lines["inbox watch"]
     assert "reachable" in lines["storage"]
     assert r.stdout.rstrip().endswith("doctor: ready")
+
+
+def test_doctor_joins_a_live_daemons_embedded_store_and_leaves_it_running(tmp_path):
+    from tests.daemon_harness import Daemon, Share, download, free_port, wait_until
+
+    share = Share(tmp_path / "share")
+    port = free_port()
+    daemon = Daemon(tmp_path, share, None, "live", extra={"storage": {"mode": "embedded"},
+                                                           "storage.embedded": {"port": port}})
+    with daemon.start():
+        wait_until(lambda: "daemon ready" in daemon.log_text(), 60, "the daemon ready", daemons=[daemon])
+        pid_file = tmp_path / "state-live" / "seaweedfs" / "lipsyncd-weed.pid"
+        weed_pid = pid_file.read_text().split()[0]
+        r = lipsyncd("doctor", "--storage", "-c", str(daemon.config))
+        assert "reachable" in r.stdout, r.stdout + r.stderr
+        time.sleep(2)  # a store stopped as "stale" would show by now
+        text = daemon.log_text()
+        assert "seaweedfs exited" not in text and "stale seaweedfs" not in r.stdout + r.stderr + text
+        assert pid_file.read_text().split()[0] == weed_pid  # the same server, never restarted
+        assert daemon.alive
 
 
 def test_doctor_fails_when_something_essential_is_missing(tmp_path):

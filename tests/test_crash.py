@@ -43,7 +43,7 @@ def job_objects(store: Store) -> dict[str, int]:
 
 # (phase, what the job's sidecar says while the daemon lies dead, whether the video is stored by then)
 PHASES = [
-    ("claimed", None, False),  # inputs renamed into the work area, no sidecar yet
+    ("claimed", "queued", False),  # inputs renamed into the work area; the claim wrote the first record
     ("render_progress", "rendering", False),
     ("after_render", "rendering", False),
     ("before_upload", "uploading", False),

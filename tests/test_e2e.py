@@ -450,3 +450,36 @@ def test_a_burst_run_on_the_embedded_store_says_its_links_die_with_it(tmp_path, 
     assert doc["state"] == "done"
     assert any("stops when the run ends" in n for n in doc["notes"]), doc["notes"]
     assert any(e["event"].startswith("burst run with the embedded store") for e in log_lines(logs))
+
+
+def test_a_name_used_again_gets_its_own_record_and_a_failed_job_dropped_again_replaces_its_own(
+        tmp_path, seaweed, bucket, aws_env, media):
+    cfg_path = write_config(tmp_path, seaweed, bucket)
+    inbox = tmp_path / "inbox"
+    # 1. "talk" twice: the second job must not replace the first one's record or link
+    for _ in range(2):
+        drop(inbox, "talk.png", media["still"])
+        drop(inbox, "talk.wav", media["audio"])
+        assert run_burst(cfg_path) == 0
+    first, second = sidecar_of(tmp_path, "talk"), sidecar_of(tmp_path, "talk-2")
+    assert first["state"] == second["state"] == "done" and first["id"] != second["id"]
+    assert first["outputs"][0]["key"] != second["outputs"][0]["key"]
+    assert download(first["outputs"][0]["url"]) and download(second["outputs"][0]["url"])
+    assert any("recorded as 'talk-2'" in n for n in first["notes"])
+    assert (tmp_path / "done" / "talk").is_dir() and (tmp_path / "done" / "talk-2").is_dir()
+    # 2. "promo" fails (its audio is not audio), is fixed and dropped again: the record now
+    #    says done, and failed/promo/ no longer contradicts it (the old inputs are kept aside)
+    drop(inbox, "promo.png", media["still"])
+    drop(inbox, "promo.wav", b"this is not a wav file")
+    assert run_burst(cfg_path) == 0
+    failed = sidecar_of(tmp_path, "promo")
+    assert failed["state"] == "failed"
+    drop(inbox, "promo.png", media["still"])
+    drop(inbox, "promo.wav", media["audio"])
+    assert run_burst(cfg_path) == 0
+    fixed = sidecar_of(tmp_path, "promo")
+    assert fixed["state"] == "done" and fixed["id"] != failed["id"]
+    assert any(f"after the failed run {failed['id']}" in n for n in fixed["notes"])
+    assert not (tmp_path / "failed" / "promo").exists()
+    assert (tmp_path / "failed" / f"promo.{failed['id']}" / "promo.wav").read_bytes() == b"this is not a wav file"
+    assert not (tmp_path / "outbox" / "promo-2.json").exists()

@@ -49,8 +49,8 @@ def test_a_write_after_the_takeover_fails_and_changes_nothing(tmp_path):
     assert read_document(outbox.path_for("talk"))["state"] == "queued"
 
     moved = take_over(job, work)  # from here on host A's folder does not exist
-    new, resumed = Sidecar.open(outbox, job, host=HOST_B, engine="warp", generation=2, fence=moved)
-    assert resumed
+    new, _ = Sidecar.open(outbox, job, host=HOST_B, engine="warp", generation=2, fence=moved)
+    assert new.doc["id"] == job.id and new.doc["host"] == HOST_B  # the record found, now the taker's
     new.rendering(engine="warp", outputs=[("talk.mp4", "talk.mp4")])
     before = outbox.path_for("talk").read_bytes()
 
@@ -72,8 +72,7 @@ def test_an_older_generation_is_refused_even_where_the_folder_fence_leaks(tmp_pa
     new, _ = Sidecar.open(outbox, job, host=HOST_B, engine="warp", generation=2, fence=moved)
     new.queued()
     job.work_dir.mkdir(parents=True)  # the leak: host A's path exists again
-    stale, resumed = Sidecar.open(outbox, job, host=HOST_A, engine="warp", generation=1, fence=job.work_dir)
-    assert resumed
+    stale, _ = Sidecar.open(outbox, job, host=HOST_A, engine="warp", generation=1, fence=job.work_dir)
     with pytest.raises(RecordFenced, match="generation 2"):
         stale.queued()
     assert read_document(outbox.path_for("talk"))["host"] == HOST_B

@@ -337,3 +337,27 @@ def test_jobs_come_oldest_first(cfg):
 
 def test_format_duration():
     assert [format_duration(s) for s in (600, 90, 7200, 0, 86400 + 30)] == ["10m", "1m30s", "2h", "0s", "1d30s"]
+
+
+def test_a_manifest_typo_fails_at_once_with_a_suggestion_and_takes_the_meant_file_along(cfg):
+    root = cfg.paths.inbox
+    drop(root, "promo.job.toml", b'audio = "talk.wav"\ntemplates = ["portrait.jpg"]\n')
+    drop(root, "talk.wav")
+    drop(root, "portrait.jpeg")  # what the manifest meant
+    specs = settled(Inbox(cfg))  # no partner grace: the answer is there now
+    (spec,) = specs
+    assert spec.name == "promo" and spec.error.code == "missing_partner"
+    assert "'portrait.jpg' not found, did you mean 'portrait.jpeg'?" in spec.error.message
+    # the file meant goes to failed/promo/ with the manifest: never a lone job of its own
+    assert sorted(p.name for p in spec.files) == ["portrait.jpeg", "promo.job.toml", "talk.wav"]
+
+
+def test_no_suggestion_from_another_complete_pair_or_another_kind(cfg):
+    root = cfg.paths.inbox
+    drop(root, "promo.job.toml", b'audio = "talk.wav"\ntemplates = ["talk.mp4"]\n')
+    drop(root, "talk.wav")
+    drop(root, "walk.mp3")  # audio, while the missing file is a template
+    for n in ("talk.png", "talk.m4a"):  # a complete pair of its own ("talk.mp4" is close to "talk.png")
+        drop(root, n)
+    specs = settled(Inbox(cfg))
+    assert [s.name for s in specs if s.name == "promo"] == []  # waits for talk.mp4 (partner grace)

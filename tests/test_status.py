@@ -94,6 +94,9 @@ def share(tmp_path: Path):
                    files=[inbox / "fresh.wav", inbox / "fresh.mp4"])
     claimed = claims.claim(spec, cfg)
     assert claimed is not None
+    # the claim wrote the job's first record; a claim cut short by a crash has none yet
+    assert (out / "fresh.json").is_file()
+    (out / "fresh.json").unlink()
     return cfg, tmp_path
 
 

@@ -32,6 +32,7 @@ from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.failpoints import failpoint
+from daemon.outbox import Entry, Outbox, initial_document, name_notes
 from daemon.jobs import (
     ClaimedFile,
     ClaimedJob,
@@ -119,9 +120,59 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
     failpoint("claim_moved", job_id)
     _mark_claimed(record)
     _write_json(work_dir / RECORD_NAME, record)
-    log.info("job claimed", job=spec.name, job_id=job_id, files=len(plan),
+    _reserve_record(work_dir, record, cfg)
+    log.info("job claimed", job=record["record_name"], job_id=job_id, files=len(plan),
              failed=record["error"]["code"] if record["error"] else None)
     return load_claimed(work_dir, cfg)
+
+
+def _reserve_record(work_dir: Path, record: dict[str, Any], cfg: Config) -> None:
+    """Give the claimed job its own record in the outbox (its first sidecar) and its name.
+
+    Another job's record is never replaced: a name in use gets ``NAME-2`` (said in both
+    records and the log), except a *failed* record, which a re-drop of the same job
+    replaces -- its old inputs move from failed/NAME/ to failed/NAME.<its id>/, so nothing
+    there contradicts the new record.
+    """
+    if record.get("record_name"):
+        return
+    job = load_claimed(work_dir, cfg)
+    outbox = Outbox(cfg.paths.outbox)
+    first = initial_document(job=job.name, job_id=job.id, host=cfg.host_id, engine=None,
+                             inputs=job.inputs_document(), options=job.options.as_dict(),
+                             queued_at=record.get("ready_at") or record["claimed_at"], notes=name_notes(job))
+    got = outbox.reserve(job.name, first)
+    if got.replaced is not None:
+        old_inputs = cfg.paths.failed / got.name
+        moved = _move_aside_as(old_inputs, got.replaced.id)
+        outbox.add_note(outbox.read(got.name) or Entry(outbox.path_for(got.name), first),
+                        f"dropped again after the failed run {got.replaced.id}"
+                        + (f"; that run's inputs are in {moved}" if moved else ""))
+        log.info("failed job dropped again; its record is replaced", job=got.name, failed_job_id=got.replaced.id,
+                 old_inputs=str(moved) if moved else None)
+    if got.name != job.name:
+        taken = got.taken
+        outbox.add_note(outbox.read(got.name) or Entry(outbox.path_for(got.name), first),
+                        f"the name {job.name!r} is in use by job {taken.id if taken else '?'} "
+                        f"({taken.state if taken else '?'}); this job is recorded as {got.name!r}")
+        if taken is not None:
+            outbox.add_note(taken, f"a later job dropped as {job.name!r} ({job.id}) is recorded as {got.name!r}")
+        log.warning("job name in use; recorded under another name", dropped_as=job.name, record=got.name,
+                    job_id=job.id, name_taken_by=taken.id if taken else None)
+    record["record_name"] = got.name
+    _write_json(work_dir / RECORD_NAME, record)
+
+
+def _move_aside_as(folder: Path, suffix: str | None) -> Path | None:
+    """Rename ``folder`` to ``folder.<suffix>`` (kept, never deleted); the new path, or None."""
+    if not folder.is_dir() or not suffix:
+        return None
+    target = folder.with_name(f"{folder.name}.{suffix}")
+    try:
+        os.rename(folder, target)
+    except OSError:
+        return None
+    return target
 
 
 def _claim_order(spec: JobSpec) -> list[Path]:
@@ -167,6 +218,8 @@ def _new_record(spec: JobSpec, cfg: Config, job_id: str, now: datetime, plan: li
         "manifest": manifest,
         "options": spec.options.as_dict(),
         "original_name": spec.original_name,
+        # when the drop was complete (settled), which is when the job was queued
+        "ready_at": _iso(spec.ready_since) if spec.ready_since > 0 else None,
         "error": job_error_to_dict(spec.error),
         "files": plan,
     }
@@ -210,7 +263,7 @@ def load_claimed(work_dir: Path, cfg: Config) -> ClaimedJob:
     audio = record["audio"]
     manifest = record["manifest"]
     return ClaimedJob(
-        name=record["name"], id=record["id"], host=work_dir.parent.name, claimed_at=record["claimed_at"],
+        name=record.get("record_name") or record["name"], id=record["id"], host=work_dir.parent.name, claimed_at=record["claimed_at"],
         work_dir=work_dir,
         audio=inputs / audio["name"] if audio else None, audio_name=audio["name"] if audio else None,
         templates=templates, template_names=names, library_templates=library_paths,
@@ -340,6 +393,7 @@ def recover_one(work_dir: Path, cfg: Config) -> ClaimedJob | None:
         return None
     if record.get("state") == "claiming" and not _complete_claim(work_dir, record, cfg):
         return None
+    _reserve_record(work_dir, record, cfg)  # a claim cut short before its record was made
     job = load_claimed(work_dir, cfg)
     log.info("job recovered", job=job.name, job_id=job.id)
     return job
@@ -432,6 +486,10 @@ def _move(src: Path, dst: Path) -> None:
         shutil.copy2(src, tmp, follow_symlinks=False)
         os.replace(tmp, dst)
         os.unlink(src)
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

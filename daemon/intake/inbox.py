@@ -27,6 +27,7 @@ Failed jobs come back as specs with ``error`` set and every file of the drop in
 
 from __future__ import annotations
 
+import difflib
 import os
 import stat
 import time
@@ -68,6 +69,7 @@ class Inbox:
         self._logged: set[str] = set()
         self._deadline: float | None = None
         self._touched: set[tuple[bool, str]] = set()
+        self._suggested: dict[str, str] = {}  # manifest reference -> the inbox file it likely means
 
     # ------------------------------------------------------------------ public
 
@@ -78,7 +80,7 @@ class Inbox:
         self._touched = set()
         top = self._list_top(now)
         manifests = {n: k for n, k in top.items() if k == "manifest"}
-        specs, reserved, manifest_names = self._manifest_jobs(manifests, now)
+        specs, reserved, manifest_names = self._manifest_jobs(manifests, top, now)
         media = {n: k for n, k in top.items() if k != "manifest" and n not in reserved}
         specs += self._stem_jobs(media, manifest_names, now)
         for key in set(self._seen) - self._touched:
@@ -165,7 +167,7 @@ class Inbox:
 
     # ------------------------------------------------------------------ manifests
 
-    def _manifest_jobs(self, manifests: dict[str, str], now: float
+    def _manifest_jobs(self, manifests: dict[str, str], top: dict[str, str], now: float
                        ) -> tuple[list[JobSpec], set[str], set[str]]:
         """Jobs from manifests, the inbox names they reserve, and the job names they take."""
         parsed: dict[str, Manifest | BadManifestError] = {n: self._parse(n) for n in manifests}
@@ -178,6 +180,10 @@ class Inbox:
                 for ref in [m.audio, *m.templates]:
                     claimers[_normal(ref)].append(n)
         reserved = set(claimers)
+        # a name a manifest gets wrong ("portrait.jpg" for portrait.jpeg): the file meant is
+        # part of that job, never a lone job of its own, and the job fails at once saying so
+        self._suggested = _suggestions(parsed, top, claimers, self.cfg.paths.templates)
+        reserved |= set(self._suggested.values())
 
         specs: list[JobSpec] = []
         for job, names in sorted(by_name.items()):
@@ -254,6 +260,18 @@ class Inbox:
         if error is not None:
             return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name, files=_unique(files),
                            options=m.options, error=error, ready_since=ready_since)
+        meant = {ref: self._suggested[_normal(ref)] for ref in missing if _normal(ref) in self._suggested}
+        if meant:
+            keys_meant = [(False, n) for n in meant.values()]
+            for k in keys_meant:
+                self._observe(k, now)
+            if not all([self._stable(k, now) for k in keys_meant if k in self._seen]):
+                return None
+            hints = "; ".join(f"{ref!r} not found, did you mean {name!r}?" for ref, name in meant.items())
+            err = MissingPartnerError(f"{name}: {hints} Fix the manifest and drop the files again", file=name)
+            return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name,
+                           files=_unique(files + [self.root / n for n in meant.values()]), options=m.options,
+                           error=err, ready_since=ready_since)
         if missing:
             due = ready_since + self.grace
             if now < due:
@@ -344,6 +362,38 @@ class Inbox:
         kind = self._seen[(False, name)].special
         return PermanentJobError(f"{name} is {kind}, not a regular file; it was not read: drop the file itself",
                                  code="bad_media", file=name)
+
+
+def _suggestions(parsed: dict, top: dict[str, str], claimers: dict[str, list[str]],
+                 library: Path | None) -> dict[str, str]:
+    """Manifest references absent from the inbox -> the present file they most likely mean.
+
+    Only a file of the same kind (audio for audio, template for template), named by no
+    manifest and not half of a complete same-stem pair, is suggested: a near miss such as a
+    wrong extension, letter case or one typo (difflib similarity of at least 0.8).
+    """
+    stems: dict[str, set[str]] = defaultdict(set)
+    for n, kind in top.items():
+        if kind != "manifest":
+            stems[job_stem(n)].add(kind)
+    free = {n: k for n, k in top.items() if k != "manifest" and n not in claimers
+            and stems[job_stem(n)] != {"audio", "template"}}
+    out: dict[str, str] = {}
+    for m in parsed.values():
+        if not isinstance(m, Manifest):
+            continue
+        for ref, kind in [(m.audio, "audio"), *((t, "template") for t in m.templates)]:
+            ref = _normal(ref)
+            if "/" in ref or ref in top or (library is not None and os.path.lexists(library / ref)):
+                continue
+            candidates = [n for n, k in free.items() if k == kind]
+            same_case = [n for n in candidates if n.lower() == ref.lower()]
+            close = same_case or difflib.get_close_matches(ref, candidates, n=1, cutoff=0.8) or \
+                difflib.get_close_matches(job_stem(ref), [job_stem(c) for c in candidates], n=1, cutoff=0.8)
+            if close:
+                match = close[0] if close[0] in candidates else next(c for c in candidates if job_stem(c) == close[0])
+                out[ref] = match
+    return out
 
 
 def _special_kind(mode: int) -> str:
