@@ -349,6 +349,19 @@ def expire_output(doc: dict[str, Any], out: dict[str, Any], reason: str) -> None
         doc["state"] = State.EXPIRED
 
 
+def orphaned(doc: dict[str, Any], message: str) -> dict[str, Any]:
+    """``doc`` (an active record whose work folder is nowhere) as failed ``input_changed``."""
+    new = json.loads(_encode(doc))
+    new["state"] = State.FAILED
+    new["error"] = {"code": "input_changed", "message": message, "retryable": False}
+    new.pop("upload", None)
+    for out in new.get("outputs", []):
+        if out.get("state") != OutputState.DONE:
+            out["state"], out["error"] = OutputState.FAILED, message
+    new.setdefault("timings", {})["finished_at"] = isotime()
+    return new
+
+
 def relink_output(out: dict[str, Any], url: str, expires: datetime | float) -> None:
     out["url"] = url
     out["url_expires_at"] = isotime(expires)
@@ -562,6 +575,14 @@ class Sidecar:
             self.add_note(f"interrupted by a shutdown while {phase} at {isotime()}; "
                           "it resumes when the daemon starts again")
             self._set(State.QUEUED)
+
+    def vanished(self, error: JobError) -> None:
+        """The job's work folder is gone -- removed by hand, not taken over by another daemon:
+        the record says so (failed), written without the fence the folder no longer gives,
+        but still refused to an older generation or over a final record."""
+        with self._lock:
+            self.fence = None
+            self.failed(error, retryable=False)
 
     def resumed(self) -> None:
         self.add_note(f"resumed at {isotime()}")

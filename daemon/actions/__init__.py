@@ -21,6 +21,7 @@ ACTIONS: tuple[str, ...] = (
     "daemon.actions.check_config",
     "daemon.actions.doctor",
     "daemon.actions.status",
+    "daemon.actions.cancel",
     "daemon.actions.links",
     "daemon.actions.cleanup",
 )

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import time
 
-from daemon.intake import claims
-from daemon.cluster import lease
-from daemon.cluster import leftovers
+from daemon.cluster import lease, leftovers
 from daemon.config import Config
+from daemon.intake import claims
 from daemon.jobs import ClaimedJob
 from daemon.logsetup import get_logger
+from daemon.outbox import Outbox, orphaned, parse_time
 
 log = get_logger(__name__)
 
@@ -38,6 +38,7 @@ class ClusterDuties:
         try:
             share_now = lease.share_now(self.cfg)
             leftovers.sweep_outbox(self.cfg, older_than=self.temp_age, now=share_now)
+            self._fail_orphans(share_now)
             stale = lease.find_stale_jobs(self.cfg, now=share_now)
         except OSError as e:
             log.warning("looking for stale jobs failed", error=f"{type(e).__name__}: {e}")
@@ -61,3 +62,27 @@ class ClusterDuties:
             if job is not None:
                 adopted.append(job)
         return adopted
+
+    def _fail_orphans(self, share_now: float) -> None:
+        """Records left "queued"/"rendering"/"uploading" whose work folder is nowhere on the share.
+
+        A person deleted the folder while no daemon was watching (the owner was stopped):
+        nobody will ever finish the job, so its record says so rather than "rendering 12%"
+        forever. Only records unchanged for longer than the lease timeout count: a live
+        owner writes far more often, and a folder always exists somewhere while a job moves
+        between hosts.
+        """
+        outbox = Outbox(self.cfg.paths.outbox)
+        for entry in outbox.scan():
+            if not entry.active or entry.id is None:
+                continue
+            try:
+                updated = parse_time(entry.doc.get("updated_at", "")).timestamp()
+            except ValueError:
+                continue
+            if share_now - updated <= self.cfg.cluster.lease_timeout or claims.locate(self.cfg, entry.id):
+                continue
+            message = (f"the job's work folder ({entry.id}) is gone from the share and no daemon holds it "
+                       "(removed by hand?); its inputs are gone: drop them again")
+            if outbox.replace_if_unchanged(entry, orphaned(entry.doc, message)):
+                log.warning("job without a work folder recorded as failed", job=entry.job, job_id=entry.id)

@@ -45,6 +45,7 @@ from daemon.logsetup import get_logger
 from daemon.intake.names import new_job_id
 
 RECORD_NAME = "job.json"
+CANCEL_NAME = "cancel"  # a request to cancel the job, left in its work folder by `lipsyncd cancel`
 RECORD_FORMAT = "lipsyncd.job/1"
 INPUTS = "inputs"
 OUT = "out"
@@ -286,6 +287,29 @@ def list_claimed(cfg: Config) -> list[ClaimedJob]:
             continue
     jobs.sort(key=lambda j: (j.claimed_at, j.id))
     return jobs
+
+
+def locate(cfg: Config, job_id: str) -> Path | None:
+    """The work folder of job ``job_id`` on whichever host holds it, else None."""
+    try:
+        hosts = [e for e in os.scandir(cfg.work_dir) if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    for host in hosts:
+        folder = Path(host.path) / job_id
+        if folder.is_dir():
+            return folder
+    return None
+
+
+def request_cancel(work_dir: Path, *, by: str) -> None:
+    """Ask the daemon that owns the job in ``work_dir`` to cancel it (FileNotFoundError: gone)."""
+    write_atomic(work_dir / CANCEL_NAME, (json.dumps({"by": by, "at": _iso(datetime.now(timezone.utc).timestamp())})
+                                          + "\n").encode(), mode=0o644)
+
+
+def cancel_requested(job: ClaimedJob) -> bool:
+    return os.path.exists(job.work_dir / CANCEL_NAME)
 
 
 # --------------------------------------------------------------------------- finish

@@ -95,6 +95,10 @@ class JobLost(Exception):
     """The lease says another daemon owns the job (checked before uploads)."""
 
 
+class JobCancelled(Exception):
+    """Someone asked for the job to be cancelled (`lipsyncd cancel`): it fails as ``cancelled``."""
+
+
 class JobRunner:
     def __init__(self, cfg: Config, *, engines: EngineCache, options: RenderOptions, store: Store,
                  on_finished: Iterable[FinishedHook] = (), abort: threading.Event | None = None,
@@ -124,6 +128,7 @@ class JobRunner:
                     resumed = self._open(run)
                     if resumed is not None:
                         return resumed
+                self._check_cancel(run.job)
                 if run.step is Step.UPLOAD:
                     return self._upload(run)
                 return self._render(run)
@@ -131,6 +136,8 @@ class JobRunner:
                 return self._lost(run, str(e))
             except JobInterrupted:
                 return self._interrupted(run)
+            except JobCancelled:
+                return self._cancelled(run)
 
     def crashed(self, run: JobRun, exc: BaseException) -> Outcome:
         """A step died of something unexpected: a transient internal error, retried like any other."""
@@ -177,7 +184,7 @@ class JobRunner:
         try:
             rec.queued(inputs=job.inputs_document())
             self._render_all(job, rec)
-        except (RecordFenced, JobLost, JobInterrupted):
+        except (RecordFenced, JobLost, JobInterrupted, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
             if not self.owns(job):
@@ -213,6 +220,7 @@ class JobRunner:
             def progress(fraction: float, _i: int = i) -> None:
                 if self.abort.is_set():
                     raise JobInterrupted()
+                self._check_cancel(job)  # one stat per chunk: a cancel stops the render at the next one
                 failpoint("render_progress", job.id)
                 self.progress = (_i + fraction) / count
                 rec.progress(self.progress)
@@ -272,6 +280,7 @@ class JobRunner:
                     continue
                 if self.abort.is_set():
                     raise JobInterrupted()
+                self._check_cancel(job)
                 self._check_owner(job)
                 key = out.get("key") or object_key(self.cfg, job.id, plan.name, claimed)
                 rec.output_uploading(plan.name)
@@ -284,7 +293,7 @@ class JobRunner:
                 # the link itself is a bearer token: the log names the object instead
                 log.info("output uploaded", output=plan.name, bucket=stored.bucket, key=key, size=stored.size,
                          link_expires_at=rec.output(plan.name)["url_expires_at"])
-        except (RecordFenced, JobLost, JobInterrupted):
+        except (RecordFenced, JobLost, JobInterrupted, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
             if not self.owns(job):
@@ -357,11 +366,39 @@ class JobRunner:
         log.warning("job interrupted by shutdown; left in the work area to resume", phase=phase)
         return Outcome.INTERRUPTED
 
+    def _cancelled(self, run: JobRun) -> Outcome:
+        log.info("job cancelled on request")
+        err = PermanentJobError(f"cancelled on request while {'uploading' if run.step is Step.UPLOAD else 'queued or rendering'}"
+                                "; its inputs are kept: drop them again to render it", code="cancelled")
+        try:
+            return self._fail(run, err)
+        except (RecordFenced, JobLost) as e:
+            return self._lost(run, str(e))
+
     def _lost(self, run: JobRun, why: str) -> Outcome:
-        log.warning("job taken over by another daemon; dropped here without writing", reason=why)
+        job = run.job
         if self.heartbeat is not None:
-            self.heartbeat.discard(run.job.work_dir)
-        return Outcome.LOST
+            self.heartbeat.discard(job.work_dir)
+        entry = self.outbox.read(job.name)
+        mine = run.record.generation if run.record is not None else _generation_on_record(self.outbox, job)
+        still_ours = (entry is not None and entry.id == job.id and not (entry.state and entry.state.final)
+                      and (entry.doc.get("generation") or 1) <= mine)
+        if not still_ours or claims.locate(self.cfg, job.id) is not None:
+            log.warning("job taken over by another daemon; dropped here without writing", reason=why)
+            return Outcome.LOST
+        # nowhere on the share: removed by hand, not taken over; say so once, in the record
+        err = PermanentJobError("the job's work folder was removed while the job was in progress "
+                                f"({job.work_dir.name}); its inputs are gone: drop them again", code="input_changed")
+        try:
+            rec = run.record or Sidecar.open(self.outbox, job, host=self.cfg.host_id, engine=None,
+                                             generation=_generation_on_record(self.outbox, job), fence=None)[0]
+            rec.vanished(err)
+        except (RecordFenced, OSError) as e:
+            log.warning("the job's work folder vanished; its record could not be updated", reason=str(e))
+            return Outcome.LOST
+        log.warning("the job's work folder vanished; recorded as failed", code=err.code)
+        self._finished(rec)
+        return Outcome.FAILED
 
     def _finished(self, rec: Sidecar) -> None:
         doc = rec.snapshot()
@@ -387,6 +424,17 @@ class JobRunner:
     def _check_owner(self, job: ClaimedJob) -> None:
         if not self.owns(job):
             raise JobLost("the lease names another daemon")
+
+    @staticmethod
+    def _check_cancel(job: ClaimedJob) -> None:
+        if claims.cancel_requested(job):
+            raise JobCancelled()
+
+
+def _generation_on_record(outbox: Outbox, job: ClaimedJob) -> int:
+    entry = outbox.read(job.name)
+    generation = entry.doc.get("generation") if entry is not None and entry.id == job.id else None
+    return generation if isinstance(generation, int) else 1
 
 
 def _parse_claimed(job: ClaimedJob) -> datetime:

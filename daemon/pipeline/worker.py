@@ -95,6 +95,7 @@ class Worker:
         self._scan_due = True
         self.cluster = ClusterDuties(cfg)
         self._last_ping = 0.0
+        self._cancel_checked = 0.0
         self._last_status = ("", 0.0)
         self.runner: JobRunner | None = None
 
@@ -204,6 +205,7 @@ class Worker:
                     return EXIT_OK
             else:
                 self._take_over_stale()
+                self._cancel_waiting()
                 self._start_upload()
                 if self._scan_due:
                     self._scan()
@@ -277,6 +279,16 @@ class Worker:
     def _take_over_stale(self) -> None:
         for job in self.cluster.poll():
             self._adopt(job)
+
+    def _cancel_waiting(self) -> None:
+        """A job waiting for a retry that someone cancelled runs now, to be failed as cancelled."""
+        now = time.monotonic()
+        if now - self._cancel_checked < 1.0:
+            return
+        self._cancel_checked = now
+        for run in self._queue + self._uploads:
+            if run.due > now and claims.cancel_requested(run.job):
+                run.due = 0.0
 
     # ------------------------------------------------------------------ job steps
 
