@@ -135,6 +135,7 @@ class WatchConfig:
     poll_interval: Duration = opt(Duration(2), min=0.1)
     rescan_interval: Duration = opt(Duration(30), min=0.5)
     partner_grace: Duration = opt(Duration(600), min=0)
+    priority_aging: Duration = opt(Duration(600), min=0)  # each such wait raises a job's priority by 1
     network_fs_types: list[str] = opt(["nfs", "nfs4", "cifs", "smb3", "smbfs", "fuse.sshfs", "9p", "ceph", "glusterfs"])
 
 

@@ -41,6 +41,7 @@ class JobOptions:
     link_lifetime: float | None = None  # seconds the presigned link stays valid
     engine: str | None = None  # one of lipsync.engines.NAMES
     callback_url: str | None = None  # webhook for this job only (may hold a token: never log it)
+    priority: int | None = None  # higher runs first; None means 0
 
     def as_dict(self) -> dict[str, Any]:
         """The sidecar's ``options`` object (and job.json's)."""
@@ -49,6 +50,7 @@ class JobOptions:
             "link_lifetime": self.link_lifetime,
             "engine": self.engine,
             "callback_url": self.callback_url,
+            "priority": self.priority,
         }
 
     @classmethod
@@ -60,6 +62,7 @@ class JobOptions:
             link_lifetime=float(lifetime) if lifetime is not None else None,
             engine=data.get("engine"),
             callback_url=data.get("callback_url"),
+            priority=data.get("priority"),
         )
 
 
@@ -92,6 +95,16 @@ class JobSpec:
     @property
     def failed(self) -> bool:
         return self.error is not None
+
+    def rank(self, now: float, aging: float) -> tuple[float, float, str]:
+        """Sort key of the waiting queue: highest priority first, oldest first among equals.
+
+        Waiting raises a job's priority by one per ``aging`` seconds (0: never), so that a
+        stream of urgent jobs cannot keep a low-priority one waiting forever.
+        """
+        waited = max(0.0, now - self.ready_since) if self.ready_since else 0.0
+        boost = waited / aging if aging > 0 else 0.0
+        return (-((self.options.priority or 0) + boost), self.ready_since, self.name)
 
     def output_names(self) -> list[str]:
         return output_names(self.name, self.templates, self.options.output_name)

@@ -361,3 +361,33 @@ def test_no_suggestion_from_another_complete_pair_or_another_kind(cfg):
         drop(root, n)
     specs = settled(Inbox(cfg))
     assert [s.name for s in specs if s.name == "promo"] == []  # waits for talk.mp4 (partner grace)
+
+
+def test_jobs_run_by_priority_then_age_and_waiting_raises_priority(cfg):
+    root = cfg.paths.inbox
+    cfg.watch.priority_aging = 600.0
+    inbox = Inbox(cfg)
+    # "old" is dropped first with the default priority; "urgent" and "later" come later
+    drop(root, "old.wav"), drop(root, "old.mp4")
+    inbox.scan(now=1000.0)
+    drop(root, "urgent.job.toml", b'audio = "u.wav"\ntemplates = ["u.mp4"]\npriority = 5\n')
+    drop(root, "u.wav"), drop(root, "u.mp4")
+    drop(root, "low.job.toml", b'audio = "l.wav"\ntemplates = ["l.mp4"]\npriority = -3\n')
+    drop(root, "l.wav"), drop(root, "l.mp4")
+    inbox.scan(now=1010.0)
+    order = [s.name for s in inbox.scan(now=1010.0 + inbox.settle)]
+    assert order == ["urgent", "old", "low"]
+    # an hour later nothing has run: the three aged alike, so their order holds; but a new
+    # urgent job does not overtake jobs that have waited more than 5 x priority_aging
+    drop(root, "rush.job.toml", b'audio = "r.wav"\ntemplates = ["r.mp4"]\npriority = 5\n')
+    drop(root, "r.wav"), drop(root, "r.mp4")
+    inbox.scan(now=1000.0 + 3600)
+    order = [s.name for s in inbox.scan(now=1000.0 + 3600 + inbox.settle)]
+    assert order.index("old") < order.index("rush") and order[0] == "urgent"
+
+
+def test_a_bad_priority_is_a_manifest_error(cfg):
+    drop(cfg.paths.inbox, "p.job.toml", b'audio = "a.wav"\ntemplates = ["a.mp4"]\npriority = "high"\n')
+    drop(cfg.paths.inbox, "a.wav"), drop(cfg.paths.inbox, "a.mp4")
+    spec = next(s for s in settled(Inbox(cfg)) if s.name == "p")
+    assert spec.error.code == "bad_manifest" and "priority" in spec.error.message

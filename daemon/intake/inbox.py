@@ -74,7 +74,8 @@ class Inbox:
     # ------------------------------------------------------------------ public
 
     def scan(self, now: float | None = None) -> list[JobSpec]:
-        """Every job that is ready now (including failed ones), oldest first."""
+        """Every job that is ready now (including failed ones), in the order they run: by
+        priority (raised by waiting, see :meth:`JobSpec.rank`), then oldest first."""
         now = time.time() if now is None else now
         self._deadline = None
         self._touched = set()
@@ -87,7 +88,8 @@ class Inbox:
             del self._seen[key]
         for name in set(self._manifests) - set(manifests):
             del self._manifests[name]
-        specs.sort(key=lambda s: (s.ready_since, s.name))
+        aging = float(self.cfg.watch.priority_aging)
+        specs.sort(key=lambda s: s.rank(now, aging))
         return specs
 
     def next_deadline(self) -> float | None:

@@ -9,6 +9,7 @@ A manifest names one audio file and one or more templates, plus per-job options:
     link_lifetime = "3d"           # optional: seconds or "90s", "15m", "12h", "7d"
     engine = "warp"                # optional: auto | warp | wav2lip | passthrough
     callback_url = "https://..."   # optional webhook for this job
+    priority = 10                  # optional: higher runs first (-100..100, default 0)
 
 :func:`parse_manifest` checks everything it can without touching other files and raises
 one :class:`BadManifestError` that lists every problem. :class:`PathRules` then locates
@@ -38,7 +39,8 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 MIN_LINK_LIFETIME = 60.0
 MAX_LINK_LIFETIME = 7 * 86400.0  # SigV4 presigned URLs cannot live longer
 
-_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url")
+_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url", "priority")
+PRIORITY_RANGE = (-100, 100)
 
 
 @dataclass(frozen=True)
@@ -209,7 +211,15 @@ def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
             problems.append("callback_url: must be an http:// or https:// URL")
             callback = None
 
-    return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback)
+    priority = raw.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]):
+        problems.append(f"priority: {priority!r} must be a whole number from {PRIORITY_RANGE[0]} to "
+                        f"{PRIORITY_RANGE[1]} (higher runs first; default 0)")
+        priority = None
+
+    return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback,
+                      priority=priority)
 
 
 # --------------------------------------------------------------------------- confinement
