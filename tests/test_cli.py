@@ -202,6 +202,13 @@ def test_install_script_dry_run_prints_the_plan_without_root():
     assert "ExecStart=/opt/lipsyncd-test/.venv/bin/lipsyncd run -c /etc/lipsyncd/config.toml" in out
     assert "ReadWritePaths=-/var/lib/lipsyncd/inbox" in out
     assert "+ systemctl enable lipsyncd.service" in out
+    # a group of people can drop files; the generated credentials stay the service's alone
+    assert "+ groupadd --system lipsyncd" in out and "+ useradd --system --gid lipsyncd" in out
+    for shared in ("inbox", "outbox", "done", "failed"):
+        assert f"+ chmod 2775 /var/lib/lipsyncd/{shared}\n" in out
+    assert "+ chmod 0700 /var/lib/lipsyncd/state\n" in out and "+ chmod 0750 /var/lib/lipsyncd\n" in out
+    unit = (REPO / "systemd" / "lipsyncd.service").read_text()
+    assert "\nUMask=0002\n" in unit and "\nStateDirectoryMode=0750\n" in unit
     assert not Path("/opt/lipsyncd-test").exists()
 
 
