@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -105,8 +107,8 @@ def test_collect_lists_every_job_by_state_with_ages_and_progress(share):
     jobs = status.collect(cfg)
     by_name = {j.job: j for j in jobs}
     assert [j.state for j in jobs] == ["queued", "queued", "rendering", "uploading", "done", "failed"]
-    assert status.counts(jobs) == {"queued": 2, "rendering": 1, "uploading": 1, "done": 1, "failed": 1,
-                                   "expired": 0}
+    assert status.counts(jobs) == {"waiting": 0, "queued": 2, "rendering": 1, "uploading": 1, "done": 1,
+                                   "failed": 1, "expired": 0}
     assert by_name["promo"].progress == pytest.approx(0.42)
     assert by_name["promo"].age_seconds == pytest.approx(600, abs=5)
     assert by_name["promo"].state_seconds == pytest.approx(450, abs=5)  # since rendering started
@@ -121,7 +123,7 @@ def test_status_command_prints_a_readable_table(share, capsys):
     write_config_file(root)
     assert main(["status", "-c", str(root / "config.toml")]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == "queued 2  rendering 1  uploading 1  done 1  failed 1"
+    assert out.splitlines()[0] == "waiting 0  queued 2  rendering 1  uploading 1  done 1  failed 1"
     promo = next(line for line in out.splitlines() if " promo " in line)
     assert promo.split()[:4] == ["rendering", "promo", "10m", "7m"]
     assert "42% rendered" in promo
@@ -155,3 +157,35 @@ def test_empty_share_says_no_jobs(tmp_path, capsys):
                                           (2 * 86400 + 7200, "2d2h"), (None, "-")])
 def test_human_duration(seconds, text):
     assert status.human_duration(seconds) == text
+
+
+def test_the_backlog_shows_every_drop_with_its_place_in_line_and_estimates(tmp_path):
+    cfg = make_config(tmp_path)
+    out, inbox = cfg.paths.outbox, cfg.paths.inbox
+    # recent jobs took 40 s each (render + upload): the estimates come from them
+    for i in range(3):
+        path = make_sidecar(out, f"past{i}", "done", age=600)
+        doc = sidecar.read(path)
+        doc["timings"].update(render_seconds=38.0, upload_seconds=2.0)
+        sidecar.write(path, doc)
+    make_sidecar(out, "now", "rendering", progress=0.5, age=30)
+    make_sidecar(out, "next", "queued", age=20)
+    old = time.time() - 120
+    for name in ("a.wav", "a.mp4", "b.wav", "b.png", "lone.wav"):
+        (inbox / name).write_bytes(b"x" * 10)
+        os.utime(inbox / name, (old, old))
+    (inbox / "copying.wav").write_bytes(b"x")  # just written: still settling
+    (inbox / "copying.mp4").write_bytes(b"x")
+    now = sidecar.utcnow()
+    jobs = {j.job: j for j in status.collect(cfg, now=now)}
+    assert jobs["now"].finishes_at is not None and jobs["now"].position is None
+    assert (jobs["next"].position, jobs["a"].position, jobs["b"].position) == (1, 2, 3)
+    start = lambda j: sidecar.parse_time(j.starts_at).timestamp() - now.timestamp()  # noqa: E731
+    assert start(jobs["next"]) == pytest.approx(20, abs=2)  # after the current job's remaining half
+    assert start(jobs["a"]) == pytest.approx(60, abs=2) and start(jobs["b"]) == pytest.approx(100, abs=2)
+    assert jobs["a"].state == jobs["copying"].state == jobs["lone"].state == "waiting"
+    assert jobs["copying"].position is None and "still being copied" in jobs["copying"].notes[0]
+    assert "waiting for its partner; fails in 8m" in jobs["lone"].notes[0]
+    table = status.format_table(list(jobs.values()), now)
+    assert "#2 in line, starts ~" in table and "complete in the inbox (a.mp4, a.wav)" in table
+    assert status.in_line(jobs.values()) == 3

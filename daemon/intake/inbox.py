@@ -57,8 +57,13 @@ class _Seen:
 class Inbox:
     """Keeps per-file observations across scans; ``scan(now)`` is deterministic in ``now``."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, *, settled_by_mtime: bool = False):
+        """``settled_by_mtime``: a file first seen counts as unchanged since its mtime, so that
+        one scan can tell settled files apart (``lipsyncd status``); the daemon judges by
+        its own clock over successive scans, which network filesystems' mtimes cannot skew."""
         self.cfg = cfg
+        self.settled_by_mtime = settled_by_mtime
+        self.waiting: list[Waiting] = []  # drops of the last scan that are not jobs yet
         self.root = cfg.paths.inbox
         self.settle = float(cfg.watch.settle_seconds)
         self.grace = float(cfg.watch.partner_grace)
@@ -79,6 +84,7 @@ class Inbox:
         now = time.time() if now is None else now
         self._deadline = None
         self._touched = set()
+        self.waiting = []
         top = self._list_top(now)
         manifests = {n: k for n, k in top.items() if k == "manifest"}
         specs, reserved, manifest_names = self._manifest_jobs(manifests, top, now)
@@ -144,7 +150,8 @@ class Inbox:
         self._touched.add(key)
         old = self._seen.get(key)
         if old is None or (old.size, old.mtime_ns, old.is_link) != (st.st_size, st.st_mtime_ns, is_link):
-            old = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, now, is_link, special)
+            since = min(now, st.st_mtime_ns / 1e9) if self.settled_by_mtime and old is None else now
+            old = self._seen[key] = _Seen(st.st_size, st.st_mtime_ns, since, is_link, special)
         return old
 
     def _stable(self, key: tuple[bool, str], now: float) -> bool:
@@ -163,6 +170,9 @@ class Inbox:
         if name not in self._logged:
             self._logged.add(name)
             log.debug(event, file=name, **kw)
+
+    def _note_waiting(self, job: str, keys: list[tuple[bool, str]], reason: str, until: float) -> None:
+        self.waiting.append(Waiting(job, tuple(k[1] for k in keys if not k[0]), reason, until))
 
     def _settled_at(self, keys: list[tuple[bool, str]]) -> float:
         return max(self._seen[k].since for k in keys) + self.settle
@@ -256,6 +266,7 @@ class Inbox:
                     error = PermanentJobError(f"{name}: {field_of[key]} {loc.name!r} is {seen.special}, not a "
                                               "regular file; it was not read", code="bad_media", file=loc.name)
         if not all([self._stable(k, now) for k in keys]):
+            self._note_waiting(job, keys, "settling", self._settled_at(keys))
             return None
         files = [self.root / name] + [loc.path for loc in located if not loc.library]
         ready_since = self._settled_at(keys)
@@ -278,6 +289,7 @@ class Inbox:
             due = ready_since + self.grace
             if now < due:
                 self._wake_at(due)
+                self._note_waiting(job, keys, "partner", due)
                 return None
             err = MissingPartnerError(f"{name}: {', '.join(repr(r) for r in missing)} not found in the inbox"
                                       f"{' or the template library' if self.rules.library else ''} "
@@ -303,6 +315,7 @@ class Inbox:
             names.sort()
             keys = [(False, n) for n in names]
             if not all([self._stable(k, now) for k in keys]):
+                self._note_waiting(stem, keys, "settling", self._settled_at(keys))
                 continue
             spec = self._stem_job(stem, names, media, now)
             if spec is not None:
@@ -336,6 +349,7 @@ class Inbox:
         due = settled + self.grace
         if now < due:
             self._wake_at(due)
+            self._note_waiting(stem, [(False, n) for n in names], "partner", due)
             return None
         lone = names[0]
         wanted = f"no template ({template_names_hint(stem)})" if audios else f"no audio ({audio_names_hint(stem)})"
@@ -396,6 +410,16 @@ def _suggestions(parsed: dict, top: dict[str, str], claimers: dict[str, list[str
                 match = close[0] if close[0] in candidates else next(c for c in candidates if job_stem(c) == close[0])
                 out[ref] = match
     return out
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A drop that is not a job yet, as the last scan saw it (for ``lipsyncd status``)."""
+
+    name: str  # the job it will be
+    files: tuple[str, ...]  # inbox names
+    reason: str  # "settling": still being copied; "partner": waiting for its partner (or a manifest's files)
+    until: float  # scan-clock time: settled by then, or failed then for want of a partner
 
 
 def _special_kind(mode: int) -> str:

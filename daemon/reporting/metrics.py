@@ -64,10 +64,11 @@ class _ScrapeTimeFigures(Collector):
         jobs = GaugeMetricFamily("lipsyncd_jobs", "Jobs by state, from the sidecars and the work area.",
                                  labels=["state"])
         for state, n in counts.items():
-            jobs.add_metric([state], n)
+            if state != "in_line":
+                jobs.add_metric([state], n)
         yield jobs
-        yield GaugeMetricFamily("lipsyncd_queue_depth", "Jobs claimed and waiting to render.",
-                                value=counts.get(State.QUEUED, 0))
+        yield GaugeMetricFamily("lipsyncd_queue_depth", "Jobs that will run: claimed and queued, or complete "
+                                "in the inbox.", value=counts.get("in_line", 0))
         disk = GaugeMetricFamily("lipsyncd_disk_free_bytes", "Free space on the filesystem of each area.",
                                  labels=["area"])
         for area, free in self.metrics.disk_free():
@@ -123,7 +124,8 @@ class Metrics:
             cached = self._scan
         if cached is not None and now - cached[0] < SCAN_CACHE_SECONDS:
             return cached[1]
-        counts = status.counts(status.collect(self.cfg))
+        jobs = status.collect(self.cfg)
+        counts = {**status.counts(jobs), "in_line": status.in_line(jobs)}
         with self._lock:
             self._scan = (now, counts)
         return counts

@@ -1,8 +1,11 @@
-"""Where every job stands, read from the sidecars (outbox/*.json) and the work area.
+"""Where every job stands: the inbox backlog, the sidecars (outbox/*.json), the work area.
 
 The sidecars are the record users see, so status reads nothing else for jobs that have
-one. A job claimed into a work area whose first sidecar is not written yet shows as
-queued. Nothing here writes; it is safe to run from any machine that mounts the share.
+one. Drops in the inbox that no daemon has claimed yet show as ``waiting``: complete
+(with their place in line), still being copied, or waiting for a partner (with the time
+left before they fail). Jobs that will run get an estimated start and finish, from the
+render times of recent jobs. Nothing here writes; it is safe to run from any machine that
+mounts the share.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ from typing import Any, Iterable
 
 from daemon.config import Config
 from daemon.intake import claims
+from daemon.intake.inbox import Inbox
 from daemon.outbox import ACTIVE_STATES, Entry, Outbox, State, isotime, parse_time, utcnow
 
-STATE_ORDER = tuple(State)
+WAITING = "waiting"  # in the inbox, not claimed yet: no sidecar, not a State of the record
+STATE_ORDER = (WAITING, *State)
+RECENT_JOBS = 20  # finished jobs whose render times make the estimates
 # the timing that marks entry into each state (falls back to updated_at)
 _STATE_SINCE = {State.QUEUED: "queued_at", State.RENDERING: "started_at", State.UPLOADING: "rendered_at",
                 State.DONE: "finished_at", State.FAILED: "finished_at"}
@@ -39,6 +45,10 @@ class JobStatus:
     error: str | None = None
     sidecar: str | None = None
     notes: list[str] = field(default_factory=list)
+    position: int | None = None  # place in line among the jobs that will run (1 = next)
+    starts_at: str | None = None  # estimated, from recent render times
+    finishes_at: str | None = None
+    files: list[str] = field(default_factory=list)  # inbox names, for waiting drops
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +98,8 @@ def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = No
         entries = Outbox(cfg.paths.outbox).scan()
     jobs = [from_sidecar(e.doc, e.path, now) for e in entries]
     jobs += _claimed_without_sidecar(cfg, {j.id for j in jobs}, now)
+    jobs += _inbox_backlog(cfg, now)
+    _estimate(jobs, entries, now)
     if patterns:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.job, p) for p in patterns)]
     rank = {s: i for i, s in enumerate(STATE_ORDER)}
@@ -109,9 +121,90 @@ def _claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datet
     return out
 
 
+def _inbox_backlog(cfg: Config, now: datetime) -> list[JobStatus]:
+    """Drops no daemon has claimed yet, in the order the daemons will take them."""
+    inbox = Inbox(cfg, settled_by_mtime=True)
+    epoch = now.timestamp()
+    try:
+        specs = inbox.scan(epoch)
+    except OSError:
+        return []  # an unmounted share: the sidecars still tell most of the story
+    out: list[JobStatus] = []
+    for spec in specs:
+        age = max(0.0, epoch - spec.ready_since) if spec.ready_since else None
+        if spec.error is not None:
+            note = f"fails when claimed: {spec.error.code}: {spec.error.message}"
+        else:
+            note = "complete, waiting to be claimed"
+        out.append(JobStatus(job=spec.name, id=None, state=WAITING, progress=None, host=None, created_at=None,
+                             updated_at=None, age_seconds=age, state_seconds=age, notes=[note],
+                             files=sorted(_relative(p, cfg.paths.inbox) for p in spec.files)))
+        out[-1].error = None
+        if spec.error is not None:
+            out[-1].position = -1  # not in line: it is failed as soon as a daemon sees it
+    for w in inbox.waiting:
+        left = max(0.0, w.until - epoch)
+        note = (f"still being copied (settles in {human_duration(left)})" if w.reason == "settling" else
+                f"waiting for its partner; fails in {human_duration(left)} if none comes")
+        out.append(JobStatus(job=w.name, id=None, state=WAITING, progress=None, host=None, created_at=None,
+                             updated_at=None, age_seconds=None, state_seconds=None, notes=[note],
+                             files=list(w.files), position=-1))
+    return out
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _estimate(jobs: list[JobStatus], entries: list[Entry], now: datetime) -> None:
+    """Place in line, and estimated start and finish, from the render times of recent jobs.
+
+    Every host that rendered recently is a slot; the jobs in line take the slot that frees
+    first: the jobs rendering now finish after their share of the average time left, then
+    queued (claimed) jobs oldest first, then complete drops in the inbox in claim order.
+    """
+    finished = sorted((e for e in entries if e.state is State.DONE and e.finished_at()),
+                      key=lambda e: e.finished_at() or 0.0)[-RECENT_JOBS:]
+    durations = [float((e.doc.get("timings") or {}).get("render_seconds") or 0)
+                 + float((e.doc.get("timings") or {}).get("upload_seconds") or 0) for e in finished]
+    durations = [d for d in durations if d > 0]
+    average = sum(durations) / len(durations) if durations else None
+    active = [j for j in jobs if j.state in (State.RENDERING, State.UPLOADING)]
+    hosts = {e.doc.get("host") for e in finished} | {j.host for j in active}
+    slots = [0.0] * max(1, len({h for h in hosts if h}))
+    epoch = now.timestamp()
+    for j in active:
+        left = (average or 0.0) * (1.0 - (j.progress or 0.0)) if j.state == State.RENDERING else 0.0
+        k = slots.index(min(slots))
+        slots[k] = max(slots[k], left)
+        if average is not None:
+            j.finishes_at = isotime(epoch + slots[k])
+    line = sorted((j for j in jobs if j.state == State.QUEUED), key=lambda j: -(j.age_seconds or 0))
+    line += [j for j in jobs if j.state == WAITING and j.position is None]
+    for n, j in enumerate(line, start=1):
+        j.position = n
+        if average is None:
+            continue
+        k = slots.index(min(slots))
+        j.starts_at = isotime(epoch + slots[k])
+        slots[k] += average
+        j.finishes_at = isotime(epoch + slots[k])
+    for j in jobs:
+        if j.position == -1:
+            j.position = None
+
+
 def _claim_records(cfg: Config) -> list[dict[str, Any]]:
     return [{"name": c.name, "id": c.id, "host": c.host, "claimed_at": c.claimed_at}
             for c in claims.list_claimed(cfg)]
+
+
+def in_line(jobs: Iterable[JobStatus]) -> int:
+    """Jobs that will run: claimed and queued, or complete in the inbox."""
+    return sum(1 for j in jobs if j.position is not None)
 
 
 def counts(jobs: Iterable[JobStatus]) -> dict[str, int]:
@@ -141,9 +234,26 @@ def as_json(jobs: list[JobStatus], now: datetime | None = None) -> dict[str, Any
     return {"generated_at": isotime(now), "counts": counts(jobs), "jobs": [j.as_dict() for j in jobs]}
 
 
+def _clock(stamp: str | None, now: datetime) -> str:
+    """An estimate as a person reads it: "~10:42" today, "~Nov 29 10:42" later (UTC)."""
+    if not stamp:
+        return "?"
+    t = parse_time(stamp)
+    return "~" + (t.strftime("%H:%M") if t.date() == now.date() else t.strftime("%b %d %H:%M")) + "Z"
+
+
 def _detail(j: JobStatus, now: datetime) -> str:
+    line = ""
+    if j.position is not None:
+        line = f"#{j.position} in line" + (f", starts {_clock(j.starts_at, now)}, done {_clock(j.finishes_at, now)}"
+                                           if j.starts_at else "")
+        if j.state == WAITING:
+            return f"{line}; complete in the inbox ({', '.join(j.files)})"
+        return f"{line}; " + "; ".join(j.notes) if j.notes else line
+    if j.state == WAITING:
+        return "; ".join(j.notes) + (f" ({', '.join(j.files)})" if j.files else "")
     if j.state == State.RENDERING and j.progress is not None:
-        return f"{j.progress * 100:.0f}% rendered"
+        return f"{j.progress * 100:.0f}% rendered" + (f", done {_clock(j.finishes_at, now)}" if j.finishes_at else "")
     if j.state == State.DONE and j.links_expire_at:
         left = (parse_time(j.links_expire_at) - now).total_seconds()
         if left <= 0:
@@ -160,7 +270,8 @@ def format_table(jobs: list[JobStatus], now: datetime | None = None) -> str:
     """Human-readable: a summary line, then one line per job grouped by state."""
     now = now or utcnow()
     tally = counts(jobs)
-    lines = ["  ".join(f"{s} {n}" for s, n in tally.items() if n or s in ACTIVE_STATES + (State.DONE, State.FAILED))]
+    shown = (WAITING, *ACTIVE_STATES, State.DONE, State.FAILED)
+    lines = ["  ".join(f"{s} {n}" for s, n in tally.items() if n or s in shown)]
     if not jobs:
         lines.append("no jobs")
         return "\n".join(lines)
