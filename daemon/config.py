@@ -150,6 +150,8 @@ class Wav2LipConfig:
 class RenderConfig:
     engine: str = opt("warp", choices=ENGINE_NAMES)
     device: str = opt("auto")
+    devices: list[str] = opt([])  # several GPUs: one render per device at once; ["all"] = every CUDA device
+    workers: int = opt(0, min=0, max=64)  # renders at once without a devices list; 0 = what the cores allow
     still_fps: float = opt(25.0, min=1, max=120)
     crf: int = opt(18, min=0, max=51)
     preset: str = opt("veryfast", choices=("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"))
@@ -480,6 +482,13 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
     if not _DEVICE_RE.match(cfg.render.device):
         problems.append(f"{src}: render.device: {cfg.render.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    devices = cfg.render.devices
+    if devices != ["all"]:
+        for d in devices:
+            if not isinstance(d, str) or not re.match(r"^(cpu|cuda:\d+)$", d):
+                problems.append(f"{src}: render.devices: {d!r} is not 'cuda:N' or 'cpu' (or use [\"all\"])")
+        if len(set(devices)) != len(devices):
+            problems.append(f"{src}: render.devices: a device is listed twice")
     if cfg.storage.mode == "s3" and not cfg.storage.bucket:
         problems.append(f"{src}: storage.bucket: required when storage.mode = \"s3\"")
     if not re.match(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$", cfg.storage.bucket or "x"):

@@ -29,6 +29,7 @@ NOTIFY_CLOSE_GRACE = 10.0  # seconds pending webhooks get at shutdown
 class Extensions:
     on_finished: list[FinishedHook] = field(default_factory=list)
     services: list[Service] = field(default_factory=list)
+    metrics: Metrics | None = None  # the worker tells it about its render slots
 
 
 def default_extensions(cfg: Config) -> Extensions:
@@ -41,7 +42,7 @@ def default_extensions(cfg: Config) -> Extensions:
 
     ext.services.append(stop_notifier)
 
-    metrics = Metrics(cfg)
+    metrics = ext.metrics = Metrics(cfg)
     ext.on_finished.append(metrics.observe_job)
 
     def serve_metrics(_store: Store) -> Stop | None:

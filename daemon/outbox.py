@@ -461,10 +461,13 @@ class Sidecar:
             self.doc["error"] = None
             self._set(State.QUEUED)
 
-    def rendering(self, *, engine: str, outputs: list[tuple[str, str]], notes: list[str] = ()) -> None:
+    def rendering(self, *, engine: str, outputs: list[tuple[str, str]], notes: list[str] = (),
+                  device: str | None = None) -> None:
         """Rendering starts: one output entry per (name, template), kept on a resume."""
         with self._lock:
             self.doc["engine"] = engine
+            if device is not None:
+                self.doc["device"] = device
             have = {o["name"] for o in self.doc["outputs"]}
             for name, template in outputs:
                 if name not in have:

@@ -44,6 +44,11 @@ def resolve_device(spec: str) -> str:
 _DRIVER_NODES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/dxg")
 
 
+def cuda_device_count() -> int:
+    """How many CUDA devices torch can use here (0 without a driver, without importing torch)."""
+    return _cuda_device_count()
+
+
 def _cuda_device_count() -> int:
     if "torch" not in sys.modules and not any(os.path.exists(node) for node in _DRIVER_NODES):
         return 0

@@ -55,20 +55,22 @@ def engine_options(cfg: Config, name: str, *, device: str | None = None,
 
 
 class EngineCache:
-    """Engines by name, created on first use and kept: loading a model costs seconds."""
+    """Engines by name and render slot, created on first use and kept: loading a model costs
+    seconds. Each slot has its own engine, on its own device: renders that run at once share
+    no model object."""
 
     def __init__(self, cfg: Config) -> None:
         self._cfg = cfg
-        self._engines: dict[str, Engine] = {}
+        self._engines: dict[tuple[str, int], Engine] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Engine:
+    def get(self, name: str, *, device: str | None = None, slot: int = 0) -> Engine:
         with self._lock:
-            engine = self._engines.get(name)
+            engine = self._engines.get((name, slot))
             if engine is None:
-                engine = create_engine(name, **engine_options(self._cfg, name))
+                engine = create_engine(name, **engine_options(self._cfg, name, device=device))
                 for note in engine.load_notes:
                     log.warning("engine fallback", requested=name, engine=engine.name, note=note)
-                log.info("engine loaded", requested=name, engine=engine.name)
-                self._engines[name] = engine
+                log.info("engine loaded", requested=name, engine=engine.name, device=device or self._cfg.render.device)
+                self._engines[(name, slot)] = engine
             return engine

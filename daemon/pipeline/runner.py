@@ -19,6 +19,7 @@ checked right before each one; a stale upload lands on the same key the new owne
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -45,6 +46,7 @@ from daemon.jobs import ClaimedJob, PlannedOutput
 from daemon.logsetup import bind_job, get_logger
 from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
 from daemon.pipeline.engines import EngineCache
+from daemon.pipeline.slots import Slot
 from daemon.storage import Store, object_key, sha256_file
 
 log = get_logger(__name__)
@@ -81,6 +83,7 @@ class JobRun:
     render_attempts: int = 0  # transient render failures so far
     upload_attempts: int = 0  # failed upload rounds so far
     record: Sidecar | None = None
+    slot: Slot | None = None  # where the worker renders it (device; progress for its status line)
 
 
 class JobInterrupted(BaseException):
@@ -115,7 +118,6 @@ class JobRunner:
         self.link_note = link_note
         self.render_backoff = Backoff(float(cfg.render.retry_delay), float(cfg.render.retry_delay_max))
         self.upload_backoff = Backoff(UPLOAD_RETRY_FIRST, float(cfg.storage.retry_backoff_max))
-        self.progress = 0.0  # of the job rendering now, for the daemon's status line
         self._bucket_ready = False
 
     # ------------------------------------------------------------------ entry points
@@ -183,7 +185,7 @@ class JobRunner:
             return self._fail(run, job.error)
         try:
             rec.queued(inputs=job.inputs_document())
-            self._render_all(job, rec)
+            self._render_all(run)
         except (RecordFenced, JobLost, JobInterrupted, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
@@ -198,14 +200,19 @@ class JobRunner:
             return self._render_later(run, err)
         return self._upload(run)
 
-    def _render_all(self, job: ClaimedJob, rec: Sidecar) -> None:
+    def _render_all(self, run: JobRun) -> None:
+        job, rec = run.job, run.record
+        assert rec is not None
         planned = job.planned_outputs()
-        engine = self.engines.get(job.options.engine or self.cfg.render.engine)
+        slot = run.slot
+        device = slot.device if slot is not None else self.cfg.render.device
+        engine = self.engines.get(job.options.engine or self.cfg.render.engine, device=device,
+                                  slot=slot.index if slot is not None else 0)
+        options = dataclasses.replace(self.options, device=device)
         rec.rendering(engine=engine.name, outputs=[(p.name, p.template_name) for p in planned],
-                      notes=engine.load_notes)
+                      notes=engine.load_notes, device=device)
         job.out_dir.mkdir(exist_ok=True)  # never parents: a vanished work folder stays vanished
         count = len(planned)
-        self.progress = 0.0
         for i, plan in enumerate(planned):
             earlier = _read_rendered(plan)
             if earlier is not None:
@@ -222,11 +229,13 @@ class JobRunner:
                     raise JobInterrupted()
                 self._check_cancel(job)  # one stat per chunk: a cancel stops the render at the next one
                 failpoint("render_progress", job.id)
-                self.progress = (_i + fraction) / count
-                rec.progress(self.progress)
+                done = (_i + fraction) / count
+                if slot is not None:
+                    slot.progress = done
+                rec.progress(done)
 
             started = time.monotonic()
-            result = render(job.audio, plan.template, partial, engine=engine, options=self.options,
+            result = render(job.audio, plan.template, partial, engine=engine, options=options,
                             progress=progress)
             seconds = time.monotonic() - started
             _check_inputs_unchanged(job)

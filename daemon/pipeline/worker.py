@@ -8,8 +8,9 @@ no job state is ever touched from inside a handler:
 * second: interrupt the current render at its next progress report; the job stays in
   the work area with its sidecar back to "queued", and the next start resumes it.
 
-One job renders at a time, in a thread, so the loop stays free to ping the systemd
-watchdog, update STATUS=, scan the inbox and fail bad drops at once. The worker only
+Renders run in threads, one per render slot (one per GPU listed in ``render.devices``, or
+``render.workers`` on one device: :mod:`daemon.pipeline.slots`), so the loop stays free to
+ping the systemd watchdog, update STATUS=, scan the inbox and fail bad drops at once. The worker only
 schedules: each claimed job is a :class:`JobRun`, the runner performs its next step and
 says when to run it again (a transient render failure, an upload while the store is down);
 uploads run in a second thread while the next job renders.
@@ -26,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lipsync.device import DeviceUnavailableError
+
 from daemon.cluster import lease
 from daemon.cluster.takeover import ClusterDuties
 from daemon.config import Config
@@ -39,6 +42,7 @@ from daemon.jobs import ClaimedJob, JobSpec
 from daemon.logsetup import bind_job, get_logger
 from daemon.pipeline.engines import EngineCache, render_options
 from daemon.pipeline.runner import JobRun, JobRunner, Outcome, Step
+from daemon.pipeline.slots import Slot, render_slots
 from daemon.sdnotify import Notifier
 from daemon.storage import open_storage
 
@@ -89,7 +93,8 @@ class Worker:
         self._abort_deadline = 0.0
         self._queue: list[JobRun] = []  # claimed, waiting to render (recovered, taken over, retrying)
         self._uploads: list[JobRun] = []  # rendered, waiting for the store
-        self._render: _Task | None = None
+        self._renders: dict[int, _Task] = {}  # slot index -> the render step running there
+        self.slots: list[Slot] = []
         self._upload: _Task | None = None
         self._specs: list[JobSpec] = []
         self._scan_due = True
@@ -117,7 +122,7 @@ class Worker:
     def _react_to_signals(self) -> None:
         if self._signals >= 1 and not self._stopping:
             self._stopping = True
-            current = self._render.run.job.name if self._render else None
+            current = ", ".join(t.run.job.name for t in self._renders.values()) or None
             log.info("shutdown requested", finishing=current)
             self.sd.stopping(f"stopping: finishing {current}" if current else "stopping")
         if self._signals >= 2 and not self.abort.is_set():
@@ -140,7 +145,8 @@ class Worker:
         try:
             claims.prepare_work_area(cfg)
             cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
-        except (ConfigError, OSError) as e:
+            self.slots = render_slots(cfg)
+        except (ConfigError, OSError, DeviceUnavailableError) as e:
             log.error("cannot start", problems=getattr(e, "problems", None) or [str(e)])
             return EXIT_FAILURE
         self.sd.status("starting: opening storage")
@@ -163,6 +169,8 @@ class Worker:
             self.runner = JobRunner(cfg, engines=self.engines, options=render_options(cfg), store=store,
                                     on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat,
                                     link_note=link_note)
+            if self.ext.metrics is not None:
+                self.ext.metrics.slots = lambda: [(s.label, s.job) for s in self.slots]
             self.heartbeat = heartbeat.start()
             stops: list[Callable[[], None]] = []
             watcher = None
@@ -176,7 +184,7 @@ class Worker:
                     if stop is not None:
                         stops.append(stop)
                 log.info("daemon ready", inbox=str(cfg.paths.inbox), watch=watcher.mode, host=cfg.host_id,
-                         engine=cfg.render.engine, storage=cfg.storage.mode, bucket=cfg.storage.bucket,
+                         engine=cfg.render.engine, slots=[s.label for s in self.slots], storage=cfg.storage.mode, bucket=cfg.storage.bucket,
                          resumed=len(self._queue), burst=burst)
                 self.sd.ready(self._status_text())
                 return self._loop(burst)
@@ -191,14 +199,14 @@ class Worker:
                     except Exception:  # noqa: BLE001 - shutting down regardless
                         log.exception("stopping a service failed")
                 log.info("daemon stopped", left_claimed=len(self._queue) + len(self._uploads)
-                         + (1 if self._render else 0))
+                         + len(self._renders))
 
     def _loop(self, burst: bool) -> int:
         while True:
             self._react_to_signals()
             self._collect()
             if self._stopping:
-                if self._render is None and self._upload is None:
+                if not self._renders and self._upload is None:
                     return EXIT_OK
                 if self.abort.is_set() and time.monotonic() > self._abort_deadline:
                     log.error("the interrupted job did not stop in time; exiting anyway (it resumes at the next start)")
@@ -293,14 +301,19 @@ class Worker:
     # ------------------------------------------------------------------ job steps
 
     def _start_next_job(self) -> None:
-        if self._render is not None:
-            return
-        run = _pop_due(self._queue)
-        while run is None and self._specs:
-            job = self._claim(self._specs.pop(0))
-            run = JobRun(job) if job is not None else None
-        if run is not None:
-            self._render = _Task(run, self.runner.run, self.watcher.notify)
+        """Fill every free slot: due retries and recovered jobs first, then new claims in order."""
+        for slot in self.slots:
+            if slot.index in self._renders:
+                continue
+            run = _pop_due(self._queue)
+            while run is None and self._specs:
+                job = self._claim(self._specs.pop(0))
+                run = JobRun(job) if job is not None else None
+            if run is None:
+                return
+            run.slot = slot
+            slot.job, slot.progress = run.job.name, 0.0
+            self._renders[slot.index] = _Task(run, self.runner.run, self.watcher.notify)
 
     def _start_upload(self) -> None:
         if self._upload is None:
@@ -309,11 +322,15 @@ class Worker:
                 self._upload = _Task(run, self.runner.run, self.watcher.notify)
 
     def _collect(self) -> None:
-        for attr in ("_render", "_upload"):
-            task: _Task | None = getattr(self, attr)
-            if task is None or not task.done:
-                continue
-            setattr(self, attr, None)
+        finished = [(i, t) for i, t in self._renders.items() if t.done]
+        if self._upload is not None and self._upload.done:
+            finished.append((None, self._upload))
+        for index, task in finished:
+            if index is None:
+                self._upload = None
+            else:
+                del self._renders[index]
+                self.slots[index].job = None
             self._scan_due = True
             with bind_job(job=task.run.job.name, job_id=task.run.job.id):
                 try:
@@ -339,7 +356,7 @@ class Worker:
 
     def _burst_result(self) -> int | None:
         """Exit status once --burst has nothing left to do now, else None (see actions/run.py)."""
-        if self._render or self._upload or self._queue or self._specs or self._scan_due:
+        if self._renders or self._upload or self._queue or self._specs or self._scan_due:
             return None
         if any(r.upload_attempts < BURST_UPLOAD_ATTEMPTS for r in self._uploads):
             return None
@@ -372,8 +389,11 @@ class Worker:
         parts = []
         if self._stopping:
             parts.append("stopping")
-        if self._render is not None:
-            parts.append(f"rendering {self._render.run.job.name} ({self.runner.progress:.0%})")
+        busy = [s for s in self.slots if s.job is not None]
+        if busy:
+            where = len(self.slots) > 1
+            parts.append("rendering " + ", ".join(f"{s.job} ({s.progress:.0%}{', ' + s.label if where else ''})"
+                                                  for s in busy))
         else:
             parts.append("idle")
         if self._queue or self._specs:

@@ -25,7 +25,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,13 @@ class _ScrapeTimeFigures(Collector):
         for area, free in self.metrics.disk_free():
             disk.add_metric([area], free)
         yield disk
+        slots = self.metrics.slots()
+        if slots:
+            busy = GaugeMetricFamily("lipsyncd_render_slot_busy", "1 while the render slot (a device, or a CPU "
+                                     "worker) renders a job, else 0.", labels=["slot"])
+            for label, job in slots:
+                busy.add_metric([label], 1 if job else 0)
+            yield busy
         gpu = gpu_memory()
         if gpu:
             for kind, index, text in (("free", 1, "Free memory of each CUDA device."),
@@ -92,6 +99,8 @@ class Metrics:
         self.cfg = cfg
         self._lock = threading.Lock()
         self._scan: tuple[float, dict[str, int]] | None = None
+        # (slot label, job or None) of the daemon's render slots, set by the worker
+        self.slots: Callable[[], list[tuple[str, str | None]]] = list
         self.registry = CollectorRegistry()
         self._finished = Counter("lipsyncd_jobs_finished", "Jobs finished since start, by outcome.", ["state"],
                                  registry=self.registry)

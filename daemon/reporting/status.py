@@ -49,6 +49,7 @@ class JobStatus:
     starts_at: str | None = None  # estimated, from recent render times
     finishes_at: str | None = None
     files: list[str] = field(default_factory=list)  # inbox names, for waiting drops
+    device: str | None = None  # where its host renders it (cpu, cuda:N)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,6 +84,7 @@ def from_sidecar(doc: dict[str, Any], path: Path | None, now: datetime) -> JobSt
         links_expire_at=min(expiries) if expiries else None,
         error=f"{err.get('code')}: {err.get('message')}" if isinstance(err, dict) else None,
         sidecar=str(path) if path else None,
+        device=doc.get("device"),
     )
 
 
@@ -277,8 +279,9 @@ def format_table(jobs: list[JobStatus], now: datetime | None = None) -> str:
         return "\n".join(lines)
     rows = [("STATE", "JOB", "AGE", "IN STATE", "HOST", "DETAIL")]
     for j in jobs:
+        where = f"{j.host} {j.device}" if j.host and j.device and j.state in ACTIVE_STATES else j.host
         rows.append((j.state, j.job, human_duration(j.age_seconds), human_duration(j.state_seconds),
-                     j.host or "-", _detail(j, now)))
+                     where or "-", _detail(j, now)))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines.append("")
     for r in rows:
