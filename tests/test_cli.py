@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import signal
+import socket
 import os
 import subprocess
 import time
@@ -224,3 +226,46 @@ def test_systemd_unit_keeps_the_gpu_visible_and_outlasts_a_long_render():
     assert "PrivateDevices" not in settings  # would hide /dev/nvidia*
     assert settings["TimeoutStopSec"] == "30min"
     assert settings["EnvironmentFile"] == "-/etc/lipsyncd/env"
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_demo_piped_into_tee_stops_everything_it_started(tmp_path):
+    from tests.daemon_harness import free_port, wait_until
+
+    port = free_port()
+    cfg = tmp_path / "demo.toml"
+    cfg.write_text(f'[paths]\ninbox = "inbox"\noutbox = "outbox"\ndone = "done"\nfailed = "failed"\n'
+                   f'state = "state"\n[render]\nengine = "passthrough"\n[storage.embedded]\nport = {port}\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIPSYNCD_", "NOTIFY_SOCKET"))}
+    env["LIPSYNCD_CONFIG"] = str(cfg)
+    # `scripts/demo 2>&1 | tee demo.log`, then Ctrl-C: the terminal signals the whole
+    # foreground process group, tee included, which used to kill the script mid-cleanup
+    shell = subprocess.Popen(["bash", "-c", f"scripts/demo 2>&1 | tee {tmp_path / 'demo.log'}"], cwd=REPO,
+                             env=env, start_new_session=True, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        log = tmp_path / "state" / "demo-daemon.log"
+        wait_until(lambda: log.exists() and "daemon ready" in log.read_text(), 120, "the demo's daemon ready")
+        assert len(_processes_mentioning(str(tmp_path))) >= 3, "the daemon, its SeaweedFS and tee run"
+        os.killpg(shell.pid, signal.SIGINT)
+        shell.wait(60)
+        wait_until(lambda: not _processes_mentioning(str(tmp_path)), 60, "the daemon and its store stopped")
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "the embedded store still serves"
+    finally:
+        for pid in _processes_mentioning(str(tmp_path)):
+            os.kill(pid, signal.SIGKILL)

@@ -9,7 +9,9 @@ so this test maps every third-party import to its distribution and checks it is 
 from __future__ import annotations
 
 import ast
+import os
 import re
+import subprocess
 import sys
 from importlib.metadata import distributions
 from pathlib import Path
@@ -83,3 +85,15 @@ def test_setup_installs_the_pinned_torch_before_anything_else():
     assert "torch==2.13.0" in setup
     assert setup.index('"$TORCH_SPEC"') < setup.index("-r requirements.txt")
     assert "torch" not in _requirement_names(ROOT / "requirements.txt")
+
+
+def test_a_dev_install_satisfies_the_runtime_check_so_demo_and_test_never_reinstall():
+    # scripts/test ran `scripts/setup --dev` before this suite; scripts/demo runs `scripts/setup`
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNCD_")}
+    first = subprocess.run(["scripts/setup", "--dev"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=900)  # a no-op after scripts/test, an install after a runtime-only setup
+    assert first.returncode == 0, first.stderr
+    for args in (["scripts/setup"], ["scripts/setup", "--dev"], ["scripts/setup"]):
+        r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+        assert "installing" not in r.stderr, (args, r.stderr)
