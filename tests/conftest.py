@@ -1,3 +1,24 @@
 """Shared pytest configuration. Fixtures for the real SeaweedFS server live in tests/seaweed.py."""
 
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.daemon_harness import Media, Store
+
 pytest_plugins = ["tests.seaweed"]
+
+
+@pytest.fixture(scope="module")
+def module_store(seaweed, request) -> Store:
+    """The session's SeaweedFS (tests/seaweed.py), with a bucket of this test module's own."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
+    return Store.attach(seaweed, f"{module}-{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="module")
+def one_second_media(tmp_path_factory) -> Media:
+    """One tiny valid audio + template pair (1 s), for daemon tests that need a job to flow."""
+    return Media(tmp_path_factory.mktemp("media"), seconds=1.0)

@@ -11,18 +11,17 @@ import shutil
 import subprocess
 import sys
 import time
-import uuid
 
 import pytest
 
-from tests.daemon_harness import REPO, Daemon, Media, Share, Store, wait_until
+from tests.daemon_harness import REPO, Daemon, Media, Share, wait_until
 
 SLOW = "render_progress=sleep:0.4"
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    return Store.attach(seaweed, f"cancel-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")

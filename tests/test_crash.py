@@ -21,20 +21,19 @@ import pytest
 
 from daemon import failpoints
 from tests import outbox_files as sidecar
-from tests.daemon_harness import REPO, Daemon, Media, NotifySocket, Share, Store, download, wait_until
+from tests.daemon_harness import REPO, Daemon, NotifySocket, Share, Store, download, wait_until
 
 JOB = "crash"
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
-    return Store.attach(seaweed, f"crash-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("crash-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 def job_objects(store: Store) -> dict[str, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ import pytest
 from daemon.errors import PermanentJobError
 from daemon.jobs import ClaimedJob
 from daemon.outbox import Outbox, RecordFenced, Sidecar, State, read_document
-from tests.daemon_harness import Daemon, Media, Share, Store, wait_until
+from tests.daemon_harness import Daemon, Share, wait_until
 
 HOST_A, HOST_B = "host-a", "host-b"
 
@@ -110,13 +109,13 @@ def dropped_lines(daemon: Daemon) -> int:
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    return Store.attach(seaweed, f"fencing-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("fencing-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 FAST_CLUSTER = {"lease_timeout": 2, "heartbeat_interval": 0.5}

@@ -11,7 +11,6 @@ import hashlib
 import os
 import shutil
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +21,20 @@ import pytest
 
 from tests import outbox_files as sidecar
 from tests import hostile_media as hm
-from tests.daemon_harness import REPO, Daemon, Media, Share, Store, download, wait_until
+from tests.daemon_harness import REPO, Daemon, Media, Share, download, wait_until
 
 MAX_AUDIO_SECONDS = 4
 MAX_FILE_SIZE = 512 * 1024
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
-    return Store.attach(seaweed, f"hostile-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("hostile-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 # drop(inbox, scratch folder, media, job=NAME) puts the job's files into the inbox

@@ -10,16 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import time
-import uuid
 
 import pytest
 
-from tests.daemon_harness import Daemon, Media, Share, Store, download
+from tests.daemon_harness import Daemon, Media, Share, download
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    return Store.attach(seaweed, f"names-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 def test_a_250_byte_name_ends_done_with_a_stable_short_record(tmp_path, store):

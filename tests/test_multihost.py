@@ -10,24 +10,22 @@ import hashlib
 import os
 import signal
 import time
-import uuid
 from collections import Counter
 
 import pytest
 
 from tests import outbox_files as sidecar
-from tests.daemon_harness import Daemon, Media, Share, Store, download, wait_until
+from tests.daemon_harness import Daemon, Share, download, wait_until
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
-    return Store.attach(seaweed, f"multihost-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("multihost-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 def test_two_daemons_share_the_work_without_doing_any_job_twice(tmp_path, store, media):

@@ -8,22 +8,21 @@ sidecar in between, and then succeed on the third attempt.
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
 
 from tests import outbox_files as sidecar
-from tests.daemon_harness import Daemon, Media, Share, Store, download
+from tests.daemon_harness import Daemon, Share, download
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    return Store.attach(seaweed, f"retries-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("retries-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 def watch_states(share: Share, job: str, timeout: float) -> list[dict]:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 import re
 import stat
-import uuid
 from pathlib import Path
 
 import pytest
 
 from daemon.storage.credentials import load_or_create
-from tests.daemon_harness import Daemon, Media, Share, Store, free_port, wait_until
+from tests.daemon_harness import Daemon, Share, free_port, wait_until
 from tests.hostile_media import text_file
 
 SIGNATURE_RE = re.compile(r"X-Amz-(Signature|Credential)=", re.I)
@@ -23,14 +22,13 @@ HOOK_TOKEN = "hooktoken-5f1c2a9e"
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    """The session's SeaweedFS (tests/seaweed.py), with a bucket for this module."""
-    return Store.attach(seaweed, f"secrets-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 @pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    return Media(tmp_path_factory.mktemp("secrets-media"), seconds=1.0)
+def media(one_second_media):
+    return one_second_media
 
 
 def process_texts(pid: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from lipsync.device import DeviceUnavailableError
 from daemon.config import ConfigError, from_dict
 from daemon.pipeline.slots import render_slots
 from daemon.reporting.metrics import Metrics
-from tests.daemon_harness import Daemon, Media, Share, Store
+from tests.daemon_harness import Daemon, Media, Share
 
 
 def cfg_with(tmp_path: Path, **render):
@@ -57,8 +56,8 @@ def test_metrics_say_which_slot_is_busy(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def store(seaweed):
-    return Store.attach(seaweed, f"slots-{uuid.uuid4().hex[:12]}")
+def store(module_store):
+    return module_store
 
 
 def test_two_workers_render_two_jobs_at_once(tmp_path, store):
