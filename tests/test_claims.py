@@ -306,3 +306,14 @@ def test_work_area_on_another_filesystem_is_a_config_error(tmp_path):
         with pytest.raises(ConfigError, match="another filesystem than the inbox"):
             claims.prepare_work_area(cfg)
     assert claims.prepare_work_area(make_cfg(tmp_path)) == make_cfg(tmp_path).host_work_dir
+
+
+def test_the_claim_writes_the_first_record_queued_since_the_drop_was_complete(cfg):
+    drop(cfg.paths.inbox, "talk.wav")
+    drop(cfg.paths.inbox, "talk.mp4")
+    spec = ready(cfg)["talk"]
+    spec.ready_since = 1_700_000_000.0  # when its files had settled, by the scan's clock
+    job = claims.claim(spec, cfg)
+    doc = Outbox(cfg.paths.outbox).read(job.name).doc
+    assert doc["state"] == "queued" and doc["id"] == job.id
+    assert doc["timings"]["queued_at"] == "2023-11-14T22:13:20Z"  # not the claim time

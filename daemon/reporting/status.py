@@ -237,11 +237,11 @@ def as_json(jobs: list[JobStatus], now: datetime | None = None) -> dict[str, Any
 
 
 def _clock(stamp: str | None, now: datetime) -> str:
-    """An estimate as a person reads it: "~10:42" today, "~Nov 29 10:42" later (UTC)."""
+    """An estimate as a person reads it: "~10:42:05Z" today, "~Nov 29 10:42Z" later (UTC)."""
     if not stamp:
         return "?"
     t = parse_time(stamp)
-    return "~" + (t.strftime("%H:%M") if t.date() == now.date() else t.strftime("%b %d %H:%M")) + "Z"
+    return "~" + (t.strftime("%H:%M:%S") if t.date() == now.date() else t.strftime("%b %d %H:%M")) + "Z"
 
 
 def _detail(j: JobStatus, now: datetime) -> str:
