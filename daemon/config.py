@@ -147,6 +147,17 @@ class Wav2LipConfig:
 
 
 @dataclass
+class HeyGemConfig:
+    # [{url = "http://gpu-01:8383", host_dir = "/srv/heygem/face2face", container_dir = "/code/data"}, ...]
+    servers: list[dict] = opt([])
+    poll_interval: Duration = opt(Duration(2), min=0.05)
+    stall_timeout: Duration = opt(Duration(600), min=1)  # no progress change this long: the attempt ends
+    task_timeout: Duration = opt(Duration(900), min=1)  # a task may take this long ...
+    task_timeout_factor: float = opt(10.0, min=0)  # ... plus this many times the audio's length
+    busy_retry: Duration = opt(Duration(5), min=0.05)  # after "busy" (10001): wait this long, then submit again
+
+
+@dataclass
 class RenderConfig:
     engine: str = opt("warp", choices=ENGINE_NAMES)
     device: str = opt("auto")
@@ -161,6 +172,7 @@ class RenderConfig:
     retry_delay: Duration = opt(Duration(30), min=0)  # pause after the first transient failure, doubling
     retry_delay_max: Duration = opt(Duration(600), min=0)
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
+    heygem: HeyGemConfig = field(default_factory=HeyGemConfig)
 
 
 @dataclass
@@ -482,6 +494,18 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
     if not _DEVICE_RE.match(cfg.render.device):
         problems.append(f"{src}: render.device: {cfg.render.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    for i, server in enumerate(cfg.render.heygem.servers):
+        where = f"{src}: render.heygem.servers[{i}]"
+        unknown = set(server) - {"url", "host_dir", "container_dir"}
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use url, host_dir, container_dir")
+        if not str(server.get("url", "")).startswith(("http://", "https://")):
+            problems.append(f"{where}: url must be the server's http:// address, e.g. \"http://gpu-01:8383\"")
+        if not server.get("host_dir"):
+            problems.append(f"{where}: host_dir is required: the server's data folder as this host sees it")
+    uses_heygem = cfg.render.engine == "heygem"
+    if uses_heygem and not cfg.render.heygem.servers:
+        problems.append(f"{src}: render.heygem.servers: required when render.engine = \"heygem\"")
     devices = cfg.render.devices
     if devices != ["all"]:
         for d in devices:

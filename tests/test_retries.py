@@ -55,7 +55,8 @@ def test_two_transient_failures_then_success(tmp_path, store, media):
         assert v["error"]["code"] == "render_transient" and v["error"]["retryable"] is True
         assert sidecar.validate(v) == []
     notes = " ".join(final["notes"])
-    assert "attempt 1 of 3 failed (render_transient)" in notes and "attempt 2 of 3 failed" in notes
+    assert "attempt 1 of 3 failed (render_transient: failpoint before_render" in notes
+    assert "attempt 2 of 3 failed" in notes
     failures = [e for e in daemon.log_events() if e.get("event") == "render failed, will retry"]
     assert [e["attempt"] for e in failures] == [1, 2]
 

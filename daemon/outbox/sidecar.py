@@ -211,7 +211,9 @@ class Sidecar:
             for out in self.doc["outputs"]:
                 if out.get("state") == OutputState.RENDERING:
                     out["state"] = OutputState.PENDING
-            self.add_note(f"attempt {attempt} of {attempts} failed ({error.code}); retrying at {isotime(when)}")
+            reason = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+            self.add_note(f"attempt {attempt} of {attempts} failed ({error.code}: {reason}); retrying at "
+                          f"{isotime(when)}")
             self._set(State.QUEUED)
 
     def interrupted(self, phase: str) -> None:

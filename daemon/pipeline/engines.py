@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from lipsync.engine import Engine, MediaLimits, RenderOptions
+from lipsync.engine import Engine, FileEngine, MediaLimits, RenderOptions
 from lipsync.engines import create_engine
 
 from daemon.config import Config
@@ -51,6 +51,11 @@ def engine_options(cfg: Config, name: str, *, device: str | None = None,
             opts["checkpoint"] = Path(ckpt)
         opts["batch_size"] = w.batch_size
         opts["precision"] = w.precision
+    if name == "heygem":
+        h = cfg.render.heygem
+        opts.update(servers=[dict(s) for s in h.servers], poll_interval=float(h.poll_interval),
+                    stall_timeout=float(h.stall_timeout), task_timeout=float(h.task_timeout),
+                    task_timeout_factor=float(h.task_timeout_factor), busy_retry=float(h.busy_retry))
     return opts
 
 
@@ -66,11 +71,13 @@ class EngineCache:
 
     def get(self, name: str, *, device: str | None = None, slot: int = 0) -> Engine:
         with self._lock:
-            engine = self._engines.get((name, slot))
+            # a whole-file engine (remote renderers) is one for all slots: it holds the pool
+            # of servers that its renders share
+            engine = self._engines.get((name, -1)) or self._engines.get((name, slot))
             if engine is None:
                 engine = create_engine(name, **engine_options(self._cfg, name, device=device))
                 for note in engine.load_notes:
                     log.warning("engine fallback", requested=name, engine=engine.name, note=note)
                 log.info("engine loaded", requested=name, engine=engine.name, device=device or self._cfg.render.device)
-                self._engines[(name, slot)] = engine
+                self._engines[(name, -1 if isinstance(engine, FileEngine) else slot)] = engine
             return engine

@@ -42,7 +42,7 @@ from daemon.jobs import ClaimedJob, JobSpec
 from daemon.logsetup import bind_job, get_logger
 from daemon.pipeline.engines import EngineCache, render_options
 from daemon.pipeline.runner import JobRun, JobRunner, Outcome, Step
-from daemon.pipeline.slots import Slot, render_slots
+from daemon.pipeline.slots import Slot, render_slots, slot_kind
 from daemon.sdnotify import Notifier
 from daemon.storage import open_storage
 
@@ -301,16 +301,22 @@ class Worker:
     # ------------------------------------------------------------------ job steps
 
     def _start_next_job(self) -> None:
-        """Fill every free slot: due retries and recovered jobs first, then new claims in order."""
+        """Fill every free slot: due retries and recovered jobs first, then new claims in order;
+        each slot takes the jobs of its kind (frame engines, or a remote renderer)."""
         for slot in self.slots:
             if slot.index in self._renders:
                 continue
-            run = _pop_due(self._queue)
-            while run is None and self._specs:
-                job = self._claim(self._specs.pop(0))
+            fits = lambda engine, kind=slot.kind: slot_kind(engine or self.cfg.render.engine) == kind  # noqa: E731
+            run = _pop_due(self._queue, lambda r: fits(r.job.options.engine))
+            while run is None:
+                spec = next((s for s in self._specs if fits(s.options.engine)), None)
+                if spec is None:
+                    break
+                self._specs.remove(spec)
+                job = self._claim(spec)
                 run = JobRun(job) if job is not None else None
             if run is None:
-                return
+                continue
             run.slot = slot
             slot.job, slot.progress = run.job.name, 0.0
             self._renders[slot.index] = _Task(run, self.runner.run, self.watcher.notify)
@@ -403,10 +409,10 @@ class Worker:
         return ", ".join(parts)
 
 
-def _pop_due(runs: list[JobRun]) -> JobRun | None:
-    """The run in ``runs`` that has been due longest (removed from the list), else None."""
+def _pop_due(runs: list[JobRun], wanted: Callable[[JobRun], bool] = lambda r: True) -> JobRun | None:
+    """The wanted run in ``runs`` that has been due longest (removed from the list), else None."""
     now = time.monotonic()
-    due = [r for r in runs if r.due <= now]
+    due = [r for r in runs if r.due <= now and wanted(r)]
     if not due:
         return None
     run = min(due, key=lambda r: r.due)

@@ -36,6 +36,8 @@ ENGINES: dict[str, EngineEntry] = {
                            "photoreal mouth from a Wav2Lip checkpoint (render.wav2lip.checkpoint)"),
     "passthrough": EngineEntry("lipsync.engines.passthrough", "PassthroughEngine",
                                "no lip-sync: the template re-timed to the audio"),
+    "heygem": EngineEntry("lipsync.engines.heygem", "HeyGemEngine",
+                          "photoreal renders by HeyGem / Duix.Avatar servers (render.heygem.servers)"),
 }
 AUTO = "auto"  # not an engine of its own: wav2lip when its checkpoint loads, else warp
 NAMES: tuple[str, ...] = (AUTO, *ENGINES)
