@@ -114,6 +114,20 @@ def check_engines(cfg: Config | None) -> list[Check]:
     return checks
 
 
+def check_heygem(cfg: Config) -> list[Check]:
+    """Each HeyGem server: does it answer its protocol, and is its data folder writable from here."""
+    from lipsync.engines.heygem.protocol import Server, check_server  # imported on use, like the engines
+
+    checks = []
+    for raw in cfg.render.heygem.servers:
+        server = Server(url=str(raw["url"]), host_dir=str(raw["host_dir"]),
+                        container_dir=str(raw.get("container_dir", "/code/data")))
+        essential = cfg.render.engine == "heygem"
+        for ok, text in check_server(server):
+            checks.append(Check(f"heygem {server.name}", OK if ok else FAIL if essential else WARN, text))
+    return checks
+
+
 def _existing_ancestor(path: Path) -> Path:
     path = path.resolve()
     while not path.exists() and path != path.parent:
@@ -180,6 +194,7 @@ def run_checks(cfg: Config | None, *, storage: bool = False) -> Iterator[Check]:
     yield from _guard("engines", lambda: check_engines(cfg))
     if cfg is None:
         return
+    yield from _guard("heygem servers", lambda: check_heygem(cfg))
     yield from _guard("inbox watch", lambda: check_watch(cfg))
     yield from _guard("disk", lambda: check_disks(cfg))
     yield from _guard("storage", lambda: check_storage(cfg, live=storage))

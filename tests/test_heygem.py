@@ -148,3 +148,47 @@ def test_the_stand_in_answers_the_protocol_quirks(tmp_path):
         time.sleep(0.1)
     assert answer["data"]["status"] == 2 and answer["data"]["result"] == "temp/t1-r.mp4"
     assert call("/easy/query?code=t1")["code"] == 10004  # forgotten after the terminal answer
+
+
+def test_doctor_status_and_metrics_report_each_server(tmp_path, module_store, media):
+    import json
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.daemon_harness import REPO, free_port
+
+    working, gone = servers(tmp_path, 2, min_seconds=6.0)
+    gone.stop()
+    share = Share(tmp_path / "share")
+    port = free_port()
+    daemon = heygem_daemon(tmp_path, share, module_store, [working, gone])
+    daemon.config.write_text(daemon.config.read_text() + f"\n[metrics]\nenabled = true\nport = {port}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNCD_")}
+    env["PYTHONPATH"] = str(REPO)
+
+    def lipsyncd(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "daemon", *args, "-c", str(daemon.config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    doctor = lipsyncd("doctor")
+    name_ok, name_gone = working.url.split("//")[1], gone.url.split("//")[1]
+    assert f"ok   heygem {name_ok}: {working.url} answers the gen-video protocol" in doctor.stdout
+    assert f"FAIL heygem {name_gone}: {gone.url} does not answer" in doctor.stdout
+    assert f"ok   heygem {name_ok}: {working.data_dir} is writable" in doctor.stdout
+    with daemon.start():
+        share.drop_job("busy", media)
+        wait_until(lambda: working.accepted, 60, "the task submitted", daemons=[daemon])
+        report = json.loads(lipsyncd("status", "--json").stdout)
+        rows = {r["server"]: r for r in report["servers"]}
+        assert rows[name_ok]["state"] == "busy" and rows[name_ok]["job"] == "busy"
+        assert rows[name_gone]["state"] == "down"
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        samples = {(s.name, s.labels.get("server")): s.value
+                   for f in text_string_to_metric_families(text) for s in f.samples}
+        assert samples[("lipsyncd_heygem_server_busy", name_ok)] == 1
+        assert samples[("lipsyncd_heygem_server_up", name_gone)] == 0
+        share.wait_for(["busy"], ("done",), timeout=60, daemons=[daemon])

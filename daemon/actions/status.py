@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     jobs = status.collect(cfg, names=args.names, now=now)
     if args.state:
         jobs = [j for j in jobs if j.state in args.state]
+    servers = status.remote_servers(cfg)
     if args.json:
-        print(json.dumps(status.as_json(jobs, now), indent=2, ensure_ascii=False))
+        print(json.dumps({**status.as_json(jobs, now), "servers": servers}, indent=2, ensure_ascii=False))
     else:
-        print(status.format_table(jobs, now))
+        print(status.format_table(jobs, now) + (status.format_servers(servers) if servers else ""))
     return EXIT_OK

@@ -81,3 +81,9 @@ class EngineCache:
                 log.info("engine loaded", requested=name, engine=engine.name, device=device or self._cfg.render.device)
                 self._engines[(name, -1 if isinstance(engine, FileEngine) else slot)] = engine
             return engine
+
+    def remote_servers(self) -> list[dict]:
+        """The servers of every loaded remote engine (state, job, down since), for metrics."""
+        with self._lock:
+            engines = list(self._engines.values())
+        return [row for e in engines if callable(getattr(e, "servers", None)) for row in e.servers()]

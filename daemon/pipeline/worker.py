@@ -171,6 +171,7 @@ class Worker:
                                     link_note=link_note)
             if self.ext.metrics is not None:
                 self.ext.metrics.slots = lambda: [(s.label, s.job) for s in self.slots]
+                self.ext.metrics.remote_servers = self.engines.remote_servers
             self.heartbeat = heartbeat.start()
             stops: list[Callable[[], None]] = []
             watcher = None

@@ -81,6 +81,17 @@ class _ScrapeTimeFigures(Collector):
             for label, job in slots:
                 busy.add_metric([label], 1 if job else 0)
             yield busy
+        remote = self.metrics.remote_servers()
+        if remote:
+            up = GaugeMetricFamily("lipsyncd_heygem_server_up", "1 while the HeyGem server answers, 0 while it "
+                                   "is marked down.", labels=["server"])
+            busy = GaugeMetricFamily("lipsyncd_heygem_server_busy", "1 while the HeyGem server renders a task "
+                                     "of this daemon.", labels=["server"])
+            for row in remote:
+                up.add_metric([row["server"]], 0 if row["state"] == "down" else 1)
+                busy.add_metric([row["server"]], 1 if row["state"] == "busy" else 0)
+            yield up
+            yield busy
         gpu = gpu_memory()
         if gpu:
             for kind, index, text in (("free", 1, "Free memory of each CUDA device."),
@@ -101,6 +112,8 @@ class Metrics:
         self._scan: tuple[float, dict[str, int]] | None = None
         # (slot label, job or None) of the daemon's render slots, set by the worker
         self.slots: Callable[[], list[tuple[str, str | None]]] = list
+        # the HeyGem servers of the daemon's remote engine: state, job, down since; set by the worker
+        self.remote_servers: Callable[[], list[dict]] = list
         self.registry = CollectorRegistry()
         self._finished = Counter("lipsyncd_jobs_finished", "Jobs finished since start, by outcome.", ["state"],
                                  registry=self.registry)

@@ -11,6 +11,7 @@ mounts the share.
 from __future__ import annotations
 
 import fnmatch
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -287,3 +288,42 @@ def format_table(jobs: list[JobStatus], now: datetime | None = None) -> str:
     for r in rows:
         lines.append("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5])
     return "\n".join(line.rstrip() for line in lines)
+
+
+# --------------------------------------------------------------------------- remote renderers
+
+
+def remote_servers(cfg: Config, *, timeout: float = 2.0) -> list[dict[str, Any]]:
+    """Each HeyGem server: up or down (asked now), and the job it renders for any daemon.
+
+    The job is found in the work areas: a heygem render keeps its task's server and code
+    next to its output (``out/.*.heygem.json``) while the task runs.
+    """
+    if not cfg.render.heygem.servers:
+        return []
+    from lipsync.engines.heygem.protocol import Client, Server  # HTTP client: imported on use
+
+    busy: dict[str, str] = {}
+    for record in cfg.work_dir.glob("*/*/out/.*.heygem.json"):
+        try:
+            url = json.loads(record.read_text()).get("url")
+            job = claims.load_claimed(record.parent.parent, cfg).name
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(url, str):
+            busy[url] = job
+    rows = []
+    for raw in cfg.render.heygem.servers:
+        server = Server(url=str(raw["url"]), host_dir=str(raw["host_dir"]))
+        up = Client(server, timeout=timeout).probe()
+        state = "down" if not up else "busy" if server.url in busy else "idle"
+        rows.append({"server": server.name, "url": server.url, "state": state, "job": busy.get(server.url)})
+    return rows
+
+
+def format_servers(rows: list[dict[str, Any]]) -> str:
+    lines = ["", "HEYGEM SERVER  STATE  JOB"]
+    width = max(len(r["server"]) for r in rows)
+    for r in rows:
+        lines.append(f"{r['server'].ljust(width)}  {r['state']}" + (f"  {r['job']}" if r["job"] else ""))
+    return "\n".join(lines)

@@ -47,6 +47,7 @@ from lipsync.errors import EngineUnavailableError, RendererBusyError, RendererUn
 from lipsync.media.remux import remux_with_audio, video_seconds, write_wav
 
 TASK_FOLDER = "lipsyncd"  # our per-task folders inside each server's data folder
+PROBE_INTERVAL = 30.0  # seconds between health probes of an idle server
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ServerState:
     down_since: float | None = None
     down_reason: str | None = None
     avoid_until: float = 0.0  # after a stall or a busy answer
+    probed_at: float = float("-inf")  # monotonic time of the last health probe
 
     def as_dict(self) -> dict[str, Any]:
         state = "down" if self.down_since else "busy" if self.busy_with else "idle"
@@ -78,6 +80,7 @@ class _Pool:
     def acquire(self, job: str, *, wait: float, deadline: float) -> ServerState:
         with self.changed:
             while True:
+                self._probe_due()
                 now = time.monotonic()
                 idle = [s for s in self.states if s.busy_with is None and s.down_since is None]
                 ready = sorted((s for s in idle if s.avoid_until <= now), key=lambda s: s.avoid_until)
@@ -94,6 +97,16 @@ class _Pool:
         for s in self.states:
             if s.down_since is not None and s.client.probe():
                 s.down_since = s.down_reason = None
+            s.probed_at = time.monotonic()
+
+    def _probe_due(self) -> None:
+        """Idle servers not heard from for PROBE_INTERVAL: are they still there? (status, metrics)"""
+        now = time.monotonic()
+        for s in self.states:
+            if s.busy_with is None and s.down_since is None and now - s.probed_at > PROBE_INTERVAL:
+                s.probed_at = now
+                if not s.client.probe():
+                    s.down_since, s.down_reason = time.time(), f"{s.server.url} does not answer"
 
     def release(self, state: ServerState, *, avoid_for: float = 0.0, down: str | None = None) -> None:
         with self.changed:

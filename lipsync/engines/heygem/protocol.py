@@ -23,7 +23,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from lipsync.errors import LipsyncError, RendererBusyError, RendererUnreachableError
 
@@ -131,3 +131,21 @@ class Client:
         except RendererUnreachableError:
             return False
         return True
+
+
+def check_server(server: Server, *, timeout: float = 5.0) -> list[tuple[bool, str]]:
+    """What ``lipsyncd doctor`` says of one server: (ok, sentence) for its answer and its folder."""
+    out = [(Client(server, timeout=timeout).probe(),
+            f"{server.url} answers the gen-video protocol" )]
+    if not out[0][0]:
+        out[0] = (False, f"{server.url} does not answer (or not the gen-video protocol)")
+    folder = Path(server.host_dir)
+    probe = folder / f".lipsyncd-probe-{secrets.token_hex(4)}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+        out.append((True, f"{folder} is writable (the container sees it as {server.container_dir})"))
+    except OSError as e:
+        out.append((False, f"{folder} is not writable from here: {e.strerror or e} (is the folder the server "
+                           "mounts shared with this host?)"))
+    return out
