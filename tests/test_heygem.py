@@ -192,3 +192,36 @@ def test_doctor_status_and_metrics_report_each_server(tmp_path, module_store, me
         assert samples[("lipsyncd_heygem_server_busy", name_ok)] == 1
         assert samples[("lipsyncd_heygem_server_up", name_gone)] == 0
         share.wait_for(["busy"], ("done",), timeout=60, daemons=[daemon])
+
+
+def test_a_server_restart_that_loses_the_running_task_gets_it_submitted_again(tmp_path, module_store, media):
+    (stand_in,) = servers(tmp_path, 1, min_seconds=3.0, answer_delay=0.05)  # slow answers, too
+    share = Share(tmp_path / "share")
+    with heygem_daemon(tmp_path, share, module_store, [stand_in]).start() as daemon:
+        share.drop_job("restarted", media)
+        wait_until(lambda: stand_in.accepted, 60, "the task submitted", daemons=[daemon])
+        stand_in.restart()  # the container restarts: the running task is gone (10004)
+        doc = share.wait_for(["restarted"], ("done",), timeout=90, daemons=[daemon])["restarted"]
+    assert len(stand_in.accepted) == 2  # lost once, submitted again, done
+    assert doc["outputs"][0]["engine"] == "heygem"
+
+
+def test_the_render_command_uses_heygem_like_any_engine(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.daemon_harness import REPO
+
+    (stand_in,) = servers(tmp_path, 1, progress_style="fraction")
+    m = Media(tmp_path / "m", seconds=1.0)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[paths]\nstate = "state"\n[render.heygem]\npoll_interval = 0.2\n'
+                   f'servers = [{{ url = "{stand_in.url}", host_dir = "{stand_in.data_dir}" }}]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNCD_")}
+    env["PYTHONPATH"] = str(REPO)
+    r = subprocess.run([sys.executable, "-m", "daemon", "render", str(m.audio), str(m.template), "-o",
+                        str(tmp_path / "out.mp4"), "--engine", "heygem", "-c", str(cfg), "--no-progress"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "engine heygem" in r.stdout and probe(tmp_path / "out.mp4")["audio_codec"] == "aac"
