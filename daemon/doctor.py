@@ -105,7 +105,8 @@ def check_engines(cfg: Config | None) -> list[Check]:
     checkpoint = cfg.render.wav2lip.checkpoint if cfg is not None else None
     wanted = cfg.render.engine if cfg is not None else "warp"
     checks = []
-    for name, state in available_engines(checkpoint).items():
+    servers = len(cfg.render.heygem.servers) if cfg is not None else 0
+    for name, state in available_engines(checkpoint, heygem_servers=servers).items():
         if state.startswith("available"):
             checks.append(Check(f"engine {name}", OK, state))
         else:

@@ -191,6 +191,9 @@ def test_doctor_status_and_metrics_report_each_server(tmp_path, module_store, me
                    for f in text_string_to_metric_families(text) for s in f.samples}
         assert samples[("lipsyncd_heygem_server_busy", name_ok)] == 1
         assert samples[("lipsyncd_heygem_server_up", name_gone)] == 0
+        assert samples[("lipsyncd_heygem_server_down_since_seconds", name_gone)] > time.time() - 120
+        table = lipsyncd("status").stdout  # down since when, and why, as the daemon saw it
+        assert f"{name_gone}  down  since 20" in table and "does not answer" in table
         share.wait_for(["busy"], ("done",), timeout=60, daemons=[daemon])
 
 

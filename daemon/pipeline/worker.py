@@ -21,6 +21,7 @@ over by another daemon while this one stalled is dropped with one log line.
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -29,6 +30,7 @@ from typing import Any
 
 from lipsync.device import DeviceUnavailableError
 
+from daemon.atomic import write_atomic
 from daemon.cluster import lease
 from daemon.cluster.takeover import ClusterDuties
 from daemon.config import Config
@@ -101,6 +103,7 @@ class Worker:
         self.cluster = ClusterDuties(cfg)
         self._last_ping = 0.0
         self._cancel_checked = 0.0
+        self._servers_published: list[dict] = []
         self._last_status = ("", 0.0)
         self.runner: JobRunner | None = None
 
@@ -224,6 +227,7 @@ class Worker:
                     if done is not None:
                         return done
             self._systemd()
+            self._publish_servers()
             if self.watcher.wait(min(TICK, self.sd.watchdog_interval or TICK)):
                 self._scan_due = True
             deadline = self.inbox.next_deadline()
@@ -391,6 +395,19 @@ class Worker:
         if text != last_text and now - last_time >= STATUS_INTERVAL:
             self.sd.status(text)
             self._last_status = (text, now)
+
+    def _publish_servers(self) -> None:
+        """The remote servers as this daemon sees them (down since when, and why), for `lipsyncd
+        status` on any machine: a small file on the share, rewritten when it changes."""
+        rows = self.engines.remote_servers()
+        if not rows or rows == self._servers_published:
+            return
+        self._servers_published = rows
+        try:
+            write_atomic(self.cfg.work_dir / f".servers-{self.cfg.host_id}.json",
+                         json.dumps({"host": self.cfg.host_id, "at": time.time(), "servers": rows}).encode())
+        except OSError as e:
+            log.warning("could not publish the state of the remote servers", error=f"{type(e).__name__}: {e}")
 
     def _status_text(self) -> str:
         parts = []

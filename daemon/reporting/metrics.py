@@ -87,11 +87,16 @@ class _ScrapeTimeFigures(Collector):
                                    "is marked down.", labels=["server"])
             busy = GaugeMetricFamily("lipsyncd_heygem_server_busy", "1 while the HeyGem server renders a task "
                                      "of this daemon.", labels=["server"])
+            since = GaugeMetricFamily("lipsyncd_heygem_server_down_since_seconds", "Unix time since which the "
+                                      "HeyGem server is marked down (only while it is).", labels=["server"])
             for row in remote:
                 up.add_metric([row["server"]], 0 if row["state"] == "down" else 1)
                 busy.add_metric([row["server"]], 1 if row["state"] == "busy" else 0)
+                if row.get("down_since"):
+                    since.add_metric([row["server"]], float(row["down_since"]))
             yield up
             yield busy
+            yield since
         gpu = gpu_memory()
         if gpu:
             for kind, index, text in (("free", 1, "Free memory of each CUDA device."),

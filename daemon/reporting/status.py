@@ -312,12 +312,26 @@ def remote_servers(cfg: Config, *, timeout: float = 2.0) -> list[dict[str, Any]]
             continue
         if isinstance(url, str):
             busy[url] = job
+    seen: dict[str, dict] = {}  # server name -> what a daemon last published (tells since when it is down)
+    for published in cfg.work_dir.glob(".servers-*.json"):
+        try:
+            for row in json.loads(published.read_text()).get("servers", []):
+                if row.get("down_since") and (row["server"] not in seen or row["down_since"] <
+                                              (seen[row["server"]].get("down_since") or float("inf"))):
+                    seen[row["server"]] = row
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):
+            continue
     rows = []
     for raw in cfg.render.heygem.servers:
         server = Server(url=str(raw["url"]), host_dir=str(raw["host_dir"]))
         up = Client(server, timeout=timeout).probe()
         state = "down" if not up else "busy" if server.url in busy else "idle"
-        rows.append({"server": server.name, "url": server.url, "state": state, "job": busy.get(server.url)})
+        row = {"server": server.name, "url": server.url, "state": state, "job": busy.get(server.url),
+               "down_since": None, "reason": None}
+        known = seen.get(server.name)
+        if state == "down" and known is not None:
+            row["down_since"], row["reason"] = isotime(known["down_since"]), known.get("reason")
+        rows.append(row)
     return rows
 
 
@@ -325,5 +339,6 @@ def format_servers(rows: list[dict[str, Any]]) -> str:
     lines = ["", "HEYGEM SERVER  STATE  JOB"]
     width = max(len(r["server"]) for r in rows)
     for r in rows:
-        lines.append(f"{r['server'].ljust(width)}  {r['state']}" + (f"  {r['job']}" if r["job"] else ""))
+        detail = r["job"] or (f"since {r['down_since']}: {r['reason']}" if r.get("down_since") else "")
+        lines.append(f"{r['server'].ljust(width)}  {r['state']}" + (f"  {detail}" if detail else ""))
     return "\n".join(lines)

@@ -91,7 +91,7 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in names}
 
 
-def available_engines(checkpoint: str | Path | None = None) -> dict[str, str]:
+def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: int = 0) -> dict[str, str]:
     """Engine name -> "available" or the reason it is not (for ``lipsyncd doctor``).
 
     Nothing is loaded: engines are imported, and the wav2lip checkpoint is only checked
@@ -114,6 +114,10 @@ def available_engines(checkpoint: str | Path | None = None) -> dict[str, str]:
                 report["wav2lip"] = f"unavailable: checkpoint {path} not found"
             elif path.stat().st_size == 0:
                 report["wav2lip"] = f"unavailable: checkpoint {path} is empty"
+    if report.get("heygem") == "available" and heygem_servers == 0:
+        report["heygem"] = "unavailable: no servers configured (render.heygem.servers)"
+    elif report.get("heygem") == "available":
+        report["heygem"] = f"available: {heygem_servers} server(s) configured (see the heygem checks)"
     if report.get("wav2lip") == "available":
         report["auto"] = "available: wav2lip"
     elif report.get("warp") == "available":
