@@ -13,7 +13,8 @@ pytest_plugins = ["tests.seaweed"]
 
 @pytest.fixture(scope="module")
 def module_store(seaweed, request) -> Store:
-    """The session's SeaweedFS (tests/seaweed.py), with a bucket of this test module's own."""
+    """The session's SeaweedFS (tests/seaweed.py), with a bucket of this test module's own.
+    ``store`` is the same for daemon tests (a module that needs a store it can stop makes its own)."""
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
     return Store.attach(seaweed, f"{module}-{uuid.uuid4().hex[:12]}")
 
@@ -22,3 +23,13 @@ def module_store(seaweed, request) -> Store:
 def one_second_media(tmp_path_factory) -> Media:
     """One tiny valid audio + template pair (1 s), for daemon tests that need a job to flow."""
     return Media(tmp_path_factory.mktemp("media"), seconds=1.0)
+
+
+@pytest.fixture(scope="module")
+def store(module_store) -> Store:
+    return module_store
+
+
+@pytest.fixture(scope="module")
+def media(one_second_media) -> Media:
+    return one_second_media

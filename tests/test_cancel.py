@@ -20,11 +20,6 @@ SLOW = "render_progress=sleep:0.4"
 
 
 @pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
 def media(tmp_path_factory):
     return Media(tmp_path_factory.mktemp("cancel-media"), seconds=6.0)
 

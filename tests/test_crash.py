@@ -26,16 +26,6 @@ from tests.daemon_harness import REPO, Daemon, NotifySocket, Share, Store, downl
 JOB = "crash"
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 def job_objects(store: Store) -> dict[str, int]:
     return {k: v for k, v in store.objects().items() if f"/{JOB}-" in k}
 

@@ -108,16 +108,6 @@ def dropped_lines(daemon: Daemon) -> int:
     return sum(1 for e in daemon.log_events() if e.get("event", "").startswith("job taken over by another daemon"))
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 FAST_CLUSTER = {"lease_timeout": 2, "heartbeat_interval": 0.5}
 FAST_WATCH = {"rescan_interval": 0.5}
 # phases to freeze at, and how many rounds each: 20 rounds in all

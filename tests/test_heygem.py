@@ -16,11 +16,6 @@ from tests.heygem_standin import CONTAINER_DIR, Behaviour, StandInServer
 from tests.media_factory import probe, write_face_video, write_tone
 
 
-@pytest.fixture
-def media(one_second_media) -> Media:
-    return one_second_media
-
-
 def servers(tmp_path: Path, n: int, **behaviour) -> list[StandInServer]:
     return [StandInServer(tmp_path / f"heygem-{i}" / "face2face", Behaviour(**behaviour)).start() for i in range(n)]
 

@@ -27,16 +27,6 @@ MAX_AUDIO_SECONDS = 4
 MAX_FILE_SIZE = 512 * 1024
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 # drop(inbox, scratch folder, media, job=NAME) puts the job's files into the inbox
 Dropper = Callable[..., None]
 

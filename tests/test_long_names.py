@@ -16,11 +16,6 @@ import pytest
 from tests.daemon_harness import Daemon, Media, Share, download
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
 def test_a_250_byte_name_ends_done_with_a_stable_short_record(tmp_path, store):
     media = Media(tmp_path / "media", seconds=1.0)
     share = Share(tmp_path / "share")

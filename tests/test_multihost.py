@@ -18,16 +18,6 @@ from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, Share, download, wait_until
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 def test_two_daemons_share_the_work_without_doing_any_job_twice(tmp_path, store, media):
     share = Share(tmp_path / "share")
     names = [f"pair-{i:02d}" for i in range(16)]

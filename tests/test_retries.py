@@ -15,16 +15,6 @@ from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, Share, download
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 def watch_states(share: Share, job: str, timeout: float) -> list[dict]:
     """Every distinct version of the job's sidecar until it is final."""
     seen: list[dict] = []

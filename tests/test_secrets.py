@@ -21,16 +21,6 @@ SIGNATURE_RE = re.compile(r"X-Amz-(Signature|Credential)=", re.I)
 HOOK_TOKEN = "hooktoken-5f1c2a9e"
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
-@pytest.fixture(scope="module")
-def media(one_second_media):
-    return one_second_media
-
-
 def process_texts(pid: int) -> str:
     """What `ps`, `top` and /proc show about a process to other users."""
     parts = []

@@ -55,11 +55,6 @@ def test_metrics_say_which_slot_is_busy(tmp_path):
     assert 'lipsyncd_render_slot_busy{slot="cuda:1"} 0.0' in text
 
 
-@pytest.fixture(scope="module")
-def store(module_store):
-    return module_store
-
-
 def test_two_workers_render_two_jobs_at_once(tmp_path, store):
     media = Media(tmp_path / "media", seconds=4.0)
     share = Share(tmp_path / "share")
