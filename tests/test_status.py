@@ -189,3 +189,15 @@ def test_the_backlog_shows_every_drop_with_its_place_in_line_and_estimates(tmp_p
     table = status.format_table(list(jobs.values()), now)
     assert "#2 in line, starts ~" in table and "complete in the inbox (a.mp4, a.wav)" in table
     assert status.in_line(jobs.values()) == 3
+
+
+def test_status_command_filters_the_inbox_backlog_by_state(tmp_path, capsys):
+    from daemon.cli import main
+
+    cfgfile = write_config_file(tmp_path)
+    for name in ("a.wav", "a.mp4"):
+        (tmp_path / "inbox" / name).write_bytes(b"x")
+        os.utime(tmp_path / "inbox" / name, (time.time() - 60, time.time() - 60))
+    assert main(["status", "-c", str(cfgfile), "--state", "waiting", "--json"]) == 0
+    (job,) = json.loads(capsys.readouterr().out)["jobs"]
+    assert job["job"] == "a" and job["state"] == "waiting" and job["position"] == 1

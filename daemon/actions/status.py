@@ -12,7 +12,7 @@ from daemon.outbox import State
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "status",
-        help="list jobs by state (queued, rendering, uploading, done, failed, expired)",
+        help="list every job: waiting in the inbox, queued (with estimates), rendering, uploading, finished",
         description="Lists every job from the sidecars in the outbox and the claims in this host's work area: "
                     "state, age, time in the current state, host, progress while rendering, link expiry when "
                     "done, the reason when failed. Reads only; safe to run while the daemon works.",
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("names", nargs="*", metavar="NAME", help="only these jobs (names or glob patterns)")
     p.add_argument("--json", action="store_true", help="machine-readable output (counts and one object per job)")
     p.add_argument("--state", action="append", default=None, metavar="STATE",
-                   choices=[str(s) for s in State],
+                   choices=["waiting", *(str(s) for s in State)],
                    help="only jobs in this state (repeatable)")
     return p
 
