@@ -147,7 +147,7 @@ def test_abandoned_sidecar_temp_files_are_swept_and_nothing_else(tmp_path):
     cfg.paths.outbox.mkdir()
     (tmp_path / "inbox").mkdir()
 
-    def temp_like_sidecar_write(job: str) -> Path:  # the same naming as daemon.sidecar.write
+    def temp_like_sidecar_write(job: str) -> Path:  # the same naming as daemon.atomic.write_atomic gives a sidecar
         fd, name = tempfile.mkstemp(prefix=f".{job}.json.", suffix=".tmp", dir=cfg.paths.outbox)
         os.close(fd)
         return Path(name)

@@ -93,19 +93,26 @@ class _Pool:
                 self.changed.wait(min(wait, max(0.05, deadline - now)))
                 self._probe_down()
 
+    def _probe(self, state: ServerState) -> bool:
+        """Probe one server with the pool's lock released: a slow network must not hold up
+        the other renders, status or metrics (called with the lock held)."""
+        state.probed_at = time.monotonic()
+        self.lock.release()
+        try:
+            return state.client.probe()
+        finally:
+            self.lock.acquire()
+
     def _probe_down(self) -> None:
-        for s in self.states:
-            if s.down_since is not None and s.client.probe():
+        for s in list(self.states):
+            if s.down_since is not None and self._probe(s):
                 s.down_since = s.down_reason = None
-            s.probed_at = time.monotonic()
 
     def _probe_due(self) -> None:
         """Idle servers not heard from for PROBE_INTERVAL: are they still there? (status, metrics)"""
-        now = time.monotonic()
-        for s in self.states:
-            if s.busy_with is None and s.down_since is None and now - s.probed_at > PROBE_INTERVAL:
-                s.probed_at = now
-                if not s.client.probe():
+        for s in list(self.states):
+            if s.busy_with is None and s.down_since is None and time.monotonic() - s.probed_at > PROBE_INTERVAL:
+                if not self._probe(s) and s.busy_with is None:  # (it may have been taken meanwhile)
                     s.down_since, s.down_reason = time.time(), f"{s.server.url} does not answer"
 
     def release(self, state: ServerState, *, avoid_for: float = 0.0, down: str | None = None) -> None:
