@@ -223,3 +223,20 @@ def test_the_render_command_uses_heygem_like_any_engine(tmp_path):
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "engine heygem" in r.stdout and probe(tmp_path / "out.mp4")["audio_codec"] == "aac"
+
+
+def test_a_250_byte_job_name_goes_through_a_heygem_server(tmp_path, module_store, media):
+    import os
+    import shutil
+
+    (stand_in,) = servers(tmp_path, 1)
+    share = Share(tmp_path / "share")
+    long = "b" * 240 + "-interview"  # 250 bytes: its task record next to the output must still fit
+    with heygem_daemon(tmp_path, share, module_store, [stand_in]).start() as daemon:
+        for ext, src in ((".mp4", media.template), (".wav", media.audio)):
+            shutil.copyfile(src, share.inbox / ".incoming.part")
+            os.replace(share.inbox / ".incoming.part", share.inbox / f"{long}{ext}")
+        wait_until(lambda: any(d["state"] == "done" for d in share.sidecars().values()), 60, "the job done",
+                   daemons=[daemon])
+    (doc,) = share.sidecars().values()
+    assert doc["outputs"][0]["engine"] == "heygem" and "File name too long" not in daemon.log_text()
