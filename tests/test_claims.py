@@ -317,3 +317,23 @@ def test_the_claim_writes_the_first_record_queued_since_the_drop_was_complete(cf
     doc = Outbox(cfg.paths.outbox).read(job.name).doc
     assert doc["state"] == "queued" and doc["id"] == job.id
     assert doc["timings"]["queued_at"] == "2023-11-14T22:13:20Z"  # not the claim time
+
+
+def test_a_work_folder_without_a_record_is_removed_or_moved_aside_never_bounced(cfg):
+    # a claim killed before its job.json: the folder holds what daemons add (a takeover's
+    # lease), nothing of the user's -- taken over again and again, it would bounce forever
+    host = cfg.host_work_dir
+    empty = host / "talk-20260101T000000Z-aaaaaa"
+    (empty / "inputs").mkdir(parents=True)
+    (empty / "lease").write_text('{"host": "other", "generation": 3}')
+    (empty / ".sidecar.x1y2.tmp").write_text("{")
+    assert claims.recover_one(empty, cfg) is None
+    assert not empty.exists()
+    # a folder with a file nobody's claim wrote: kept, out of every daemon's way
+    odd = host / "odd-20260101T000000Z-bbbbbb"
+    (odd / "inputs").mkdir(parents=True)
+    (odd / "inputs" / "mystery.wav").write_bytes(b"RIFF")
+    assert claims.recover_one(odd, cfg) is None
+    kept = cfg.work_dir / ".orphans" / odd.name / "inputs" / "mystery.wav"
+    assert not odd.exists() and kept.read_bytes() == b"RIFF"
+    assert claims.list_claimed(cfg) == []

@@ -410,7 +410,7 @@ def recover_one(work_dir: Path, cfg: Config) -> ClaimedJob | None:
     _remove_temp_records(work_dir)
     record = _read_record(work_dir)
     if record is None:
-        _forget_empty(work_dir)
+        _forget_unrecorded(work_dir, cfg)
         return None
     if "finish" in record:
         _complete_finish(work_dir, record, cfg)
@@ -459,11 +459,38 @@ def _complete_claim(work_dir: Path, record: dict[str, Any], cfg: Config) -> bool
     return True
 
 
-def _forget_empty(work_dir: Path) -> None:
-    if any(p.is_file() for p in work_dir.rglob("*")):
-        log.warning("work folder without a job record left alone", folder=str(work_dir))
+ORPHANS = ".orphans"  # work/.orphans/: folders without a job record that hold files nobody wrote for a claim
+
+
+def _daemon_made(path: Path) -> bool:
+    """Files a daemon puts into a job folder besides the claim itself: the lease and temp files."""
+    name = path.name
+    return name == "lease" or (name.startswith((".lease.", ".sidecar.", f".{RECORD_NAME}.")) and name.endswith(".tmp"))
+
+
+def _forget_unrecorded(work_dir: Path, cfg: Config) -> None:
+    """A work folder without a claim record (its claim died before writing one).
+
+    With nothing in it but what daemons add (a lease, temp files, empty folders) it is
+    removed. Left where it was, it would be taken over again and again: each takeover writes
+    a lease, which nobody renews, so the next daemon finds it stale. Anything else in it
+    is not ours to judge: the folder moves to ``work/.orphans/`` (never deleted), out of
+    every daemon's way, with one log line.
+    """
+    files = [p for p in work_dir.rglob("*") if p.is_file() or p.is_symlink()]
+    if all(_daemon_made(p) for p in files):
+        shutil.rmtree(work_dir, ignore_errors=True)
+        log.info("work folder without a job record removed", folder=str(work_dir))
         return
-    shutil.rmtree(work_dir, ignore_errors=True)
+    target = cfg.work_dir / ORPHANS / work_dir.name
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(work_dir, target)
+    except OSError as e:
+        log.warning("work folder without a job record left alone", folder=str(work_dir), error=str(e))
+        return
+    log.warning("work folder without a job record moved aside", folder=str(work_dir), to=str(target),
+                files=len(files))
 
 
 # --------------------------------------------------------------------------- file helpers
