@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -281,7 +280,7 @@ class JobRunner:
             rec.uploading()
             self._ensure_bucket()
             lifetime = link_lifetime(self.cfg, self.store, rec.doc.get("options"))
-            claimed = _parse_claimed(job)
+            claimed = parse_time(job.claimed_at)
             archive = claims.output_archive_dir(job, self.cfg)
             for plan in planned:
                 out = rec.output(plan.name)
@@ -444,10 +443,6 @@ def _generation_on_record(outbox: Outbox, job: ClaimedJob) -> int:
     entry = outbox.read(job.name)
     generation = entry.doc.get("generation") if entry is not None and entry.id == job.id else None
     return generation if isinstance(generation, int) else 1
-
-
-def _parse_claimed(job: ClaimedJob) -> datetime:
-    return parse_time(job.claimed_at)
 
 
 def _as_dropped(err: JobError, job: ClaimedJob) -> JobError:

@@ -142,7 +142,6 @@ def _inbox_backlog(cfg: Config, now: datetime) -> list[JobStatus]:
         out.append(JobStatus(job=spec.name, id=None, state=WAITING, progress=None, host=None, created_at=None,
                              updated_at=None, age_seconds=age, state_seconds=age, notes=[note],
                              files=sorted(_relative(p, cfg.paths.inbox) for p in spec.files)))
-        out[-1].error = None
         if spec.error is not None:
             out[-1].position = -1  # not in line: it is failed as soon as a daemon sees it
     for w in inbox.waiting:

@@ -91,15 +91,9 @@ def _reencode(video: Path, audio: Path, out: Path, options: RenderOptions) -> Pa
         w, h = v.codec_context.width // 2 * 2, v.codec_context.height // 2 * 2
         fps = float(v.average_rate or 25)
         info = probe_audio(audio, options.limits)
-        writer = VideoWriter(out, w, h, fps, output_audio_rate(info.sample_rate), options)
-        blocks = iter_audio(audio, rate=writer.audio_rate, layout="mono", fmt="fltp")
-        try:
+        with VideoWriter(out, w, h, fps, output_audio_rate(info.sample_rate), options) as writer:
             for frame in src.decode(v):
                 writer.write_frames(frame.to_ndarray(format="rgb24")[None, :h, :w])
-            for block in blocks:
+            for block in iter_audio(audio, rate=writer.audio_rate, layout="mono", fmt="fltp"):
                 writer.write_audio(block)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
     return out

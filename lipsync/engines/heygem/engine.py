@@ -152,7 +152,7 @@ class HeyGemEngine(FileEngine):
 
     def render_file(self, request: FileRenderRequest) -> RenderResult:
         limit = self.task_timeout + self.task_timeout_factor * request.audio_duration
-        record = request.output.with_name(f".{request.output.name}.heygem.json")
+        record = _task_record(request.output)
         resumed = self._resume(record, request, limit)
         if resumed is not None:
             return resumed
@@ -280,13 +280,18 @@ class HeyGemEngine(FileEngine):
             remux_with_audio(result, request.audio, request.output, request.options)
         finally:
             _remove(result)
-            _remove(request.output.with_name(f".{request.output.name}.heygem.json"))
+            _remove(_task_record(request.output))
         with av.open(str(request.output)) as c:
             v = c.streams.video[0]
             width, height = v.codec_context.width, v.codec_context.height
         frames = round(request.audio_duration * fps)
         return RenderResult(path=request.output, engine=self.name, duration=request.audio_duration, width=width,
                             height=height, fps=fps, frames=frames, notes=(f"rendered by HeyGem server {server.name}",))
+
+
+def _task_record(output: Path) -> Path:
+    """Where a render keeps its task's server and code while the task runs (beside the output)."""
+    return output.with_name(f".{output.name}.heygem.json")
 
 
 def _find_result(server: Server, code: str, result: str | None) -> Path:

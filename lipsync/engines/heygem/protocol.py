@@ -135,10 +135,10 @@ class Client:
 
 def check_server(server: Server, *, timeout: float = 5.0) -> list[tuple[bool, str]]:
     """What ``lipsyncd doctor`` says of one server: (ok, sentence) for its answer and its folder."""
-    out = [(Client(server, timeout=timeout).probe(),
-            f"{server.url} answers the gen-video protocol" )]
-    if not out[0][0]:
-        out[0] = (False, f"{server.url} does not answer (or not the gen-video protocol)")
+    if Client(server, timeout=timeout).probe():
+        out = [(True, f"{server.url} answers the gen-video protocol")]
+    else:
+        out = [(False, f"{server.url} does not answer (or not the gen-video protocol)")]
     folder = Path(server.host_dir)
     probe = folder / f".lipsyncd-probe-{secrets.token_hex(4)}"
     try:
