@@ -260,6 +260,22 @@ class MetricsConfig:
 
 
 @dataclass
+class ApiConfig:
+    enabled: bool = opt(False)  # serve the HTTP API from `lipsyncd run` too (`lipsyncd serve` always does)
+    bind: str = opt("127.0.0.1")
+    port: int = opt(8480, min=1, max=65535)
+    public_url: str = opt("")  # base of status URLs and permanent links; "" = http://bind:port
+    auth: str = opt("keys", choices=("keys", "none"))  # "none" only with a loopback bind
+    rate_limit: str = opt("60/min")  # requests per key (per client address without auth); "" = unlimited
+    fetch_private_urls: bool = opt(False)  # allow audio_url/template_url/callback_url on private addresses
+    fetch_timeout: Duration = opt(Duration(300), min=1)  # the longest one URL fetch may take
+    link_redirect_lifetime: Duration = opt(Duration(3600), min=60, max=7 * 86400)  # of the URL /l/ redirects to
+    upload_expiry: Duration = opt(Duration(86400), min=60)  # unfinished or unused resumable uploads are deleted
+    keys_file: Path | None = opt(None)  # default <state>/api-keys.json (hashes only)
+    link_secret_file: Path | None = opt(None)  # default <state>/link-secret; the same file on every host
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
@@ -272,6 +288,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     source: Path | None = None  # the file this was loaded from
 
     # derived locations -------------------------------------------------------------
@@ -286,6 +303,28 @@ class Config:
     @property
     def host_work_dir(self) -> Path:
         return self.work_dir / self.host_id
+
+    @property
+    def api_keys_file(self) -> Path:
+        return self.api.keys_file or self.paths.state / "api-keys.json"
+
+    @property
+    def link_secret_file(self) -> Path:
+        return self.api.link_secret_file or self.paths.state / "link-secret"
+
+    @property
+    def api_base_url(self) -> str:
+        """Where users reach the HTTP API: status URLs and permanent links start with this."""
+        if self.api.public_url:
+            return self.api.public_url.rstrip("/")
+        host = self.api.bind if self.api.bind not in ("0.0.0.0", "::", "") else socket.gethostname()
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.api.port}"
+
+    @property
+    def permanent_links(self) -> bool:
+        """Whether outputs get a permanent link: an API serves this share (here or elsewhere)."""
+        return self.api.enabled or bool(self.api.public_url)
 
     @property
     def embedded_data_dir(self) -> Path:
@@ -545,5 +584,37 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
                         "use up to 64 letters, digits, '.', '_' or '-'")
     if cfg.cluster.heartbeat_interval * 2 > cfg.cluster.lease_timeout:
         problems.append(f"{src}: cluster.heartbeat_interval: must be at most half of cluster.lease_timeout")
+    _check_api(cfg, src, problems)
     if cfg.links.refresh_margin >= cfg.links.lifetime:
         problems.append(f"{src}: links.refresh_margin: must be shorter than links.lifetime")
+
+
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_RATE_UNITS = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """ "60/min" -> (60, 60.0): that many requests per that many seconds; "" -> None (unlimited)."""
+    if not text.strip():
+        return None
+    m = _RATE_RE.match(text)
+    if not m or int(m.group(1)) < 1:
+        raise ValueError(f"{text!r} is not a rate such as \"60/min\", \"5/s\" or \"1000/hour\"")
+    return int(m.group(1)), float(_RATE_UNITS[m.group(2)])
+
+
+def is_loopback_bind(bind: str) -> bool:
+    return bind in ("localhost", "::1") or bind.startswith("127.")
+
+
+def _check_api(cfg: Config, src: str, problems: list[str]) -> None:
+    api = cfg.api
+    try:
+        parse_rate(api.rate_limit)
+    except ValueError as e:
+        problems.append(f"{src}: api.rate_limit: {e}")
+    if api.public_url and not re.match(r"^https?://[^/\s]+", api.public_url):
+        problems.append(f"{src}: api.public_url: {api.public_url!r} must start with http:// or https://")
+    if api.auth == "none" and not is_loopback_bind(api.bind):
+        problems.append(f"{src}: api.auth: \"none\" is refused with api.bind = {api.bind!r}: anyone who reaches "
+                        "that address could submit and delete jobs; bind to 127.0.0.1 or use API keys")

@@ -51,6 +51,14 @@ def default_extensions(cfg: Config) -> Extensions:
 
     ext.services.append(serve_metrics)
 
+    if cfg.api.enabled:
+        def serve_api(store: Store) -> Stop:
+            from daemon.api.server import BackgroundServer  # FastAPI loads only when the API is on
+
+            return BackgroundServer(cfg, store, metrics).start().stop
+
+        ext.services.append(serve_api)
+
     def run_schedules(store: Store) -> Stop:
         scheduler = start_scheduler(cfg, store)
         return lambda: scheduler.shutdown(wait=True)  # a running refresh needs the store still open

@@ -109,13 +109,19 @@ def fast_notifier(hooks, **kw) -> Notifier:
     return Notifier(hooks, backoff=0.05, **kw)
 
 
-def test_json_webhook_receives_the_sidecar_as_is(receiver):
+def test_json_webhook_receives_the_sidecar_plus_flat_fields_for_workflows(receiver):
     doc = done_doc()
+    doc["outputs"][0]["link"] = "https://lipsync.example.com/l/abc.def"
     n = fast_notifier([Webhook(receiver.url("/ok"))])
     n(doc)
     n.close()
     (req,) = receiver.requests
-    assert req["body"] == doc
+    body = req["body"]
+    assert {k: v for k, v in body.items() if k in doc} == doc  # the sidecar, unchanged
+    assert body["name"] == doc["job"] and body["state"] == "done"
+    assert body["link"] == "https://lipsync.example.com/l/abc.def"  # the permanent link comes first
+    assert body["links"] == [o.get("link") or o["url"] for o in doc["outputs"]]
+    assert body["error_message"] is None
     assert req["headers"]["Content-Type"].startswith("application/json")
 
 

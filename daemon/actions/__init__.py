@@ -24,6 +24,9 @@ ACTIONS: tuple[str, ...] = (
     "daemon.actions.cancel",
     "daemon.actions.links",
     "daemon.actions.cleanup",
+    "daemon.actions.serve",
+    "daemon.actions.submit",
+    "daemon.actions.api_key",
 )
 
 EXIT_OK = 0

@@ -78,7 +78,7 @@ def prepare_work_area(cfg: Config) -> Path:
 def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> ClaimedJob | None:
     """Move ``spec``'s inbox files into a new work folder; None when another daemon won."""
     inbox = cfg.paths.inbox
-    order = _claim_order(spec)
+    order = claim_order(spec)
     if not order:
         return None
     plan: list[dict[str, Any]] = []
@@ -118,6 +118,7 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
             entry["moved"] = True
         except FileNotFoundError:
             pass
+    _remove_emptied_job_folder(inbox, spec.name, plan)
     failpoint("claim_moved", job_id)
     _mark_claimed(record)
     _write_json(work_dir / RECORD_NAME, record)
@@ -125,6 +126,17 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
     log.info("job claimed", job=record["record_name"], job_id=job_id, files=len(plan),
              failed=record["error"]["code"] if record["error"] else None)
     return load_claimed(work_dir, cfg)
+
+
+def _remove_emptied_job_folder(inbox: Path, name: str, plan: list[dict[str, Any]]) -> None:
+    # A manifest NAME.job.* whose files sit in a folder NAME/ (how the HTTP API drops jobs)
+    # leaves that folder empty once claimed; an emptied folder named like the job is the
+    # job's own and goes with it. Anything still inside keeps it in place.
+    if any(e["name"].startswith(f"{name}/") for e in plan):
+        try:
+            os.rmdir(inbox / name)
+        except OSError:
+            pass
 
 
 def _reserve_record(work_dir: Path, record: dict[str, Any], cfg: Config) -> None:
@@ -176,7 +188,7 @@ def _move_aside_as(folder: Path, suffix: str | None) -> Path | None:
     return target
 
 
-def _claim_order(spec: JobSpec) -> list[Path]:
+def claim_order(spec: JobSpec) -> list[Path]:
     """Manifest, audio, inbox templates, then the rest by name: the same on every host."""
     moving = set(spec.files)
     head = [p for p in [spec.manifest, spec.audio, *spec.templates] if p is not None and p in moving]

@@ -166,6 +166,8 @@ def expire_output(doc: dict[str, Any], out: dict[str, Any], reason: str) -> None
     out["state"] = OutputState.EXPIRED
     out["url"] = None
     out["url_expires_at"] = None
+    if "link" in out:
+        out["link"] = None  # it would answer 410 now; say so in the record too
     _set_note(doc, _EXPIRED_NOTE, f"{isotime()}: {reason}")
     if doc.get("state") == State.DONE and not any(o.get("state") == OutputState.DONE for o in doc.get("outputs", [])):
         doc["state"] = State.EXPIRED

@@ -160,11 +160,13 @@ class Sidecar:
             self.output(name)["state"] = OutputState.UPLOADING
 
     def output_uploaded(self, name: str, *, url: str, expires: datetime | float, bucket: str, key: str,
-                        local_path: str | None) -> None:
+                        local_path: str | None, link: str | None = None) -> None:
         with self._lock:
             out = self.output(name)
             out.update(state=OutputState.DONE, url=url, url_expires_at=isotime(expires), bucket=bucket, key=key,
                        content_type="video/mp4")
+            if link is not None:
+                out["link"] = link
             if local_path is not None:
                 out["local_path"] = local_path
 

@@ -46,6 +46,7 @@ from daemon.logsetup import bind_job, get_logger
 from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
 from daemon.pipeline.engines import EngineCache
 from daemon.pipeline.slots import Slot
+from daemon.storage.permalinks import load_signer
 from daemon.storage import Store, object_key, sha256_file
 
 log = get_logger(__name__)
@@ -115,6 +116,8 @@ class JobRunner:
         self.heartbeat = heartbeat
         # said in every finished job's notes, e.g. that its link dies with a burst run's store
         self.link_note = link_note
+        # permanent links (/l/<token>) when an HTTP API serves this share
+        self.links = load_signer(cfg.link_secret_file) if cfg.permanent_links else None
         self.render_backoff = Backoff(float(cfg.render.retry_delay), float(cfg.render.retry_delay_max))
         self.upload_backoff = Backoff(UPLOAD_RETRY_FIRST, float(cfg.storage.retry_backoff_max))
         self._bucket_ready = False
@@ -297,7 +300,8 @@ class JobRunner:
                 failpoint("after_upload", job.id)
                 url, expires = self.store.presign_get(key, lifetime=lifetime, filename=plan.name)
                 rec.output_uploaded(plan.name, url=url, expires=expires, bucket=stored.bucket, key=key,
-                                    local_path=str(archive / plan.name) if archive is not None else None)
+                                    local_path=str(archive / plan.name) if archive is not None else None,
+                                    link=self.links.link(self.cfg.api_base_url, key) if self.links else None)
                 # the link itself is a bearer token: the log names the object instead
                 log.info("output uploaded", output=plan.name, bucket=stored.bucket, key=key, size=stored.size,
                          link_expires_at=rec.output(plan.name)["url_expires_at"])

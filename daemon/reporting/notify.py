@@ -7,7 +7,9 @@ sidecar.
 
 Formats:
 
-* ``json``: the sidecar document as it is (also used for a job's own ``callback_url``);
+* ``json``: the sidecar document, plus ``name``, ``link`` (the first video's permanent link,
+  else its presigned URL), ``links`` and ``error_message`` for workflow tools (also used for
+  a job's own ``callback_url``);
 * ``wecom`` / ``dingtalk``: the chat-robot text message ``{"msgtype": "text", "text":
   {"content": "video ready: talk.mp4 https://..."}}`` that both robots accept.
 
@@ -84,7 +86,9 @@ def message_text(doc: dict[str, Any]) -> str:
         return f"video failed: {job}: {reason}"
     lines = []
     for out in doc.get("outputs", []):
-        if out.get("url"):
+        if out.get("link"):  # permanent: the chat message stays useful after 7 days
+            lines.append(f"video ready: {out.get('name', job)} {out['link']}")
+        elif out.get("url"):
             until = out.get("url_expires_at")
             tail = f" (link valid until {until.replace('T', ' ').replace('Z', ' UTC')})" if until else ""
             lines.append(f"video ready: {out.get('name', job)} {out['url']}{tail}")
@@ -95,7 +99,12 @@ def message_text(doc: dict[str, Any]) -> str:
 
 def render_payload(fmt: str, doc: dict[str, Any]) -> dict[str, Any]:
     if fmt == "json":
-        return doc
+        # the sidecar, plus flat fields a workflow tool (Dify, Zapier, n8n) can map without
+        # walking the outputs: the first video's link, every link, the error message
+        links = [o.get("link") or o.get("url") for o in doc.get("outputs", []) if o.get("link") or o.get("url")]
+        err = doc.get("error") or {}
+        return {**doc, "name": doc.get("job"), "link": links[0] if links else None, "links": links,
+                "error_message": err.get("message")}
     if fmt in _ROBOT_FORMATS:
         return {"msgtype": "text", "text": {"content": message_text(doc)}}
     raise ValueError(f"unknown webhook format {fmt!r} (use one of {', '.join(FORMATS)})")

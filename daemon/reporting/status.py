@@ -101,7 +101,7 @@ def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = No
         entries = Outbox(cfg.paths.outbox).scan()
     jobs = [from_sidecar(e.doc, e.path, now) for e in entries]
     jobs += _claimed_without_sidecar(cfg, {j.id for j in jobs}, now)
-    jobs += _inbox_backlog(cfg, now)
+    jobs += inbox_backlog(cfg, now)
     _estimate(jobs, entries, now)
     if patterns:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.job, p) for p in patterns)]
@@ -124,7 +124,7 @@ def _claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datet
     return out
 
 
-def _inbox_backlog(cfg: Config, now: datetime) -> list[JobStatus]:
+def inbox_backlog(cfg: Config, now: datetime) -> list[JobStatus]:
     """Drops no daemon has claimed yet, in the order the daemons will take them."""
     inbox = Inbox(cfg, settled_by_mtime=True)
     epoch = now.timestamp()

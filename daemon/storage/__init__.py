@@ -152,6 +152,24 @@ def open_for_command(cfg: Config) -> Iterator[Store]:
         yield handle.store
 
 
+def connect(cfg: Config) -> Store:
+    """The store as a client only -- for the HTTP API, which never runs a store itself.
+
+    "s3": a client of the configured endpoint (nothing is contacted yet). "embedded": a
+    client of the SeaweedFS that ``lipsyncd run`` serves on 127.0.0.1 with this state
+    folder's credentials; StorageError when no daemon here has ever made them.
+    """
+    if cfg.storage.mode != "embedded":
+        return ObjectStore(cfg)
+    path = credentials_path(cfg.paths.state)
+    if not path.exists():
+        raise StorageError(f"{path} does not exist: the embedded store is run by `lipsyncd run` with this "
+                           "state folder (start it first), or use an external store (storage.mode = \"s3\")",
+                           code="storage_setup")
+    return ObjectStore(cfg, credentials=load_or_create(cfg.paths.state),
+                       endpoint=f"http://127.0.0.1:{cfg.storage.embedded.port}")
+
+
 def _listening(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0):

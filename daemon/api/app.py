@@ -1,0 +1,339 @@
+"""The HTTP API as a FastAPI application: :func:`create_app` wires the routes to the share.
+
+Routes (all documented in the OpenAPI document at ``/api/v1/openapi.json``):
+
+* ``POST /api/v1/jobs`` submit; ``GET /api/v1/jobs`` list; ``GET /api/v1/jobs/{name}``
+  one sidecar; ``GET /api/v1/jobs/{name}/events`` Server-Sent Events; ``DELETE`` withdraw,
+  cancel or delete; ``POST /api/v1/jobs/{name}/retry``.
+* ``/api/v1/uploads``: tus 1.0 resumable uploads (tuspyserver), used by ``*_upload``.
+* ``GET /l/{token}``: permanent links. ``/healthz``, ``/readyz``, ``/metrics``, docs.
+
+The app only reads and writes the share (and, for links and deletes, the store); it never
+renders. One process may serve it alone (``lipsyncd serve``) or inside ``lipsyncd run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import anyio
+from fastapi import Depends, FastAPI, Path as PathParam, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from tuspyserver import create_tus_router
+
+from lipsync import __version__
+
+from daemon.api import docs_page, openapi_extras
+from daemon.api.auth import KeyRing, Principal, RateLimiter, retry_after_header
+from daemon.api.drops import Staging, api_dir, clean_job_name, sweep_stale_staging
+from daemon.api.errors import ApiError, install as install_errors, responses
+from daemon.api.jobdesk import LIST_STATES, JobDesk
+from daemon.api.submit import check_options, gather, probe_staged, read_request
+from daemon.config import Config, parse_rate
+from daemon.errors import StorageError
+from daemon.intake.names import job_stem
+from daemon.logsetup import get_logger
+from daemon.outbox import State
+from daemon.reporting.metrics import Metrics
+from daemon.storage import Store
+from daemon.storage.permalinks import load_signer
+
+log = get_logger(__name__)
+API = "/api/v1"
+EVENT_POLL = 0.5  # seconds between looks at a sidecar while streaming its events
+KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
+SWEEP_EVERY = 600.0
+FINAL = {State.DONE, State.FAILED, State.EXPIRED}
+
+StoreProvider = Callable[[], Store]
+
+
+def uploads_dir(cfg: Config) -> Path:
+    """Where tus uploads collect: on the inbox's filesystem, so a job takes them by rename."""
+    return cfg.paths.inbox / ".lipsyncd" / "uploads"
+
+
+def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = None) -> FastAPI:
+    keys = KeyRing(cfg.api_keys_file)
+    rate = parse_rate(cfg.api.rate_limit)
+    limiter = RateLimiter(*rate) if rate else None
+    desk = JobDesk(cfg)
+    signer = load_signer(cfg.link_secret_file)
+    metrics = metrics or Metrics(cfg)
+    bearer = HTTPBearer(auto_error=False, description="an API key from `lipsyncd api-key create NAME`")
+    base_url = cfg.api_base_url
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(_sweeper(cfg))
+        log.info("http api ready", url=base_url, auth=cfg.api.auth)
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    app = FastAPI(
+        title="lipsyncd", version=__version__, lifespan=lifespan,
+        summary="Lip-synced talking-head videos from an audio file and a video or photo of a person.",
+        description="Submit a job (audio + one or more templates), follow it, get permanent links to the "
+                    "videos. Jobs are dropped into the inbox that lipsyncd daemons watch; the API itself never "
+                    "renders. Authenticate with `Authorization: Bearer KEY`.",
+        openapi_url=f"{API}/openapi.json", docs_url=None, redoc_url=None,
+        servers=[{"url": base_url}],
+    )
+    install_errors(app)
+
+    def caller(write: bool) -> Callable[..., Principal]:
+        def dependency(request: Request,
+                       credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
+            if cfg.api.auth == "none":
+                who = Principal("anonymous", "full")
+                bucket = f"addr:{request.client.host if request.client else '?'}"
+            else:
+                if credentials is None or credentials.scheme.lower() != "bearer":
+                    raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer KEY",
+                                   headers={"WWW-Authenticate": "Bearer"})
+                who = keys.lookup(credentials.credentials)
+                if who is None:
+                    raise ApiError(401, "unauthorized", "the API key is not valid (revoked or mistyped)",
+                                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+                bucket = f"key:{who.name}"
+            if limiter is not None:
+                wait = limiter.take(bucket)
+                if wait > 0:
+                    raise ApiError(429, "rate_limited", f"more than api.rate_limit ({cfg.api.rate_limit}) requests; "
+                                   f"retry in {math.ceil(wait)} s", headers={"Retry-After": retry_after_header(wait)})
+            if write and not who.can_write:
+                raise ApiError(403, "forbidden", f"the key {who.name!r} is read-only")
+            return who
+        return dependency
+
+    reader, writer = caller(False), caller(True)
+
+    def links_for(doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "status_url": f"{base_url}{API}/jobs/{quote(doc.get('job', ''), safe='')}"}
+
+    # -- health ---------------------------------------------------------------------------
+    @app.get("/healthz", tags=["health"], operation_id="healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], operation_id="readyz", summary="The inbox is writable and the store answers",
+             responses=responses(503))
+    async def readyz(_who: Principal = Depends(reader)) -> JSONResponse:
+        checks = await anyio.to_thread.run_sync(_readiness, cfg, store)
+        ok = all(c["ok"] for c in checks.values())
+        return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["health"], operation_id="metrics", summary="Prometheus metrics",
+             response_class=PlainTextResponse)
+    async def prometheus(_who: Principal = Depends(reader)) -> PlainTextResponse:
+        body = await anyio.to_thread.run_sync(generate_latest, metrics.registry)
+        return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(f"{API}/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(docs_page.render(app.openapi()))
+
+    # -- jobs -----------------------------------------------------------------------------
+    @app.post(f"{API}/jobs", status_code=202, tags=["jobs"], operation_id="submitJob",
+              summary="Submit a job: an audio and one or more templates",
+              description=openapi_extras.SUBMIT_DESCRIPTION, openapi_extra=openapi_extras.SUBMIT_BODY,
+              responses={202: openapi_extras.ACCEPTED, **responses(400, 401, 403, 404, 409, 413, 415, 422, 429)})
+    async def submit(request: Request, who: Principal = Depends(writer)) -> JSONResponse:
+        staging = await anyio.to_thread.run_sync(Staging, cfg)
+        try:
+            req = await read_request(request, staging, cfg)
+            name, options = await anyio.to_thread.run_sync(check_options, req, cfg)
+            audio, templates, fields = await anyio.to_thread.run_sync(
+                lambda: gather(req, staging, cfg, uploads_dir=uploads_dir(cfg)))
+            await anyio.to_thread.run_sync(probe_staged, staging, audio, templates, cfg, fields)
+            name = name or clean_job_name(job_stem(audio)) or "job"
+            published = await anyio.to_thread.run_sync(
+                lambda: staging.publish(name, audio=audio, templates=templates, options=options))
+        except BaseException:
+            await anyio.to_thread.run_sync(staging.discard)
+            raise
+        log.info("job submitted", job=published, by=who.name, templates=len(templates))
+        url = f"{base_url}{API}/jobs/{quote(published, safe='')}"
+        return JSONResponse({"name": published, "state": "waiting", "status_url": url, "events_url": f"{url}/events"},
+                            status_code=202, headers={"Location": url})
+
+    @app.get(f"{API}/jobs", tags=["jobs"], operation_id="listJobs", summary="A page of jobs, newest first",
+             responses=responses(400, 401, 429))
+    async def list_jobs(
+        state: str | None = Query(None, description=f"only jobs in this state: {', '.join(LIST_STATES)}"),
+        limit: int = Query(50, ge=1, le=500, description="jobs per page"),
+        cursor: str | None = Query(None, description="next_cursor of the previous page"),
+        _who: Principal = Depends(reader),
+    ) -> dict[str, Any]:
+        if state is not None and state not in LIST_STATES:
+            raise ApiError(400, "bad_request", f"state: {state!r} is not one of {', '.join(LIST_STATES)}", field="state")
+        jobs, next_cursor = await anyio.to_thread.run_sync(lambda: desk.page(state=state, limit=limit, cursor=cursor))
+        return {"jobs": [links_for(d) for d in jobs], "next_cursor": next_cursor}
+
+    job_name = PathParam(..., description="the job name, as returned by submitJob", max_length=400)
+
+    @app.get(f"{API}/jobs/{{name}}", tags=["jobs"], operation_id="getJob",
+             summary="A job's sidecar: state, progress, links, error",
+             responses=responses(401, 404, 429))
+    async def get_job(name: str = job_name, _who: Principal = Depends(reader)) -> dict[str, Any]:
+        doc = await anyio.to_thread.run_sync(desk.find, name)
+        if doc is None:
+            raise ApiError(404, "not_found", f"no job {name!r}", field="name")
+        return links_for(doc)
+
+    @app.get(f"{API}/jobs/{{name}}/events", tags=["jobs"], operation_id="jobEvents",
+             summary="Server-Sent Events: the sidecar each time it changes, until done or failed",
+             response_class=StreamingResponse, responses={200: openapi_extras.EVENTS, **responses(401, 404, 429)})
+    async def job_events(request: Request, name: str = job_name, _who: Principal = Depends(reader)) -> StreamingResponse:
+        first = await anyio.to_thread.run_sync(desk.find, name)
+        if first is None:
+            raise ApiError(404, "not_found", f"no job {name!r}", field="name")
+        return StreamingResponse(_events(request, desk, name, first), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.delete(f"{API}/jobs/{{name}}", tags=["jobs"], operation_id="deleteJob",
+                summary="Withdraw a waiting job, cancel a running one, or delete a finished one's videos",
+                responses={200: openapi_extras.DELETED, **responses(401, 403, 404, 409, 429, 503)})
+    async def delete_job(name: str = job_name, who: Principal = Depends(writer)) -> JSONResponse:
+        def act() -> dict[str, Any]:
+            handle = _store_or_none(store)
+            return desk.delete(name, store=handle, by=f"api key {who.name}").as_dict()
+        result = await anyio.to_thread.run_sync(act)
+        return JSONResponse(result, status_code=202 if result["action"] == "cancel_requested" else 200)
+
+    @app.post(f"{API}/jobs/{{name}}/retry", status_code=202, tags=["jobs"], operation_id="retryJob",
+              summary="Drop a failed job's inputs into the inbox again",
+              responses={202: openapi_extras.ACCEPTED, **responses(401, 403, 404, 409, 429)})
+    async def retry_job(name: str = job_name, who: Principal = Depends(writer)) -> JSONResponse:
+        published = await anyio.to_thread.run_sync(desk.retry, name)
+        log.info("job retried", job=published, by=who.name)
+        url = f"{base_url}{API}/jobs/{quote(published, safe='')}"
+        return JSONResponse({"name": published, "state": "waiting", "status_url": url, "events_url": f"{url}/events"},
+                            status_code=202)
+
+    # -- permanent links --------------------------------------------------------------------
+    @app.get("/l/{token}", tags=["links"], operation_id="openLink", status_code=307,
+             summary="A permanent link: redirects to a freshly signed URL of the video",
+             responses={307: {"description": "redirect to the video"}, **responses(404, 410, 503)})
+    async def open_link(token: str) -> RedirectResponse:
+        key = signer.key_of(token)
+        if key is None or not key.startswith(cfg.storage.prefix):
+            raise ApiError(404, "not_found", "no such link")
+
+        def sign() -> str:
+            handle = store()
+            if handle.head(key) is None:
+                raise ApiError(410, "gone", "this video was deleted")
+            lifetime = min(float(cfg.api.link_redirect_lifetime), handle.max_link_lifetime())
+            url, _expires = handle.presign_get(key, lifetime=lifetime, filename=key.rsplit("/", 1)[-1])
+            return url
+        try:
+            url = await anyio.to_thread.run_sync(sign)
+        except StorageError as e:
+            raise ApiError(503, "storage_unavailable", f"the store is not reachable: {e.message}",
+                           headers={"Retry-After": "30"}) from None
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+
+    # -- resumable uploads (tus 1.0) -----------------------------------------------------------
+    tus = create_tus_router(prefix=f"{API}/uploads", files_dir=str(uploads_dir(cfg)),
+                            max_size=int(cfg.limits.max_file_size), auth=writer,
+                            days_to_keep=max(1, math.ceil(float(cfg.api.upload_expiry) / 86400)),
+                            tags=["uploads"])
+    app.include_router(tus)
+    openapi_extras.install(app)
+    return app
+
+
+async def _events(request: Request, desk: JobDesk, name: str, first: dict[str, Any]) -> AsyncIterator[bytes]:
+    seq, last, quiet = 0, None, 0.0
+    doc: dict[str, Any] | None = first
+    while True:
+        if doc is None:
+            yield _event(seq + 1, "gone", {"job": name, "state": "gone"})
+            return
+        body = json.dumps(doc, sort_keys=True)
+        if body != last:
+            seq, last, quiet = seq + 1, body, 0.0
+            yield _event(seq, "job", doc)
+            if State.of(doc) in FINAL:
+                return
+        elif quiet >= KEEPALIVE:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(EVENT_POLL)
+        quiet += EVENT_POLL
+        doc = await anyio.to_thread.run_sync(desk.find, name)
+
+
+def _event(seq: int, kind: str, doc: dict[str, Any]) -> bytes:
+    return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(doc, ensure_ascii=False)}\n\n".encode()
+
+
+def _store_or_none(store: StoreProvider) -> Store | None:
+    try:
+        return store()
+    except StorageError:
+        return None
+
+
+def _readiness(cfg: Config, store: StoreProvider) -> dict[str, dict[str, Any]]:
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        folder = api_dir(cfg)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".ready-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+        checks["inbox"] = {"ok": True, "path": str(cfg.paths.inbox)}
+    except OSError as e:
+        checks["inbox"] = {"ok": False, "path": str(cfg.paths.inbox), "error": e.strerror or str(e)}
+    try:
+        store().ping()
+        checks["storage"] = {"ok": True, "bucket": cfg.storage.bucket}
+    except StorageError as e:
+        checks["storage"] = {"ok": False, "bucket": cfg.storage.bucket, "error": e.message}
+    return checks
+
+
+async def _sweeper(cfg: Config) -> None:
+    """Delete tus uploads no job took within api.upload_expiry, and dead staging folders."""
+    while True:
+        try:
+            await anyio.to_thread.run_sync(_sweep, cfg)
+        except Exception as e:  # noqa: BLE001 - a sweep that fails is tried again next time
+            log.warning("upload sweep failed", error=str(e))
+        await asyncio.sleep(SWEEP_EVERY)
+
+
+def _sweep(cfg: Config) -> None:
+    sweep_stale_staging(cfg)
+    folder, now = uploads_dir(cfg), time.time()
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        try:
+            if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > float(cfg.api.upload_expiry):
+                os.unlink(e.path)
+            elif e.is_dir(follow_symlinks=False) and e.name == ".locks":
+                continue
+        except FileNotFoundError:
+            continue
+    shutil.rmtree(folder / ".tmp", ignore_errors=True)

@@ -1,0 +1,122 @@
+"""The parts of the OpenAPI document FastAPI cannot infer: the submit body (parsed as a
+stream, not by FastAPI), the answers' shapes and the error schema.
+
+The document is meant to be imported as it is by workflow tools (a Dify custom tool):
+every operation has an operationId and a summary, every parameter a description.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from daemon.api.errors import ERROR_SCHEMA
+
+_ONE_OR_MORE = {"type": "array", "items": {"type": "string"}}
+
+_FIELDS: dict[str, dict[str, Any]] = {
+    "audio_url": {"type": "string", "format": "uri",
+                  "description": "http(s) URL of the audio (wav, mp3, m4a, flac, ogg, aac), fetched by the server"},
+    "audio_upload": {"type": "string", "description": "id (or URL) of a finished tus upload holding the audio"},
+    "template_url": {**_ONE_OR_MORE, "description": "http(s) URL(s) of template videos (mp4, mov, mkv, webm) "
+                                                     "or photos (png, jpg)"},
+    "template_name": {**_ONE_OR_MORE, "description": "name(s) of templates in the server's template library"},
+    "template_upload": {**_ONE_OR_MORE, "description": "id(s) or URL(s) of finished tus uploads holding templates"},
+    "name": {"type": "string", "description": "job name (default: the audio's name); a name in use gets -2, -3, ..."},
+    "engine": {"type": "string", "enum": ["auto", "warp", "wav2lip", "passthrough", "heygem"],
+               "description": "lip-sync engine (default: the server's render.engine)"},
+    "link_lifetime": {"type": "string", "description": "how long presigned URLs live, e.g. \"3d\" (1m..7d); "
+                                                       "permanent links do not expire"},
+    "callback_url": {"type": "string", "format": "uri",
+                     "description": "webhook called with the job's JSON when it is done or failed"},
+    "output_name": {"type": "string", "description": "file name of the video(s), without .mp4"},
+    "priority": {"type": "integer", "minimum": -100, "maximum": 100, "description": "higher runs first (default 0)"},
+}
+
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "audio": {"type": "string", "format": "binary", "description": "the audio file"},
+                        "template": {"type": "array", "items": {"type": "string", "format": "binary"},
+                                     "description": "template file(s): repeat the field for several"},
+                        **_FIELDS,
+                    },
+                },
+                "encoding": {"audio": {"contentType": "application/octet-stream"},
+                             "template": {"contentType": "application/octet-stream"}},
+            },
+            "application/json": {
+                "schema": {"type": "object", "properties": _FIELDS, "additionalProperties": False},
+                "example": {"audio_url": "https://tts.example.com/out/welcome.mp3", "template_name": "anna.mp4",
+                            "name": "welcome"},
+            },
+        },
+    }
+}
+
+SUBMIT_DESCRIPTION = (
+    "Give exactly one audio (`audio` file, `audio_url` or `audio_upload`) and at least one template (`template` "
+    "files, `template_url`, `template_name`, `template_upload`); one video is made per template. Files are "
+    "checked from their headers at once (422 names the file and the problem); the job is then dropped into the "
+    "inbox, where a daemon claims it. URLs that resolve to private or loopback addresses are refused.")
+
+_SUBMITTED = {
+    "type": "object",
+    "required": ["name", "state", "status_url", "events_url"],
+    "properties": {
+        "name": {"type": "string", "description": "the job's name: use it in getJob"},
+        "state": {"type": "string", "enum": ["waiting", "queued"]},
+        "status_url": {"type": "string", "format": "uri"},
+        "events_url": {"type": "string", "format": "uri"},
+    },
+}
+ACCEPTED = {"description": "accepted: the job is in the inbox",
+            "content": {"application/json": {"schema": _SUBMITTED}}}
+EVENTS = {"description": "text/event-stream: `event: job` with the sidecar as data, once per change; the "
+                         "stream ends after done, failed or expired (`event: gone` if the job was withdrawn)",
+          "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+DELETED = {"description": "what was done: withdrawn, cancel_requested (202), deleted or already_deleted",
+           "content": {"application/json": {"schema": {"type": "object", "properties": {
+               "name": {"type": "string"}, "action": {"type": "string"},
+               "videos_deleted": {"type": "integer"}}}}}}
+
+
+def install(app: FastAPI) -> None:
+    """Add the shared schemas to the generated document, and the API-key scheme's name."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = get_openapi(title=app.title, version=app.version, summary=app.summary, description=app.description,
+                          routes=app.routes, servers=app.servers, tags=[
+                              {"name": "jobs", "description": "submit and follow lip-sync jobs"},
+                              {"name": "uploads", "description": "tus 1.0 resumable uploads for large files"},
+                              {"name": "links", "description": "permanent links to videos"},
+                              {"name": "health", "description": "liveness, readiness, metrics"}])
+        doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        paths = doc.get("paths", {})
+        for path in [p for p in paths if p.endswith("/") and p.rstrip("/") in paths]:
+            del paths[path]  # the tus router answers with and without the slash; document one
+        for path, ops in doc.get("paths", {}).items():
+            for method, op in ops.items():
+                if "operationId" not in op or op["operationId"].endswith(("_post", "_patch", "_head", "_delete",
+                                                                           "_options", "_get")):
+                    op["operationId"] = _tus_operation(method, path)
+                op.setdefault("summary", op["operationId"])
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _tus_operation(method: str, path: str) -> str:
+    names = {("post", False): "createUpload", ("head", True): "uploadOffset", ("patch", True): "appendToUpload",
+             ("delete", True): "deleteUpload", ("options", False): "uploadCapabilities"}
+    return names.get((method, "{uuid}" in path), f"{method}{path.replace('/', '_')}")
