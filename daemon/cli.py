@@ -22,7 +22,14 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                             help="override logging.level of the config")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_name(module: str) -> str:
+    """``daemon.actions.check_config`` -> ``check-config``."""
+    return module.rsplit(".", 1)[-1].replace("_", "-")
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of ``only`` (so that a command loads nothing that
+    another one needs: ``lipsyncd submit`` runs with the HTTP client alone)."""
     parser = argparse.ArgumentParser(
         prog="lipsyncd",
         description="Turns an audio file and a video or photo of a person into a lip-synced MP4; "
@@ -31,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lipsyncd {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in ACTIONS:
+        if only is not None and command_name(name) != only:
+            continue
         module = importlib.import_module(name)
         sub = module.add_parser(subparsers)
         _add_common(sub)
@@ -39,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = argv[0] if argv else None
+    parser = build_parser(first if first in {command_name(a) for a in ACTIONS} else None)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)

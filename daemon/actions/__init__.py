@@ -12,9 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from daemon import config
-from daemon.errors import ConfigError
-
 ACTIONS: tuple[str, ...] = (
     "daemon.actions.run",
     "daemon.actions.render",
@@ -40,6 +37,11 @@ def load_config(args: argparse.Namespace):
     Prints every problem and exits with status 2 when it is invalid: every command that
     needs a config would fail the same way, and one message is clearer than a traceback.
     """
+    # imported here: `lipsyncd submit` (a pure HTTP client, `pip install lipsyncd[client]`)
+    # must run without the daemon's dependencies
+    from daemon import config
+    from daemon.errors import ConfigError
+
     try:
         return config.load(args.config)
     except ConfigError as e:
@@ -48,4 +50,6 @@ def load_config(args: argparse.Namespace):
 
 
 def config_path(args: argparse.Namespace) -> Path:
+    from daemon import config
+
     return Path(args.config) if args.config else config.default_config_path()

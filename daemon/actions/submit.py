@@ -41,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--wait", action="store_true", help="follow the job until it is done or failed")
     p.add_argument("--json", action="store_true", help="print the final JSON (the sidecar with --wait)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--resumable-over", type=int, default=32 * 1024 * 1024, metavar="BYTES",
+                   help="files larger than this go up as resumable (tus) uploads first (default 32 MiB)")
     return p
 
 
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
             say(f"uploading {name}: {done * 100 // max(total, 1)}%")
 
     try:
-        with ApiClient(server, key) as client:
+        with ApiClient(server, key, resumable_over=args.resumable_over) as client:
             accepted = client.submit(args.audio, args.templates, template_names=args.template_name, fields=fields,
                                      progress=upload_progress)
             name = accepted["name"]

@@ -52,7 +52,7 @@ from daemon.storage.permalinks import load_signer
 
 log = get_logger(__name__)
 API = "/api/v1"
-EVENT_POLL = 0.5  # seconds between looks at a sidecar while streaming its events
+EVENT_POLL = 0.2  # seconds between looks at a sidecar while streaming its events
 KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
 SWEEP_EVERY = 600.0
 FINAL = {State.DONE, State.FAILED, State.EXPIRED}
@@ -229,7 +229,8 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
     @app.get("/l/{token}", tags=["links"], operation_id="openLink", status_code=307,
              summary="A permanent link: redirects to a freshly signed URL of the video",
              responses={307: {"description": "redirect to the video"}, **responses(404, 410, 503)})
-    async def open_link(token: str) -> RedirectResponse:
+    async def open_link(token: str = PathParam(..., description="the token of a link from a sidecar's outputs[].link",
+                                               max_length=2048)) -> RedirectResponse:
         key = signer.key_of(token)
         if key is None or not key.startswith(cfg.storage.prefix):
             raise ApiError(404, "not_found", "no such link")
@@ -259,7 +260,10 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
 
 
 async def _events(request: Request, desk: JobDesk, name: str, first: dict[str, Any]) -> AsyncIterator[bytes]:
-    seq, last, quiet = 0, None, 0.0
+    # The sidecar is polled: a stat every EVENT_POLL, a read only when it changed. Changes
+    # closer together than that arrive as one event (the sidecar's timings keep them all).
+    # Until the job has a sidecar (waiting in the inbox) the inbox is looked at instead.
+    seq, last, quiet, stamp = 0, None, 0.0, None
     doc: dict[str, Any] | None = first
     while True:
         if doc is None:
@@ -278,6 +282,10 @@ async def _events(request: Request, desk: JobDesk, name: str, first: dict[str, A
             return
         await asyncio.sleep(EVENT_POLL)
         quiet += EVENT_POLL
+        now = await anyio.to_thread.run_sync(desk.record_stamp, name)
+        if now is not None and now == stamp and doc.get("state") != "waiting":
+            continue
+        stamp = now
         doc = await anyio.to_thread.run_sync(desk.find, name)
 
 

@@ -38,8 +38,9 @@ class ClientError(Exception):
 
 class ApiClient:
     def __init__(self, server: str, api_key: str | None, *, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None):
+                 transport: httpx.BaseTransport | None = None, resumable_over: int = RESUMABLE_OVER):
         self.server = server.rstrip("/")
+        self.resumable_over = resumable_over
         headers = {"User-Agent": "lipsyncd-submit"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
@@ -144,18 +145,18 @@ class ApiClient:
                     data.append((f"{field}_url", source))
                     continue
                 path = Path(source)
-                if path.stat().st_size > RESUMABLE_OVER:
+                if path.stat().st_size > self.resumable_over:
                     data.append((f"{field}_upload", self.upload(
                         path, progress=(lambda done, total, n=path.name: progress(n, done, total)) if progress else None)))
                 else:
                     files.append((field, (path.name, stack.enter_context(open(path, "rb")),
                                           mimetypes.guess_type(path.name)[0] or "application/octet-stream")))
+            body: dict[str, list[str]] = {}
+            for k, v in data:
+                body.setdefault(k, []).append(v)
             if files:
-                resp = self._send("POST", "/api/v1/jobs", data=data, files=files)
+                resp = self._send("POST", "/api/v1/jobs", data=body, files=files)
             else:
-                body: dict[str, Any] = {}
-                for k, v in data:
-                    body.setdefault(k, []).append(v)
                 resp = self._send("POST", "/api/v1/jobs", json={k: v if len(v) > 1 or k.startswith("template_")
                                                                  else v[0] for k, v in body.items()})
         return self._checked(resp)

@@ -67,6 +67,14 @@ class JobDesk:
                 return {"job": name, "state": j.state, "id": j.id, "host": j.host, "notes": j.notes}
         return None
 
+    def record_stamp(self, name: str) -> tuple[int, int] | None:
+        """(mtime, size) of the job's sidecar, None while it has none: a cheap "changed?"."""
+        try:
+            st = os.stat(self.outbox.path_for(name))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return st.st_mtime_ns, st.st_size
+
     def _unclaimed(self, name: str) -> dict[str, Any] | None:
         for j in status.inbox_backlog(self.cfg, utcnow()):
             if j.job == name:

@@ -109,11 +109,36 @@ def install(app: FastAPI) -> None:
                 if "operationId" not in op or op["operationId"].endswith(("_post", "_patch", "_head", "_delete",
                                                                            "_options", "_get")):
                     op["operationId"] = _tus_operation(method, path)
-                op.setdefault("summary", op["operationId"])
+                op["summary"] = _TUS_SUMMARIES.get(op["operationId"]) or op.get("summary") or op["operationId"]
+                params = [p for p in op.get("parameters", []) if p.get("name") not in _INTERNAL_PARAMS]
+                for p in params:
+                    if not p.get("description"):
+                        p["description"] = _TUS_PARAMS.get(p["name"].lower(), p["name"].replace("-", " "))
+                if "parameters" in op:
+                    op["parameters"] = params
         app.openapi_schema = doc
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+_INTERNAL_PARAMS = {"post_request"}  # a tuspyserver implementation detail, not part of the protocol
+_TUS_PARAMS = {
+    "uuid": "the upload id (the last part of the Location of createUpload)",
+    "upload-length": "the whole file's size in bytes",
+    "upload-defer-length": "1 when the size is not known yet",
+    "upload-metadata": "tus metadata: `filename <base64>,filetype <base64>`; the filename's extension says the kind",
+    "upload-concat": "tus concatenation (partial / final)",
+    "upload-offset": "the byte offset this request's data starts at (HEAD tells where to resume)",
+    "tus-resumable": "the tus protocol version: 1.0.0",
+    "content-length": "bytes in this request",
+    "content-type": "application/offset+octet-stream",
+}
+_TUS_SUMMARIES = {"createUpload": "Start a resumable upload (tus 1.0 creation)",
+                  "uploadOffset": "How much of an upload the server has (resume from there)",
+                  "appendToUpload": "Send the next bytes of an upload",
+                  "deleteUpload": "Abandon an upload (tus termination)",
+                  "uploadCapabilities": "The tus versions and extensions supported"}
 
 
 def _tus_operation(method: str, path: str) -> str:

@@ -322,13 +322,17 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
             problems.append(ApiError(400, "bad_option", "output_name: nothing usable is left of it", field="output_name"))
         else:
             options["output_name"] = cleaned
+    # every URL is checked before any is fetched: a request naming one refused address
+    # makes no request anywhere
+    for key in ("audio_url", "template_url", "callback_url"):
+        for url in req.texts.get(key, []):
+            try:
+                check_target(url, field=key, allow_private=cfg.api.fetch_private_urls)
+            except ApiError as e:
+                problems.append(e)
     callback = req.text("callback_url")
-    if callback:
-        try:
-            check_target(callback, field="callback_url", allow_private=cfg.api.fetch_private_urls)
-            options["callback_url"] = callback
-        except ApiError as e:
-            problems.append(e)
+    if callback and not any(p.field == "callback_url" for p in problems):
+        options["callback_url"] = callback
     raw_name = req.text("name")
     name = clean_job_name(raw_name)
     if raw_name is not None and name is None:
