@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import Request as HttpRequest
+from fastapi import Request as HttpRequest
 
 from lipsync.engine import MediaLimits, RenderOptions
 from lipsync.engines import NAMES as ENGINE_NAMES

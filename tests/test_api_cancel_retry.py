@@ -1,0 +1,59 @@
+"""Cancel and retry over HTTP, against a daemon whose renders are slowed down (a failpoint
+sleeps at every progress step) and whose first render fails."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api_harness import make_stack, sse
+from tests.daemon_harness import Media, wait_until
+
+pytestmark = pytest.mark.xdist_group("api-cancel-retry")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, store):
+    media = Media(tmp_path_factory.mktemp("media-3s"), seconds=3.0)
+    with make_stack(tmp_path_factory.mktemp("api-cancel"), store, media,
+                    failpoints="before_render=raise*1,render_progress=sleep:0.25",
+                    render={"chunk_frames": 2}) as s:
+        yield s
+
+
+def test_a_failed_job_is_retried_from_its_kept_inputs(stack):
+    name = stack.upload_job("retry me").json()["name"]
+    first = stack.follow(name)[-1]
+    assert first["state"] == "failed"
+    failed_id = first["id"]
+
+    r = httpx.post(f"{stack.url}/api/v1/jobs/{name}/retry", headers=stack.h)
+    assert r.status_code == 202, r.text
+    assert r.json()["name"] == name  # the new run takes over the failed record
+    again = stack.follow(name)[-1]
+    assert again["state"] == "done" and again["id"] != failed_id
+    assert again["options"] == first["options"]
+    # the failed run's record of inputs is kept aside, named by its id
+    assert (stack.share.root / "failed" / f"{name}.{failed_id}").is_dir()
+
+    done = httpx.post(f"{stack.url}/api/v1/jobs/{name}/retry", headers=stack.h)
+    assert done.status_code == 409 and done.json()["error"]["code"] == "not_failed"
+    missing = httpx.post(f"{stack.url}/api/v1/jobs/nothing-here/retry", headers=stack.h)
+    assert missing.status_code == 404
+
+
+def test_deleting_a_rendering_job_cancels_it(stack):
+    name = stack.upload_job("cancel me").json()["name"]
+    events = sse(f"{stack.url}/api/v1/jobs/{name}/events", stack.h)
+    for _kind, doc in events:
+        if doc["state"] == "rendering":
+            break
+    r = httpx.delete(f"{stack.url}/api/v1/jobs/{name}", headers=stack.h)
+    assert r.status_code == 202 and r.json()["action"] == "cancel_requested"
+    last = [doc for _kind, doc in events][-1]
+    assert last["state"] == "failed" and last["error"]["code"] == "cancelled"
+    assert last["progress"] < 1.0  # it stopped mid-render
+    wait_until(lambda: not stack.share.work_jobs(), 30, "the work folder to go")
+    kept = stack.share.root / "failed" / name
+    assert sorted(p.name for p in kept.rglob("*.*")) == sorted(["job.json", "presenter.mp4", "speech.wav",
+                                                                f"{name}.job.json"])
