@@ -14,9 +14,12 @@ Every problem of the options is reported at once (``error.problems``); the first
 
 from __future__ import annotations
 
+import collections
+import errno
 import json
 import os
 import re
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +46,8 @@ TEXT_FIELDS = ("audio_url", "audio_upload", "template_url", "template_name", "te
 REPEATABLE = {"template", "template_url", "template_name", "template_upload"}
 MAX_TEXT = 64 * 1024
 MAX_PARTS = 1000
-_FLUSH = 1024 * 1024
+_FLUSH = 1024 * 1024  # bytes gathered into one write
+_BACKLOG = 32 * 1024 * 1024  # bytes received but not yet written, at most
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -117,29 +121,95 @@ async def _read_multipart(request: HttpRequest, staging: Staging, cfg: Config) -
     if declared.isdigit() and int(declared) > most:
         raise ApiError(413, "too_large", f"the request is {int(declared)} bytes; at most {most} fit the limits "
                        "(limits.max_file_size per file, limits.max_templates_per_job)")
-    form = _FormWriter(Request(), staging, limit, cfg.limits.max_templates_per_job)
+    writer = _DiskWriter()
+    form = _FormWriter(Request(), staging, limit, cfg.limits.max_templates_per_job, writer)
     parser = MultipartParser(boundary, form.callbacks())
     try:
         async for chunk in request.stream():
             parser.write(chunk)
             form.check()
-            if form.pending_bytes() >= _FLUSH:
-                await anyio.to_thread.run_sync(form.flush)
+            if writer.backlog > _BACKLOG:  # the disk is slower than the network: let it catch up
+                await anyio.to_thread.run_sync(writer.wait_below, _BACKLOG // 2)
+            writer.check()
         parser.finalize()
         form.check()
-        await anyio.to_thread.run_sync(form.flush)
     finally:
         form.close()
+        await anyio.to_thread.run_sync(writer.finish)
+    writer.check()
     if not form.finished:
         raise ApiError(400, "bad_request", "the multipart body ended early (the upload was cut off)")
     return form.req
 
 
-class _FormWriter:
-    """python-multipart callbacks that write file parts into the staging folder."""
+class _DiskWriter:
+    """Writes the request's file parts in a thread of its own, while the event loop goes on
+    receiving: network and disk overlap, and the loop never waits on a slow share. At most
+    ``_BACKLOG`` bytes wait in memory (the loop pauses reading beyond that)."""
 
-    def __init__(self, req: Request, staging: Staging, limit: int, max_templates: int):
+    def __init__(self) -> None:
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self.backlog = 0
+        self.error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="upload-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, item: tuple) -> None:
+        with self._cond:
+            self._items.append(item)
+            if item[0] == "data":
+                self.backlog += len(item[1])
+            self._cond.notify()
+
+    def _run(self) -> None:
+        fh = None
+        while True:
+            with self._cond:
+                while not self._items:
+                    self._cond.wait()
+                item = self._items.popleft()
+            try:
+                if item[0] == "open":
+                    fh = open(item[1], "wb")
+                elif item[0] == "data" and fh is not None and self.error is None:
+                    fh.write(item[1])
+                elif item[0] == "close" and fh is not None:
+                    fh.close()
+                    fh = None
+            except OSError as e:
+                self.error = self.error or e
+            with self._cond:
+                if item[0] == "data":
+                    self.backlog -= len(item[1])
+                self._cond.notify_all()
+            if item[0] == "end":
+                if fh is not None:
+                    fh.close()
+                return
+
+    def wait_below(self, size: int) -> None:
+        with self._cond:
+            while self.backlog > size and self._thread.is_alive():
+                self._cond.wait(1.0)
+
+    def finish(self) -> None:
+        self.put(("end",))
+        self._thread.join()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise ApiError(507 if self.error.errno == errno.ENOSPC else 500, "storage_full" if
+                           self.error.errno == errno.ENOSPC else "io_error",
+                           f"cannot write the upload into the inbox: {self.error.strerror}")
+
+
+class _FormWriter:
+    """python-multipart callbacks: text fields into the request, file parts to the writer."""
+
+    def __init__(self, req: Request, staging: Staging, limit: int, max_templates: int, writer: _DiskWriter):
         self.req, self.staging, self.limit, self.max_templates = req, staging, limit, max_templates
+        self.writer = writer
         self.error: ApiError | None = None
         self.finished = False
         self.parts = 0
@@ -147,7 +217,7 @@ class _FormWriter:
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
         self._field: str | None = None
-        self._file = None
+        self._file = False  # a file part is open
         self._file_name: str | None = None
         self._size = 0
         self._text = bytearray()
@@ -207,7 +277,8 @@ class _FormWriter:
                 return
             path = self.staging.new_file(clean)
             self._file_name = path.name
-            self._file = open(path, "wb")
+            self._file = True
+            self.writer.put(("open", path))
         elif name not in TEXT_FIELDS:
             self._fail(ApiError(400, "unknown_field", f"{name or '(unnamed part)'}: unknown field; allowed: "
                                 f"{', '.join([*FILE_FIELDS, *TEXT_FIELDS])}", field=name or None))
@@ -216,35 +287,34 @@ class _FormWriter:
         if self.error is not None:
             return
         n = end - start
-        if self._file is not None:
+        if self._file:
             self._size += n
             if self._size > self.limit:
                 self._fail(ApiError(413, "too_large", f"{self._field}: {self._file_name} is larger than "
                                     f"limits.max_file_size ({self.limit} bytes)", field=self._field))
                 return
             self._pending += data[start:end]
+            if len(self._pending) >= _FLUSH:
+                self.flush()
         elif self._field in TEXT_FIELDS:
             self._text += data[start:end]
             if len(self._text) > MAX_TEXT:
                 self._fail(ApiError(413, "too_large", f"{self._field}: longer than {MAX_TEXT} bytes",
                                     field=self._field))
 
-    def pending_bytes(self) -> int:
-        return len(self._pending)
-
     def flush(self) -> None:
-        if self._file is not None and self._pending:
-            self._file.write(self._pending)
+        if self._file and self._pending:
+            self.writer.put(("data", self._pending))
             self._pending = bytearray()
 
     def _end(self) -> None:
         if self.error is not None:
             return
         field_name = self._field or ""
-        if self._file is not None:
+        if self._file:
             self.flush()
-            self._file.close()
-            self._file = None
+            self.writer.put(("close",))
+            self._file = False
             if self._size == 0:
                 self._fail(ApiError(400, "bad_media", f"{field_name}: {self._file_name} is empty (0 bytes)",
                                     field=field_name))
@@ -270,9 +340,9 @@ class _FormWriter:
         self.finished = True
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._file:
+            self.writer.put(("close",))
+            self._file = False
 
 
 # --------------------------------------------------------------------------- checking
