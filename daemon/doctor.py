@@ -187,6 +187,35 @@ def check_storage(cfg: Config, *, live: bool) -> list[Check]:
     return checks
 
 
+def check_api(cfg: Config) -> list[Check]:
+    """The HTTP API's keys and permanent-link secret (only when an API serves this share)."""
+    if not (cfg.permanent_links or cfg.api_keys_file.exists()):
+        return [Check("http api", OK, "not served from this config ([api] enabled = false, no public_url)")]
+    from daemon.api.auth import KeyRing
+
+    checks = []
+    if cfg.api.auth == "none":
+        checks.append(Check("api keys", WARN, f"api.auth = \"none\": anyone who reaches {cfg.api.bind}:{cfg.api.port} "
+                            "may submit and delete jobs"))
+    else:
+        try:
+            keys = KeyRing(cfg.api_keys_file).list()
+            checks.append(Check("api keys", OK if keys else WARN,
+                                f"{len(keys)} in {cfg.api_keys_file}" if keys else
+                                f"none yet: every request will be refused; `lipsyncd api-key create NAME`"))
+        except ValueError as e:
+            checks.append(Check("api keys", FAIL, str(e)))
+    secret = cfg.link_secret_file
+    if not secret.exists():
+        checks.append(Check("link secret", WARN, f"{secret} does not exist yet: made at the first start; other "
+                            "hosts serving this share need a copy of it"))
+    elif secret.stat().st_mode & 0o077:
+        checks.append(Check("link secret", WARN, f"{secret} is readable by others (chmod 600)"))
+    else:
+        checks.append(Check("link secret", OK, f"{secret}; links start with {cfg.api_base_url}/l/"))
+    return checks
+
+
 def run_checks(cfg: Config | None, *, storage: bool = False) -> Iterator[Check]:
     yield from _guard("python", check_python)
     yield from _guard("torch", check_torch)
@@ -199,3 +228,4 @@ def run_checks(cfg: Config | None, *, storage: bool = False) -> Iterator[Check]:
     yield from _guard("inbox watch", lambda: check_watch(cfg))
     yield from _guard("disk", lambda: check_disks(cfg))
     yield from _guard("storage", lambda: check_storage(cfg, live=storage))
+    yield from _guard("http api", lambda: check_api(cfg))

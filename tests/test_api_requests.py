@@ -333,3 +333,18 @@ def test_openapi_document_validates_and_suits_a_workflow_tool_import(tmp_path, s
     assert "bearerAuth" in json.dumps(doc["components"]["securitySchemes"]) or doc["components"]["securitySchemes"]
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert all(f"id='{op}'" in page.text for op in ops) and "<script" not in page.text
+
+
+def test_doctor_reports_the_apis_keys_and_link_secret(tmp_path, share, capsys):
+    from daemon.cli import main
+
+    cfg = share_config(tmp_path, share, None)
+    main(["doctor", "-c", str(cfg.source)])
+    out = capsys.readouterr().out
+    assert "WARN api keys: none yet" in out and "WARN link secret" in out
+    new_key(cfg, "ci")
+    with api(tmp_path, share):  # the first start makes the secret
+        pass
+    main(["doctor", "-c", str(cfg.source)])
+    out = capsys.readouterr().out
+    assert "ok   api keys: 1 in" in out and f"ok   link secret: {cfg.link_secret_file}" in out
