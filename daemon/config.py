@@ -271,6 +271,7 @@ class ApiConfig:
     fetch_timeout: Duration = opt(Duration(300), min=1)  # the longest one URL fetch may take
     link_redirect_lifetime: Duration = opt(Duration(3600), min=60, max=7 * 86400)  # of the URL /l/ redirects to
     upload_expiry: Duration = opt(Duration(86400), min=60)  # unfinished or unused resumable uploads are deleted
+    console_read_only_without_key: bool = opt(False)  # the web console (and GET routes) without a key, read-only
     keys_file: Path | None = opt(None)  # default <state>/api-keys.json (hashes only)
     link_secret_file: Path | None = opt(None)  # default <state>/link-secret; the same file on every host
 

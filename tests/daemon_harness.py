@@ -285,8 +285,8 @@ class Share:
         bad = []
         for p in self.files():
             name = p.name
-            if name.startswith(".clock-"):
-                continue  # the share-clock probe of each host (lease.share_now)
+            if name.startswith((".clock-", ".daemon-")):
+                continue  # each host's share-clock probe (lease.share_now) and presence (worker)
             if name.startswith(".") or name.endswith((".tmp", ".part", ".partial")) or ".tmp" in name:
                 bad.append(p)
         return bad

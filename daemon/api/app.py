@@ -22,6 +22,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -35,8 +36,8 @@ from tuspyserver import create_tus_router
 
 from lipsync import __version__
 
-from daemon.api import docs_page, openapi_extras
-from daemon.api.auth import KeyRing, Principal, RateLimiter, retry_after_header
+from daemon.api import console, docs_page, openapi_extras, templates_api
+from daemon.api.auth import SESSION_COOKIE, KeyRing, Principal, RateLimiter, Sessions, retry_after_header
 from daemon.api.drops import Staging, api_dir, clean_job_name, sweep_stale_staging
 from daemon.api.errors import ApiError, install as install_errors, responses
 from daemon.api.jobdesk import LIST_STATES, JobDesk
@@ -52,6 +53,7 @@ from daemon.storage.permalinks import load_signer
 
 log = get_logger(__name__)
 API = "/api/v1"
+CONSOLE_HEADER = "X-Lipsyncd-Console"
 EVENT_POLL = 0.2  # seconds between looks at a sidecar while streaming its events
 KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
 SWEEP_EVERY = 600.0
@@ -95,30 +97,45 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
     )
     install_errors(app)
 
+    sessions = Sessions(signer.derived_key(b"console-session"), keys)
+
     def caller(write: bool) -> Callable[..., Principal]:
         def dependency(request: Request,
                        credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Principal:
-            if cfg.api.auth == "none":
-                who = Principal("anonymous", "full")
-                bucket = f"addr:{request.client.host if request.client else '?'}"
-            else:
-                if credentials is None or credentials.scheme.lower() != "bearer":
-                    raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer KEY",
-                                   headers={"WWW-Authenticate": "Bearer"})
-                who = keys.lookup(credentials.credentials)
-                if who is None:
-                    raise ApiError(401, "unauthorized", "the API key is not valid (revoked or mistyped)",
-                                   headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
-                bucket = f"key:{who.name}"
+            who = _identify(request, credentials, write)
+            bucket = f"key:{who.name}" if who.name != "anonymous" else \
+                f"addr:{request.client.host if request.client else '?'}"
             if limiter is not None:
                 wait = limiter.take(bucket)
                 if wait > 0:
                     raise ApiError(429, "rate_limited", f"more than api.rate_limit ({cfg.api.rate_limit}) requests; "
                                    f"retry in {math.ceil(wait)} s", headers={"Retry-After": retry_after_header(wait)})
             if write and not who.can_write:
-                raise ApiError(403, "forbidden", f"the key {who.name!r} is read-only")
+                raise ApiError(403, "forbidden", f"the key {who.name!r} is read-only" if who.name != "anonymous"
+                               else "sign in with an API key to change jobs")
             return who
         return dependency
+
+    def _identify(request: Request, credentials: HTTPAuthorizationCredentials | None, write: bool) -> Principal:
+        if cfg.api.auth == "none":
+            return Principal("anonymous", "full")
+        if credentials is not None and credentials.scheme.lower() == "bearer":
+            who = keys.lookup(credentials.credentials)
+            if who is None:
+                raise ApiError(401, "unauthorized", "the API key is not valid (revoked or mistyped)",
+                               headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return who
+        who = sessions.check(request.cookies.get(SESSION_COOKIE))
+        if who is not None:
+            # a cookie rides along with any request the browser makes, also ones another site
+            # triggers: changes need a header only our own pages' scripts send (CSRF)
+            if write and request.headers.get(CONSOLE_HEADER) != "1":
+                raise ApiError(403, "forbidden", f"requests signed in by cookie must carry {CONSOLE_HEADER}: 1")
+            return who
+        if cfg.api.console_read_only_without_key and request.method in ("GET", "HEAD"):
+            return Principal("anonymous", "read")
+        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer KEY",
+                       headers={"WWW-Authenticate": "Bearer"})
 
     reader, writer = caller(False), caller(True)
 
@@ -177,11 +194,13 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
         state: str | None = Query(None, description=f"only jobs in this state: {', '.join(LIST_STATES)}"),
         limit: int = Query(50, ge=1, le=500, description="jobs per page"),
         cursor: str | None = Query(None, description="next_cursor of the previous page"),
+        q: str | None = Query(None, max_length=200, description="only jobs whose name contains this text"),
         _who: Principal = Depends(reader),
     ) -> dict[str, Any]:
         if state is not None and state not in LIST_STATES:
             raise ApiError(400, "bad_request", f"state: {state!r} is not one of {', '.join(LIST_STATES)}", field="state")
-        jobs, next_cursor = await anyio.to_thread.run_sync(lambda: desk.page(state=state, limit=limit, cursor=cursor))
+        jobs, next_cursor = await anyio.to_thread.run_sync(
+            lambda: desk.page(state=state, limit=limit, cursor=cursor, query=q))
         return {"jobs": [links_for(d) for d in jobs], "next_cursor": next_cursor}
 
     job_name = PathParam(..., description="the job name, as returned by submitJob", max_length=400)
@@ -203,6 +222,18 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
         if first is None:
             raise ApiError(404, "not_found", f"no job {name!r}", field="name")
         return StreamingResponse(_events(request, desk, name, first), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    @app.get(f"{API}/events", tags=["jobs"], operation_id="jobsEvents",
+             summary="Server-Sent Events for several jobs at once (a page of a job list)",
+             response_class=StreamingResponse, responses={200: openapi_extras.EVENTS, **responses(400, 401, 429)})
+    async def jobs_events(request: Request,
+                          name: list[str] = Query(..., description="a job name; repeat for several (at most 200)"),
+                          _who: Principal = Depends(reader)) -> StreamingResponse:
+        if len(name) > 200:
+            raise ApiError(400, "bad_request", "name: at most 200 jobs per stream", field="name")
+        return StreamingResponse(_many_events(request, desk, list(dict.fromkeys(name))),
+                                 media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     @app.delete(f"{API}/jobs/{{name}}", tags=["jobs"], operation_id="deleteJob",
@@ -230,7 +261,9 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
              summary="A permanent link: redirects to a freshly signed URL of the video",
              responses={307: {"description": "redirect to the video"}, **responses(404, 410, 503)})
     async def open_link(token: str = PathParam(..., description="the token of a link from a sidecar's outputs[].link",
-                                               max_length=2048)) -> RedirectResponse:
+                                               max_length=2048),
+                        download: bool = Query(False, description="true: save the file instead of playing it")
+                        ) -> RedirectResponse:
         key = signer.key_of(token)
         if key is None or not key.startswith(cfg.storage.prefix):
             raise ApiError(404, "not_found", "no such link")
@@ -240,7 +273,8 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
             if handle.head(key) is None:
                 raise ApiError(410, "gone", "this video was deleted")
             lifetime = min(float(cfg.api.link_redirect_lifetime), handle.max_link_lifetime())
-            url, _expires = handle.presign_get(key, lifetime=lifetime, filename=key.rsplit("/", 1)[-1])
+            url, _expires = handle.presign_get(key, lifetime=lifetime, filename=key.rsplit("/", 1)[-1],
+                                               disposition="attachment" if download else None)
             return url
         try:
             url = await anyio.to_thread.run_sync(sign)
@@ -255,8 +289,26 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
                             days_to_keep=max(1, math.ceil(float(cfg.api.upload_expiry) / 86400)),
                             tags=["uploads"])
     app.include_router(tus)
+    ctx = Context(cfg=cfg, desk=desk, store=store, reader=reader, writer=writer, sessions=sessions,
+                  signer=signer, base_url=base_url)
+    templates_api.register(app, ctx)
+    console.register(app, ctx)
     openapi_extras.install(app)
     return app
+
+
+@dataclass
+class Context:
+    """What the route modules beside this one (templates, console) are given."""
+
+    cfg: Config
+    desk: JobDesk
+    store: StoreProvider
+    reader: Callable[..., Principal]
+    writer: Callable[..., Principal]
+    sessions: Sessions
+    signer: Any
+    base_url: str
 
 
 async def _events(request: Request, desk: JobDesk, name: str, first: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -287,6 +339,38 @@ async def _events(request: Request, desk: JobDesk, name: str, first: dict[str, A
             continue
         stamp = now
         doc = await anyio.to_thread.run_sync(desk.find, name)
+
+
+async def _many_events(request: Request, desk: JobDesk, names: list[str]) -> AsyncIterator[bytes]:
+    # one stream for a whole page of jobs (a browser allows only ~6 connections per host):
+    # an event whenever one of them changes; it ends when all of them are final
+    last: dict[str, str] = {}
+    stamps: dict[str, tuple[int, int] | None] = {}
+    seq, quiet = 0, 0.0
+    while True:
+        changed = False
+        for name in names:
+            stamp = await anyio.to_thread.run_sync(desk.record_stamp, name)
+            if name in last and stamp is not None and stamp == stamps.get(name):
+                continue
+            stamps[name] = stamp
+            doc = await anyio.to_thread.run_sync(desk.find, name)
+            body = json.dumps(doc, sort_keys=True)
+            if doc is not None and body != last.get(name):
+                last[name] = body
+                seq, changed = seq + 1, True
+                yield _event(seq, "job", doc)
+            elif doc is None:
+                last[name] = body
+        if all(State.of(json.loads(b) or {}) in FINAL for b in last.values()):
+            return
+        if not changed and quiet >= KEEPALIVE:
+            quiet = 0.0
+            yield b": keep-alive\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(EVENT_POLL * 2)
+        quiet = 0.0 if changed else quiet + EVENT_POLL * 2
 
 
 def _event(seq: int, kind: str, doc: dict[str, Any]) -> bytes:

@@ -110,6 +110,13 @@ class KeyRing:
             return None
         return Principal(entry["name"], entry.get("scope", "full"))
 
+    def lookup_digest(self, digest: str) -> Principal | None:
+        """The key whose SHA-256 is ``digest`` (a console session names its key this way)."""
+        with self._lock:
+            self._reload_if_changed()
+            entry = self._by_hash.get(digest)
+        return Principal(entry["name"], entry.get("scope", "full")) if entry else None
+
     def _reload_if_changed(self) -> None:
         try:
             st = os.stat(self.path)
@@ -157,3 +164,42 @@ class RateLimiter:
 
 def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
+
+
+# --------------------------------------------------------------------------- console sessions
+
+SESSION_COOKIE = "lipsyncd_session"
+SESSION_HOURS = 12
+_SESSION_DOMAIN = b"lipsyncd-console-session/1\0"
+
+
+class Sessions:
+    """The web console's sign-in: a cookie naming the key by its hash, signed and dated.
+
+    The key itself never leaves the sign-in form: the cookie holds its SHA-256 (what the
+    key file holds anyway), an expiry and an HMAC with the server's link secret. It is a
+    session cookie (gone when the browser closes), HttpOnly (no script reads it) and
+    SameSite=Strict; revoking the key ends every session made with it at once.
+    """
+
+    def __init__(self, secret: bytes, keys: KeyRing, *, clock=time.time):
+        self._secret, self._keys, self._clock = secret, keys, clock
+
+    def _tag(self, body: str) -> str:
+        return hmac.new(self._secret, _SESSION_DOMAIN + body.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def open(self, key: str) -> str | None:
+        """The cookie value for a valid ``key``, else None."""
+        if self._keys.lookup(key) is None:
+            return None
+        body = f"{_digest(key)}.{int(self._clock()) + SESSION_HOURS * 3600}"
+        return f"{body}.{self._tag(body)}"
+
+    def check(self, cookie: str | None) -> Principal | None:
+        if not cookie or cookie.count(".") != 2:
+            return None
+        digest, expires, tag = cookie.split(".")
+        body = f"{digest}.{expires}"
+        if not hmac.compare_digest(tag, self._tag(body)) or not expires.isdigit() or int(expires) < self._clock():
+            return None
+        return self._keys.lookup_digest(digest)

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ from daemon.intake import claims
 from daemon.intake.inbox import Inbox
 from daemon.intake.names import fit_name
 from daemon.logsetup import get_logger
-from daemon.outbox import Outbox, OutputState, State, utcnow
+from daemon.outbox import Outbox, OutputState, State, read_document, utcnow
 from daemon.reporting import status
 from daemon.storage import Store
 
@@ -52,6 +53,39 @@ class JobDesk:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.outbox = Outbox(cfg.paths.outbox)
+        # sidecars as last read, by file name: (mtime_ns, size) -> document. A listing stats
+        # every sidecar but reads only the ones that changed, so paging through 10,000 jobs
+        # costs a directory scan, not 10,000 JSON parses.
+        self._cache: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        self._cache_lock = threading.Lock()
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every sidecar in the outbox (cached by mtime and size)."""
+        fresh: dict[str, tuple[tuple[int, int], dict[str, Any]]] = {}
+        try:
+            entries = list(os.scandir(self.cfg.paths.outbox))
+        except FileNotFoundError:
+            return []
+        with self._cache_lock:
+            old = self._cache
+        for e in entries:
+            if not e.name.endswith(".json") or e.name.startswith("."):
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            stamp = (st.st_mtime_ns, st.st_size)
+            hit = old.get(e.name)
+            if hit is not None and hit[0] == stamp:
+                fresh[e.name] = hit
+                continue
+            doc = read_document(Path(e.path))
+            if doc is not None:
+                fresh[e.name] = (stamp, doc)
+        with self._cache_lock:
+            self._cache = fresh
+        return [doc for _stamp, doc in fresh.values()]
 
     # -- reading -------------------------------------------------------------------------
     def find(self, name: str) -> dict[str, Any] | None:
@@ -82,18 +116,24 @@ class JobDesk:
                         "position": j.position}
         return None
 
-    def page(self, *, state: str | None, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        """Jobs newest first (waiting drops before them), ``limit`` at a time."""
+    def page(self, *, state: str | None, limit: int, cursor: str | None,
+             query: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Jobs newest first (waiting drops before them), ``limit`` at a time; ``query``
+        keeps the jobs whose name contains it (case-insensitive)."""
         after = _decode_cursor(cursor) if cursor else None
+        needle = (query or "").casefold()
         items: list[tuple[tuple, dict[str, Any]]] = []
         if state in (None, WAITING):
             for j in status.inbox_backlog(self.cfg, utcnow()):
-                items.append(((0, "", j.job), {"job": j.job, "state": WAITING, "files": j.files, "notes": j.notes}))
+                if needle in j.job.casefold():
+                    items.append(((0, "", j.job), {"job": j.job, "state": WAITING, "files": j.files,
+                                                   "notes": j.notes}))
         if state != WAITING:
-            for e in self.outbox.scan():
-                if state is None or e.doc.get("state") == state:
-                    created = str(e.doc.get("created_at") or "")
-                    items.append(((1, _descending(created), e.job), e.doc))
+            for doc in self.records():
+                name = str(doc.get("job", ""))
+                if (state is None or doc.get("state") == state) and needle in name.casefold():
+                    created = str(doc.get("created_at") or "")
+                    items.append(((1, _descending(created), name), doc))
         items.sort(key=lambda kv: kv[0])
         if after is not None:
             items = [kv for kv in items if kv[0] > after]

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from lipsync import __version__
 from lipsync.device import DeviceUnavailableError
 
 from daemon.atomic import write_atomic
@@ -104,6 +105,8 @@ class Worker:
         self._last_ping = 0.0
         self._cancel_checked = 0.0
         self._servers_published: list[dict] = []
+        self._presence: dict | None = None
+        self._presence_at = 0.0
         self._last_status = ("", 0.0)
         self.runner: JobRunner | None = None
 
@@ -228,6 +231,7 @@ class Worker:
                         return done
             self._systemd()
             self._publish_servers()
+            self._publish_presence()
             if self.watcher.wait(min(TICK, self.sd.watchdog_interval or TICK)):
                 self._scan_due = True
             deadline = self.inbox.next_deadline()
@@ -395,6 +399,22 @@ class Worker:
         if text != last_text and now - last_time >= STATUS_INTERVAL:
             self.sd.status(text)
             self._last_status = (text, now)
+
+    def _publish_presence(self) -> None:
+        """``<work>/.daemon-HOST.json``: this daemon is alive, its engine and what each render
+        slot is doing -- for the web console's health strip on any host. Rewritten when it
+        changes, and at least every heartbeat interval (its mtime is the daemon's heartbeat)."""
+        now = time.monotonic()
+        slots = [{"slot": s.label, "job": s.job} for s in self.slots]
+        doc = {"host": self.cfg.host_id, "engine": self.cfg.render.engine, "slots": slots,
+               "stopping": self._stopping, "version": __version__}
+        if doc == self._presence and now - self._presence_at < float(self.cfg.cluster.heartbeat_interval):
+            return
+        self._presence, self._presence_at = doc, now
+        try:
+            write_atomic(self.cfg.work_dir / f".daemon-{self.cfg.host_id}.json", json.dumps(doc).encode())
+        except OSError as e:
+            log.warning("could not publish this daemon's presence", error=f"{type(e).__name__}: {e}")
 
     def _publish_servers(self) -> None:
         """The remote servers as this daemon sees them (down since when, and why), for `lipsyncd

@@ -341,3 +341,23 @@ def format_servers(rows: list[dict[str, Any]]) -> str:
         detail = r["job"] or (f"since {r['down_since']}: {r['reason']}" if r.get("down_since") else "")
         lines.append(f"{r['server'].ljust(width)}  {r['state']}" + (f"  {detail}" if detail else ""))
     return "\n".join(lines)
+
+
+def daemons_on_share(cfg: Config, now: float | None = None) -> list[dict[str, Any]]:
+    """Every daemon that published its presence on the share: host, engine, render slots
+    (and their jobs), seconds since it was last seen, and whether that is within the lease
+    timeout (alive) -- judged by the files' mtimes, the share's own clock."""
+    import time
+
+    rows = []
+    for path in sorted(cfg.work_dir.glob(".daemon-*.json")):
+        try:
+            doc = json.loads(path.read_text())
+            seen = path.stat().st_mtime
+        except (OSError, ValueError):
+            continue
+        age = max(0.0, (now or time.time()) - seen)
+        rows.append({"host": doc.get("host"), "engine": doc.get("engine"), "slots": doc.get("slots", []),
+                     "version": doc.get("version"), "stopping": bool(doc.get("stopping")),
+                     "seen_seconds_ago": round(age, 1), "alive": age <= float(cfg.cluster.lease_timeout)})
+    return rows

@@ -44,6 +44,10 @@ class LinkSigner:
     def _tag(self, key: str) -> bytes:
         return hmac.new(self._secret, _DOMAIN + key.encode("utf-8"), hashlib.sha256).digest()[:_TAG_BYTES]
 
+    def derived_key(self, purpose: bytes) -> bytes:
+        """A key for another use (console sessions) that reveals nothing of this one."""
+        return hmac.new(self._secret, b"lipsyncd-derive\0" + purpose, hashlib.sha256).digest()
+
     def token(self, key: str) -> str:
         return f"{_b64(key.encode('utf-8'))}.{_b64(self._tag(key))}"
 

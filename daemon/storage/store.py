@@ -25,8 +25,10 @@ class Store(Protocol):
                     filename: str | None = None) -> StoredObject:
         """Store ``path`` at ``key``; skipped when an identical object (size, sha256) is there."""
 
-    def presign_get(self, key: str, *, lifetime: float, filename: str | None = None) -> tuple[str, datetime]:
-        """A link anyone can open until the returned time."""
+    def presign_get(self, key: str, *, lifetime: float, filename: str | None = None,
+                    disposition: str | None = None) -> tuple[str, datetime]:
+        """A link anyone can open until the returned time ("inline" plays, "attachment" saves;
+        None: as links.content_disposition says)."""
 
     def head(self, key: str) -> StoredObject | None:
         """The object at ``key``, or None when there is none."""

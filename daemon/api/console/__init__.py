@@ -1,0 +1,18 @@
+"""The web console: server-rendered pages with a little plain JavaScript, served by the API.
+
+No build step and nothing from a CDN: the HTML comes from the Jinja2 templates in
+``templates/``, the script and style from ``static/``, all served by lipsyncd itself, so
+the console works on an offline LAN. Pages read the share through the same
+:class:`~daemon.api.jobdesk.JobDesk` as the API; the script changes things only through
+the documented API routes (signed in by a session cookie and a console header).
+
+Pages: ``/`` jobs (live progress over one SSE stream), ``/jobs/{name}`` one job (players,
+links, the error and what to do, retry/cancel/delete), ``/new`` a new job, ``/templates``
+the template library, ``/signin``.
+"""
+
+from __future__ import annotations
+
+from daemon.api.console.routes import register
+
+__all__ = ["register"]

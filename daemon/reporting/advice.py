@@ -1,0 +1,90 @@
+"""What to do about each ``error.code`` of a failed job: the README's error tables, as data.
+
+The web console shows it next to a failed job's message; a test keeps this table and the
+README's in step, so the two never tell people different things.
+"""
+
+from __future__ import annotations
+
+# code -> (what it means, what to do); the text is Markdown, as in the README
+ERROR_ADVICE: dict[str, tuple[str, str]] = {
+    'bad_media': (
+        'a file is not usable media: empty, unreadable, truncated, damaged, not audio/video/image at all, or not a regular file (a FIFO, a socket)',
+        'check that the named file plays; copy or export it again, completely'),
+    'no_audio_stream': (
+        'the audio input has no sound track (a silent video under an audio name)',
+        'drop a file with sound'),
+    'no_video_stream': (
+        'the template has no picture (an audio file used as the template)',
+        'use a video (`.mp4` `.mov` `.mkv` `.webm`) or a photo (`.png` `.jpg`)'),
+    'limit_exceeded': (
+        'file size, picture size, duration or frame rate above `[limits]`; the message gives the value and the limit',
+        'shorten, downscale or compress the file, or raise the limit'),
+    'no_face': (
+        'no frame of the template shows a usable face',
+        'use a template with one clearly visible, roughly frontal face'),
+    'input_changed': (
+        "an input changed after it was claimed (still being copied, or replaced), or the job's work folder was removed by hand",
+        'copy to a temporary name and rename when done (see above), then drop again; to stop a job use `lipsyncd cancel`'),
+    'cancelled': (
+        '`lipsyncd cancel NAME` stopped the job',
+        'the inputs are in `failed/NAME/`; drop them again to render it'),
+    'bad_manifest': (
+        '`NAME.job.toml` / `NAME.job.json` cannot be read or has invalid entries (all listed at once)',
+        'fix the manifest'),
+    'path_outside_inbox': (
+        "a manifest path is absolute, uses `..`, names a hidden (dot) file or folder or one of the daemon's own folders, or leads out through a symlink",
+        'put the files in the inbox (or `paths.templates`) and name them relatively'),
+    'missing_partner': (
+        'audio without a template (or the reverse) after `watch.partner_grace`, a file a manifest names is not there, or a file vanished while the job was claimed',
+        'drop the missing file under the same stem, or fix the name in the manifest'),
+    'ambiguous_job': (
+        'the files pair more than one way (two audios or two templates with one stem)',
+        'give each stem one audio and one template, or use a manifest'),
+    'symlink_input': (
+        'an input is a symbolic link (never followed, wherever it leads)',
+        'drop the file itself'),
+    'name_too_long': (
+        'a file name derived from the job is still too long for the filesystem (names over 200 bytes are shortened first, so this is rare)',
+        'use a shorter name'),
+    'engine_unavailable': (
+        'the engine asked for cannot run here: unknown name, or a model or library missing',
+        'use `warp`, `wav2lip`, `auto` or `passthrough`; the operator installs what the message names'),
+    'bad_checkpoint': (
+        'the Wav2Lip checkpoint is missing, truncated, unsafe to load, or of another model',
+        'the operator fixes `render.wav2lip.checkpoint` (see [docs/wav2lip.md](docs/wav2lip.md))'),
+    'device_unavailable': (
+        '`render.device` names a GPU this host does not have',
+        'the operator sets `render.device` to `auto` or `cpu`'),
+    'render_failed_remote': (
+        'a HeyGem server failed the task (its message is quoted, naming the server)',
+        "check the template with the server's own tools; the inputs are in `failed/NAME/`"),
+    'render_error': (
+        'the engine produced frames of the wrong size or type (a bug)',
+        'report it with the sidecar'),
+    'internal_error': (
+        'an unexpected error inside lipsyncd (a bug); the message has the details',
+        'report it with the sidecar and the log'),
+    'render_transient': (
+        'the GPU ran out of memory (in any engine) or was busy',
+        'nothing; if it keeps failing, lower `render.wav2lip.batch_size` or `render.chunk_frames`, or free the GPU'),
+    'renderer_busy': (
+        'a remote renderer refused the task because it is busy',
+        'nothing: the job waits and is sent again'),
+    'renderer_unreachable': (
+        'a remote renderer did not answer',
+        'nothing; if it keeps failing, the operator checks the server'),
+    'out_of_memory': (
+        'the host ran out of memory while rendering',
+        'nothing; if it keeps failing, use shorter or smaller inputs or give the host more memory'),
+    'io_error': (
+        'a disk or share failed: full, unmounted, permission denied',
+        'the operator checks free space and the mount, then the inputs are dropped again'),
+    'transient': (
+        'a temporary failure without a more specific code',
+        'nothing; report it if it keeps failing'),
+}
+
+
+def advice(code: str | None) -> tuple[str, str] | None:
+    return ERROR_ADVICE.get(code or "")
