@@ -20,6 +20,7 @@ import pytest
 from tests.api_harness import ThreadApi, make_stack, share_config
 from tests.browser import accessibility_problems, needs_browser, screenshot, start, tab_order
 from tests.daemon_harness import REPO, Media, Share
+from tests.media_factory import write_face_video
 
 pytestmark = [needs_browser, pytest.mark.xdist_group("console")]
 DOCS_IMG = REPO / "docs" / "img"
@@ -27,7 +28,10 @@ DOCS_IMG = REPO / "docs" / "img"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, store):
-    media = Media(tmp_path_factory.mktemp("console-media"), seconds=3.0, size=(160, 120))
+    folder = tmp_path_factory.mktemp("console-media")
+    media = Media(folder, seconds=3.0)
+    # a real face (the astronaut photo, moving a little): what the screenshots show
+    media.template = write_face_video(folder / "presenter.mp4", seconds=3.0, size=(320, 240))
     # the first render fails (to show a failed job and its retry); renders are slowed so
     # that the progress bar is seen moving
     with make_stack(tmp_path_factory.mktemp("console"), store, media,
@@ -123,6 +127,8 @@ def test_a_job_from_the_form_to_a_playing_video(stack, browser, tmp_path_factory
 
     wait(driver, finished, 90, "the job to be done")
     assert driver.execute_script("return window.__sameDocument") is True  # no reload on the way
+    assert not driver.find_element(By.CSS_SELECTOR, "[data-action=cancel]").is_displayed()  # nothing to cancel
+    assert driver.find_element(By.CSS_SELECTOR, "[data-action=delete]").is_displayed()
     assert 1.0 in progress_seen and len(progress_seen) >= 3, progress_seen  # it moved, then filled
 
     # the outputs arrived in place: the video plays from the permanent link
@@ -140,6 +146,7 @@ def test_a_job_from_the_form_to_a_playing_video(stack, browser, tmp_path_factory
     wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "[data-copy=link-0]").text == "Copied", 5, "Copied")
     copied = driver.execute_async_script("navigator.clipboard.readText().then(arguments[0], e => arguments[0]('!' + e))")
     assert copied == link
+    driver.execute_script("window.scrollTo(0, 0)")
     shots.append(screenshot(driver, folder, "job-done"))
 
     driver.get(f"{stack.url}/")
