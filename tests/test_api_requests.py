@@ -348,3 +348,17 @@ def test_doctor_reports_the_apis_keys_and_link_secret(tmp_path, share, capsys):
     main(["doctor", "-c", str(cfg.source)])
     out = capsys.readouterr().out
     assert "ok   api keys: 1 in" in out and f"ok   link secret: {cfg.link_secret_file}" in out
+
+
+def test_the_consoles_advice_is_the_readmes_error_table():
+    """The console tells a failed job's owner what to do with the README's own words."""
+    import re
+
+    from daemon.reporting.advice import ERROR_ADVICE
+    from tests.daemon_harness import REPO
+
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("`error.code` is one of the codes below")
+    rows = dict((code, (meaning, todo)) for code, meaning, todo in
+                re.findall(r"^\| `(\w+)` \| (.+?) \| (.+?) \|$", readme[start:start + 12000], re.M))
+    assert rows == ERROR_ADVICE
