@@ -147,6 +147,13 @@ class Wav2LipConfig:
 
 
 @dataclass
+class MuseTalkConfig:
+    models: Path | None = opt(None)  # folder with musetalkV15/, sd-vae/, whisper/ (scripts/fetch-models musetalk)
+    batch_size: int = opt(8, min=1, max=256)
+    precision: str = opt("auto", choices=("auto", "fp16", "fp32"))
+
+
+@dataclass
 class HeyGemConfig:
     # [{url = "http://gpu-01:8383", host_dir = "/srv/heygem/face2face", container_dir = "/code/data"}, ...]
     servers: list[dict] = opt([])
@@ -172,6 +179,7 @@ class RenderConfig:
     retry_delay: Duration = opt(Duration(30), min=0)  # pause after the first transient failure, doubling
     retry_delay_max: Duration = opt(Duration(600), min=0)
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
+    musetalk: MuseTalkConfig = field(default_factory=MuseTalkConfig)
     heygem: HeyGemConfig = field(default_factory=HeyGemConfig)
 
 
@@ -566,6 +574,8 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
             problems.append(f"{src}: storage.{key}: credentials do not belong in the URL")
     if cfg.storage.prefix.startswith("/"):
         problems.append(f"{src}: storage.prefix: must not start with '/'")
+    if cfg.render.engine == "musetalk" and cfg.render.musetalk.models is None:
+        problems.append(f"{src}: render.musetalk.models: required when render.engine = \"musetalk\"")
     if cfg.render.engine == "wav2lip" and cfg.render.wav2lip.checkpoint is None:
         problems.append(f"{src}: render.wav2lip.checkpoint: required when render.engine = \"wav2lip\"")
     for i, hook in enumerate(cfg.notify.webhooks):

@@ -106,7 +106,8 @@ def check_engines(cfg: Config | None) -> list[Check]:
     wanted = cfg.render.engine if cfg is not None else "warp"
     checks = []
     servers = len(cfg.render.heygem.servers) if cfg is not None else 0
-    for name, state in available_engines(checkpoint, heygem_servers=servers).items():
+    models = cfg.render.musetalk.models if cfg is not None else None
+    for name, state in available_engines(checkpoint, heygem_servers=servers, musetalk_models=models).items():
         if state.startswith("available"):
             checks.append(Check(f"engine {name}", OK, state))
         else:
@@ -202,7 +203,7 @@ def check_api(cfg: Config) -> list[Check]:
             keys = KeyRing(cfg.api_keys_file).list()
             checks.append(Check("api keys", OK if keys else WARN,
                                 f"{len(keys)} in {cfg.api_keys_file}" if keys else
-                                f"none yet: every request will be refused; `lipsyncd api-key create NAME`"))
+                                "none yet: every request will be refused; `lipsyncd api-key create NAME`"))
         except ValueError as e:
             checks.append(Check("api keys", FAIL, str(e)))
     secret = cfg.link_secret_file

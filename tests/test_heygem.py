@@ -77,7 +77,8 @@ def test_a_remote_failure_fails_the_job_with_the_servers_message(tmp_path, modul
         doc = share.wait_for(["noface"], ("failed",), timeout=60, daemons=[daemon])["noface"]
         assert doc["error"]["code"] == "render_failed_remote"
         assert "人脸检测失败" in doc["error"]["message"] and stand_in.url.split("//")[1] in doc["error"]["message"]
-        assert (share.root / "failed" / "noface" / "noface.wav").is_file()
+        # the sidecar says failed a moment before the inputs are filed
+        wait_until(lambda: (share.root / "failed" / "noface" / "noface.wav").is_file(), 15, "the inputs in failed/")
         share.drop_job("fine", media)  # the next one goes through (fraction progress, result without temp/)
         share.wait_for(["fine"], ("done",), timeout=60, daemons=[daemon])
 

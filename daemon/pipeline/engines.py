@@ -51,6 +51,12 @@ def engine_options(cfg: Config, name: str, *, device: str | None = None,
             opts["checkpoint"] = Path(ckpt)
         opts["batch_size"] = w.batch_size
         opts["precision"] = w.precision
+    if name in ("musetalk", "auto"):
+        m = cfg.render.musetalk
+        if m.models is not None:
+            opts["musetalk_models"] = Path(m.models)
+        opts["musetalk_batch_size"] = m.batch_size
+        opts["musetalk_precision"] = m.precision
     if name == "heygem":
         h = cfg.render.heygem
         opts.update(servers=[dict(s) for s in h.servers], poll_interval=float(h.poll_interval),

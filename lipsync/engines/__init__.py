@@ -32,6 +32,8 @@ class EngineEntry:
 ENGINES: dict[str, EngineEntry] = {
     "warp": EngineEntry("lipsync.engines.warp", "WarpEngine",
                         "landmark-driven warp of mouth and jaw; no model to download (the default)"),
+    "musetalk": EngineEntry("lipsync.engines.musetalk", "MuseTalkEngine",
+                            "photoreal 256x256 face, MuseTalk 1.5 weights (usable commercially; render.musetalk.models)"),
     "wav2lip": EngineEntry("lipsync.engines.wav2lip", "Wav2LipEngine",
                            "photoreal mouth from a Wav2Lip checkpoint (render.wav2lip.checkpoint)"),
     "passthrough": EngineEntry("lipsync.engines.passthrough", "PassthroughEngine",
@@ -39,30 +41,38 @@ ENGINES: dict[str, EngineEntry] = {
     "heygem": EngineEntry("lipsync.engines.heygem", "HeyGemEngine",
                           "photoreal renders by HeyGem / Duix.Avatar servers (render.heygem.servers)"),
 }
-AUTO = "auto"  # not an engine of its own: wav2lip when its checkpoint loads, else warp
+AUTO = "auto"  # not an engine of its own: the first of AUTO_ORDER that loads
+AUTO_ORDER = ("musetalk", "wav2lip", "warp")
 NAMES: tuple[str, ...] = (AUTO, *ENGINES)
 
 
 def summaries() -> dict[str, str]:
     """Engine name -> one-line description, ``auto`` included (for --help and the docs)."""
-    return {AUTO: "wav2lip when its checkpoint loads, else warp", **{n: e.summary for n, e in ENGINES.items()}}
+    return {AUTO: "musetalk when its models load, else wav2lip when its checkpoint loads, else warp",
+            **{n: e.summary for n, e in ENGINES.items()}}
 
 
 def create_engine(name: str, **options: Any) -> Engine:
     """Load the engine called ``name`` ("auto", "warp", "wav2lip" or "passthrough").
 
-    "auto" tries wav2lip first; when its checkpoint is missing or unusable it returns the
-    warp engine with the reason in ``engine.load_notes``. An unknown name raises
+    "auto" tries musetalk, then wav2lip, then warp; the engine that loads says in
+    ``engine.load_notes`` why the ones before it did not. An unknown name raises
     :class:`EngineUnavailableError` listing the known ones.
     """
     key = (name or "").strip().lower()
     if key == AUTO:
-        try:
-            return _construct("wav2lip", options)
-        except (CheckpointError, EngineUnavailableError) as e:
-            engine = _construct("warp", options)
-            engine.load_notes.append(f"wav2lip unavailable ({e}); using warp")
+        skipped = []
+        for candidate in AUTO_ORDER[:-1]:
+            try:
+                engine = _construct(candidate, options)
+            except (CheckpointError, EngineUnavailableError) as e:
+                skipped.append(f"{candidate} unavailable ({e})")
+                continue
+            engine.load_notes.extend(f"{s}; using {candidate}" for s in skipped)
             return engine
+        engine = _construct(AUTO_ORDER[-1], options)
+        engine.load_notes.extend(f"{s}; using {AUTO_ORDER[-1]}" for s in skipped)
+        return engine
     return _construct(key, options, shown=name)
 
 
@@ -91,7 +101,8 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in names}
 
 
-def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: int = 0) -> dict[str, str]:
+def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: int = 0,
+                      musetalk_models: str | Path | None = None) -> dict[str, str]:
     """Engine name -> "available" or the reason it is not (for ``lipsyncd doctor``).
 
     Nothing is loaded: engines are imported, and the wav2lip checkpoint is only checked
@@ -114,14 +125,24 @@ def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: i
                 report["wav2lip"] = f"unavailable: checkpoint {path} not found"
             elif path.stat().st_size == 0:
                 report["wav2lip"] = f"unavailable: checkpoint {path} is empty"
+    if report.get("musetalk") == "available":
+        if musetalk_models is None:
+            report["musetalk"] = "unavailable: no models folder configured (render.musetalk.models)"
+        else:
+            from lipsync.engines.musetalk.weights import ModelFiles
+
+            try:
+                ModelFiles.find(musetalk_models)
+            except CheckpointError as e:
+                report["musetalk"] = f"unavailable: {e}"
     if report.get("heygem") == "available" and heygem_servers == 0:
         report["heygem"] = "unavailable: no servers configured (render.heygem.servers)"
     elif report.get("heygem") == "available":
         report["heygem"] = f"available: {heygem_servers} server(s) configured (see the heygem checks)"
-    if report.get("wav2lip") == "available":
-        report["auto"] = "available: wav2lip"
-    elif report.get("warp") == "available":
-        report["auto"] = "available: warp (wav2lip unavailable)"
+    first = next((n for n in AUTO_ORDER if report.get(n) == "available"), None)
+    if first is None:
+        report["auto"] = f"unavailable: none of {', '.join(AUTO_ORDER)} can be loaded"
     else:
-        report["auto"] = "unavailable: neither wav2lip nor warp can be loaded"
+        skipped = AUTO_ORDER[:AUTO_ORDER.index(first)]
+        report["auto"] = f"available: {first}" + (f" ({', '.join(skipped)} unavailable)" if skipped else "")
     return report
