@@ -219,3 +219,112 @@ def test_auto_falls_back_in_order_and_says_why(tmp_path):
     assert engine.name == "warp"
     assert [n.split(" ")[0] for n in engine.load_notes] == ["musetalk", "wav2lip"]
     assert "render.musetalk.models" in engine.load_notes[0]
+
+
+# --------------------------------------------------------------------------- scripts/fetch-models musetalk
+
+
+class FakeHub:
+    """The hub's two routes fetch-models uses (paths-info, resolve), over a local folder."""
+
+    def __init__(self, folder, tamper: str | None = None):
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        from tests.daemon_harness import free_port
+
+        files = {}
+        for repo, _rev, path, dest in FETCH_FILES:
+            data = (folder / dest).read_bytes()
+            files[(repo, path)] = data
+        served = dict(files)
+        if tamper:
+            key = next(k for k in served if k[1].endswith(tamper))
+            served[key] = served[key][:-1] + bytes([served[key][-1] ^ 1])
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                repo = self.path.split("/api/models/", 1)[1].split("/paths-info/")[0]
+                asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["paths"]
+                rows = []
+                for path in asked:
+                    data = files[(repo, path)]
+                    row = {"type": "file", "path": path, "size": len(data),
+                           "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
+                    if not path.endswith(".json"):
+                        row["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                    rows.append(row)
+                body = json.dumps(rows).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):  # noqa: N802
+                repo, path = self.path.lstrip("/").split("/resolve/main/")
+                data = served[(repo, path)]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Content-Type", "application/octet-stream")
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def _fetch_files():
+    import importlib.machinery
+    import importlib.util
+
+    from tests.daemon_harness import REPO
+
+    loader = importlib.machinery.SourceFileLoader("fetch_models", str(REPO / "scripts" / "fetch-models"))
+    spec = importlib.util.spec_from_loader("fetch_models", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module.MUSETALK_FILES
+
+
+FETCH_FILES = _fetch_files()
+
+
+def run_fetch(*args):
+    import subprocess
+    import sys
+
+    from tests.daemon_harness import REPO
+
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-models"), "musetalk", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "LIPSYNCD_FETCH_NO_REEXEC": "1", "PYTHONPATH": str(REPO)})
+
+
+def test_fetch_models_musetalk_downloads_checks_and_loads(models_folder, tmp_path):
+    hub = FakeHub(models_folder)
+    try:
+        r = run_fetch("--dir", str(tmp_path / "m"), "--base-url", hub.url)
+    finally:
+        hub.httpd.shutdown()
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str((tmp_path / "m").resolve())
+    for _repo, _rev, _path, dest in FETCH_FILES:
+        assert (tmp_path / "m" / dest).read_bytes() == (models_folder / dest).read_bytes()
+    assert 'render.musetalk] models = "' in r.stderr
+
+
+def test_fetch_models_musetalk_refuses_a_file_that_differs_from_the_hubs_record(models_folder, tmp_path):
+    hub = FakeHub(models_folder, tamper="pytorch_model.bin")
+    try:
+        r = run_fetch("--dir", str(tmp_path / "m"), "--base-url", hub.url)
+    finally:
+        hub.httpd.shutdown()
+    assert r.returncode == 1 and "SHA-256 mismatch" in r.stderr
+    assert not (tmp_path / "m" / "whisper" / "pytorch_model.bin").exists()
+    assert not list((tmp_path / "m").rglob("*.part"))

@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="; ".join(f"{n}: {text}" for n, text in engine_summaries().items())
                    + " (default: render.engine of the config)")
     p.add_argument("--checkpoint", metavar="PATH", type=Path, default=None, help="Wav2Lip checkpoint (wav2lip, auto)")
+    p.add_argument("--models", metavar="DIR", type=Path, default=None,
+                   help="MuseTalk 1.5 models folder (musetalk, auto; see scripts/fetch-models musetalk)")
     p.add_argument("--device", default=None, help='"auto", "cpu", "cuda" or "cuda:N" (default: render.device)')
     p.add_argument("--still-fps", type=float, default=None, help="frame rate for a still-photo template")
     p.add_argument("--no-progress", action="store_true", help="do not report progress on stderr")
@@ -114,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     engine_name = args.engine or cfg.render.engine
     if engine_name == "wav2lip" and args.checkpoint is None and cfg.render.wav2lip.checkpoint is None:
         return _fail("the wav2lip engine needs --checkpoint PATH (a Wav2Lip .pth file)", EXIT_USAGE)
+    if args.models is not None:
+        cfg.render.musetalk.models = args.models
+    if engine_name == "musetalk" and cfg.render.musetalk.models is None:
+        return _fail("the musetalk engine needs --models DIR (the MuseTalk 1.5 files)", EXIT_USAGE)
     options = render_options(cfg, device=args.device)
     if args.still_fps:
         options = dataclasses.replace(options, still_fps=args.still_fps)
