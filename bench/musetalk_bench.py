@@ -31,7 +31,8 @@ from lipsync.device import resolve_device  # noqa: E402
 from lipsync.engine import RenderOptions  # noqa: E402
 from lipsync.engines import create_engine  # noqa: E402
 from lipsync.render import render  # noqa: E402
-from tests.media_factory import write_face_video, write_tone  # noqa: E402
+from bench.wav2lip_bench import write_template  # noqa: E402
+from tests.media_factory import write_tone  # noqa: E402
 from tests.musetalk_fill import write_published_folder  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,7 +77,7 @@ def main() -> None:
     figures["model_faces_per_s"] = round(args.batch / sum(stages.values()), 2)
     audio = write_tone(work / "tone.wav", seconds=args.seconds)
     for label, size in (("720p", (1280, 720)), ("1080p", (1920, 1080))):
-        template = write_face_video(work / f"face-{label}.mp4", seconds=args.seconds, size=size)
+        template = write_template(work / f"face-{label}.mp4", size[0], size[1], args.seconds)
         out = work / f"out-{label}.mp4"
         t = time.perf_counter()
         result = render(audio, template, out, engine=engine,
