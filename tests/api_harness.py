@@ -142,21 +142,12 @@ def auth(key: str) -> dict[str, str]:
 
 def sse(url: str, headers: dict[str, str], *, timeout: float = 60.0) -> Iterator[tuple[str, dict]]:
     """(event, data) of a Server-Sent Events stream until the server ends it."""
-    import json
+    from daemon.api.client import parse_sse
 
     with httpx.stream("GET", url, headers=headers, timeout=timeout) as resp:
         assert resp.status_code == 200, resp.read()
         assert resp.headers["content-type"].startswith("text/event-stream")
-        kind, data = "message", []
-        for line in resp.iter_lines():
-            if not line:
-                if data:
-                    yield kind, json.loads("\n".join(data))
-                kind, data = "message", []
-            elif line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].lstrip())
+        yield from parse_sse(resp.iter_lines())
 
 
 def multipart(files: list[tuple[str, str, bytes]], fields: dict[str, str] | None = None) -> tuple[bytes, str]:

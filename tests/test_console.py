@@ -132,7 +132,8 @@ def test_a_job_from_the_form_to_a_playing_video(stack, browser, tmp_path_factory
     assert driver.execute_script("return window.__sameDocument") is True  # no reload on the way
     assert not driver.find_element(By.CSS_SELECTOR, "[data-action=cancel]").is_displayed()  # nothing to cancel
     assert driver.find_element(By.CSS_SELECTOR, "[data-action=delete]").is_displayed()
-    assert 1.0 in progress_seen and len(progress_seen) >= 3, progress_seen  # it moved, then filled
+    final = float(driver.find_element(By.CSS_SELECTOR, "#job [data-field=progress]").get_attribute("value"))
+    assert final == 1.0 and len(progress_seen) >= 3, progress_seen  # it moved on the way, then filled
 
     # the outputs arrived in place: the video plays from the permanent link
     video = wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "video[data-output]"), 20, "the player")

@@ -174,7 +174,7 @@ class ApiClient:
                     if resp.status_code != 200:
                         resp.read()
                         self._checked(resp)
-                    for kind, doc in _parse_sse(resp.iter_lines()):
+                    for kind, doc in parse_sse(resp.iter_lines()):
                         failures = 0
                         if kind == "gone":
                             raise ClientError(f"{name}: the job was withdrawn", 404)
@@ -193,7 +193,7 @@ class ApiClient:
                 return
 
 
-def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     kind, data = "message", []
     for line in lines:
         if not line:
