@@ -18,7 +18,6 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -116,26 +115,33 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
             return who
         return dependency
 
-    def _identify(request: Request, credentials: HTTPAuthorizationCredentials | None, write: bool) -> Principal:
+    def viewer(request: Request) -> Principal | None:
+        """Who a caller is without an API key: everyone with ``auth = "none"``, else the
+        console session's key, else an anonymous reader where that is allowed; or None."""
         if cfg.api.auth == "none":
             return Principal("anonymous", "full")
-        if credentials is not None and credentials.scheme.lower() == "bearer":
+        who = sessions.check(request.cookies.get(SESSION_COOKIE))
+        if who is None and cfg.api.console_read_only_without_key:
+            return Principal("anonymous", "read")
+        return who
+
+    def _identify(request: Request, credentials: HTTPAuthorizationCredentials | None, write: bool) -> Principal:
+        if cfg.api.auth != "none" and credentials is not None and credentials.scheme.lower() == "bearer":
             who = keys.lookup(credentials.credentials)
             if who is None:
                 raise ApiError(401, "unauthorized", "the API key is not valid (revoked or mistyped)",
                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
             return who
-        who = sessions.check(request.cookies.get(SESSION_COOKIE))
-        if who is not None:
-            # a cookie rides along with any request the browser makes, also ones another site
-            # triggers: changes need a header only our own pages' scripts send (CSRF)
-            if write and request.headers.get(CONSOLE_HEADER) != "1":
-                raise ApiError(403, "forbidden", f"requests signed in by cookie must carry {CONSOLE_HEADER}: 1")
-            return who
-        if cfg.api.console_read_only_without_key and request.method in ("GET", "HEAD"):
-            return Principal("anonymous", "read")
-        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer KEY",
-                       headers={"WWW-Authenticate": "Bearer"})
+        who = viewer(request)
+        anonymous_reader = who is not None and who.name == "anonymous" and not who.can_write
+        if who is None or (anonymous_reader and request.method not in ("GET", "HEAD")):
+            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer KEY",
+                           headers={"WWW-Authenticate": "Bearer"})
+        # a cookie rides along with any request the browser makes, also ones another site
+        # triggers: changes need a header only our own pages' scripts send (CSRF)
+        if write and who.name != "anonymous" and request.headers.get(CONSOLE_HEADER) != "1":
+            raise ApiError(403, "forbidden", f"requests signed in by cookie must carry {CONSOLE_HEADER}: 1")
+        return who
 
     reader, writer = caller(False), caller(True)
 
@@ -289,8 +295,8 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
                             days_to_keep=max(1, math.ceil(float(cfg.api.upload_expiry) / 86400)),
                             tags=["uploads"])
     app.include_router(tus)
-    ctx = Context(cfg=cfg, desk=desk, store=store, reader=reader, writer=writer, sessions=sessions,
-                  signer=signer, base_url=base_url)
+    ctx = Context(cfg=cfg, desk=desk, store=store, reader=reader, writer=writer, viewer=viewer,
+                  sessions=sessions, signer=signer, base_url=base_url)
     templates_api.register(app, ctx)
     console.register(app, ctx)
     openapi_extras.install(app)
@@ -306,6 +312,7 @@ class Context:
     store: StoreProvider
     reader: Callable[..., Principal]
     writer: Callable[..., Principal]
+    viewer: Callable[[Request], Principal | None]
     sessions: Sessions
     signer: Any
     base_url: str
@@ -345,24 +352,28 @@ async def _many_events(request: Request, desk: JobDesk, names: list[str]) -> Asy
     # one stream for a whole page of jobs (a browser allows only ~6 connections per host):
     # an event whenever one of them changes; it ends when all of them are final
     last: dict[str, str] = {}
+    final: dict[str, bool] = {}
     stamps: dict[str, tuple[int, int] | None] = {}
     seq, quiet = 0, 0.0
     while True:
         changed = False
+        # one trip to a worker thread for all the stats; a sidecar is read only when it changed
+        now = await anyio.to_thread.run_sync(lambda: {n: desk.record_stamp(n) for n in names})
         for name in names:
-            stamp = await anyio.to_thread.run_sync(desk.record_stamp, name)
+            stamp = now[name]
             if name in last and stamp is not None and stamp == stamps.get(name):
                 continue
             stamps[name] = stamp
             doc = await anyio.to_thread.run_sync(desk.find, name)
             body = json.dumps(doc, sort_keys=True)
+            final[name] = doc is not None and State.of(doc) in FINAL
             if doc is not None and body != last.get(name):
                 last[name] = body
                 seq, changed = seq + 1, True
                 yield _event(seq, "job", doc)
             elif doc is None:
                 last[name] = body
-        if all(State.of(json.loads(b) or {}) in FINAL for b in last.values()):
+        if all(final.values()):
             return
         if not changed and quiet >= KEEPALIVE:
             quiet = 0.0
@@ -424,8 +435,5 @@ def _sweep(cfg: Config) -> None:
         try:
             if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > float(cfg.api.upload_expiry):
                 os.unlink(e.path)
-            elif e.is_dir(follow_symlinks=False) and e.name == ".locks":
-                continue
         except FileNotFoundError:
             continue
-    shutil.rmtree(folder / ".tmp", ignore_errors=True)

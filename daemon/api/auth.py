@@ -123,7 +123,7 @@ class KeyRing:
             stamp = (st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             stamp = None
-        if stamp == self._stamp and self._by_hash is not None:
+        if stamp == self._stamp:
             return
         try:
             keys = self._read() if stamp else []

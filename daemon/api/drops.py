@@ -61,7 +61,7 @@ def _clean(text: str) -> str:
     return " ".join(text.split())  # tabs, runs of spaces and odd space characters -> one space
 
 
-def clean_job_name(raw: str | None, *, field: str = "name") -> str | None:
+def clean_job_name(raw: str | None) -> str | None:
     """A client's job name made safe as a file name; None when nothing usable is left."""
     if raw is None:
         return None

@@ -18,12 +18,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+from collections.abc import Callable
 from email.message import Message
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import httpx
 
+from daemon.api.drops import clean_filename
 from daemon.api.errors import ApiError
 
 MAX_REDIRECTS = 5
@@ -78,12 +80,10 @@ def check_target(url: str, *, field: str, allow_private: bool) -> list[str]:
     return addresses
 
 
-def fetch_to(url: str, folder: Path, *, field: str, kind: str, max_bytes: int, timeout: float,
-             allow_private: bool, clean_filename) -> Path:
-    """Download ``url`` into ``folder``; the file written (named by the URL or its type).
-
-    ``clean_filename(raw, field=, kind=)`` names the file (and refuses a wrong kind).
-    """
+def fetch_to(url: str, new_file: Callable[[str], Path], *, field: str, kind: str, max_bytes: int, timeout: float,
+             allow_private: bool) -> Path:
+    """Download ``url`` to ``new_file(name)`` (the name from the URL or its type, cleaned
+    and checked to be of ``kind``); the file written."""
     deadline = time.monotonic() + timeout
     current = url
     with httpx.Client(timeout=httpx.Timeout(min(timeout, 30.0)), follow_redirects=False, trust_env=False) as client:
@@ -106,7 +106,7 @@ def fetch_to(url: str, folder: Path, *, field: str, kind: str, max_bytes: int, t
                         raise ApiError(413, "too_large", f"{field}: {_shown(url)} is {int(declared)} bytes, more than "
                                        f"limits.max_file_size ({max_bytes})", field=field)
                     name = clean_filename(_remote_name(current, resp), field=field, kind=kind)
-                    target = folder(name) if callable(folder) else folder / name
+                    target = new_file(name)
                     _stream(resp, target, field=field, url=url, max_bytes=max_bytes, deadline=deadline)
                     return target
             except httpx.HTTPError as e:

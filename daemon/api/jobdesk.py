@@ -11,7 +11,6 @@ expired, and a retry drops a failed job's kept inputs into the inbox again.
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from daemon.config import Config
 from daemon.housekeeping.links import expire_objects
 from daemon.intake import claims
 from daemon.intake.inbox import Inbox
-from daemon.intake.names import fit_name
+from daemon.intake.names import fit_name, job_stem
 from daemon.logsetup import get_logger
 from daemon.outbox import Outbox, OutputState, State, read_document, utcnow
 from daemon.reporting import status
@@ -96,7 +95,7 @@ class JobDesk:
         entry = self.outbox.read(name)
         if entry is not None:
             return entry.doc
-        for j in status.collect(self.cfg, names=[glob.escape(name)]):
+        for j in status.claimed_without_sidecar(self.cfg, set(), utcnow()):
             if j.job == name:  # claimed, its first sidecar not written yet
                 return {"job": name, "state": j.state, "id": j.id, "host": j.host, "notes": j.notes}
         return None
@@ -110,11 +109,26 @@ class JobDesk:
         return st.st_mtime_ns, st.st_size
 
     def _unclaimed(self, name: str) -> dict[str, Any] | None:
+        if not self._in_inbox(name):
+            return None  # the common case (a claimed job): no scan of the whole inbox
         for j in status.inbox_backlog(self.cfg, utcnow()):
             if j.job == name:
                 return {"job": name, "state": WAITING, "files": j.files, "notes": j.notes,
                         "position": j.position}
         return None
+
+    def _in_inbox(self, name: str) -> bool:
+        """Whether a top-level inbox entry could belong to the job ``name`` (one listing)."""
+        try:
+            entries = os.scandir(self.cfg.paths.inbox)
+        except FileNotFoundError:
+            return False
+        with entries:
+            for e in entries:
+                stem = job_stem(e.name)
+                if stem == name or e.name == name or fit_name(stem) == name:
+                    return True
+        return False
 
     def page(self, *, state: str | None, limit: int, cursor: str | None,
              query: str | None = None) -> tuple[list[dict[str, Any]], str | None]:

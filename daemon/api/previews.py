@@ -10,7 +10,7 @@ path, size and mtime), so a re-used name never shows an old picture.
 from __future__ import annotations
 
 import hashlib
-import os
+import io
 import threading
 from pathlib import Path
 
@@ -52,10 +52,9 @@ def _made(target: Path, source: str) -> Path:
         if not target.exists():
             img = _first_picture(source)
             img.thumbnail((WIDTH, WIDTH * 2))
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.jpg")
-            img.save(tmp, "JPEG", quality=82)
-            write_atomic(target, tmp.read_bytes())
-            tmp.unlink()
+            jpeg = io.BytesIO()
+            img.save(jpeg, "JPEG", quality=82)
+            write_atomic(target, jpeg.getvalue())
     return target
 
 

@@ -16,7 +16,6 @@ import uvicorn
 
 from daemon.api.app import StoreProvider, create_app
 from daemon.config import Config
-from daemon.errors import StorageError
 from daemon.logsetup import get_logger
 from daemon.reporting.metrics import Metrics
 from daemon.storage import Store, connect
@@ -32,10 +31,7 @@ def lazy_store(cfg: Config) -> StoreProvider:
     def provide() -> Store:
         with lock:
             if not held:
-                try:
-                    held.append(connect(cfg))
-                except StorageError:
-                    raise
+                held.append(connect(cfg))  # StorageError goes to the caller; the next call tries again
             return held[0]
     return provide
 

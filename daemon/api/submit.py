@@ -145,7 +145,7 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
                                      f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}", field="priority"))
     output_name = req.text("output_name")
     if output_name is not None:
-        cleaned = clean_job_name(output_name, field="output_name")
+        cleaned = clean_job_name(output_name)
         if cleaned is None:
             problems.append(ApiError(400, "bad_option", "output_name: nothing usable is left of it", field="output_name"))
         else:
@@ -194,8 +194,7 @@ def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
     for each staged file the request field it came from (for error messages).
     """
     limit = int(cfg.limits.max_file_size)
-    fetch = dict(max_bytes=limit, timeout=float(cfg.api.fetch_timeout), allow_private=cfg.api.fetch_private_urls,
-                 clean_filename=clean_filename)
+    fetch = dict(max_bytes=limit, timeout=float(cfg.api.fetch_timeout), allow_private=cfg.api.fetch_private_urls)
     audio = req.audio_file
     if audio is None and req.text("audio_url"):
         audio = fetch_to(req.text("audio_url"), staging.new_file, field="audio_url", kind="audio", **fetch).name

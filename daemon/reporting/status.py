@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -100,7 +101,7 @@ def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = No
     if entries is None:
         entries = Outbox(cfg.paths.outbox).scan()
     jobs = [from_sidecar(e.doc, e.path, now) for e in entries]
-    jobs += _claimed_without_sidecar(cfg, {j.id for j in jobs}, now)
+    jobs += claimed_without_sidecar(cfg, {j.id for j in jobs}, now)
     jobs += inbox_backlog(cfg, now)
     _estimate(jobs, entries, now)
     if patterns:
@@ -110,7 +111,7 @@ def collect(cfg: Config, *, names: Iterable[str] = (), now: datetime | None = No
     return jobs
 
 
-def _claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datetime) -> list[JobStatus]:
+def claimed_without_sidecar(cfg: Config, known_ids: set[str | None], now: datetime) -> list[JobStatus]:
     # A claim is written before its first sidecar; for that moment the work area is the record.
     out = []
     for rec in _claim_records(cfg):
@@ -347,8 +348,6 @@ def daemons_on_share(cfg: Config, now: float | None = None) -> list[dict[str, An
     """Every daemon that published its presence on the share: host, engine, render slots
     (and their jobs), seconds since it was last seen, and whether that is within the lease
     timeout (alive) -- judged by the files' mtimes, the share's own clock."""
-    import time
-
     rows = []
     for path in sorted(cfg.work_dir.glob(".daemon-*.json")):
         try:

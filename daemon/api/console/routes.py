@@ -38,14 +38,7 @@ def register(app: FastAPI, ctx: Any) -> None:
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     health_cache: dict[str, Any] = {"at": 0.0, "value": None}
 
-    def viewer(request: Request) -> Principal | None:
-        """The signed-in key (cookie), anonymous read access where allowed, else None."""
-        if cfg.api.auth == "none":
-            return Principal("anonymous", "full")
-        who = ctx.sessions.check(request.cookies.get(SESSION_COOKIE))
-        if who is None and cfg.api.console_read_only_without_key:
-            who = Principal("anonymous", "read")
-        return who
+    viewer = ctx.viewer
 
     def page(request: Request, template: str, who: Principal, **values: Any) -> HTMLResponse:
         return pages.TemplateResponse(request, template, {

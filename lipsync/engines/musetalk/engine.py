@@ -20,7 +20,7 @@ import torch
 from lipsync.device import resolve_device
 from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
 from lipsync.engines.musetalk.audio import SAMPLE_RATE
-from lipsync.engines.musetalk.face import crop, landmark_box, paste
+from lipsync.engines.musetalk.face import Mask, blend_mask, crop, landmark_box, paste
 from lipsync.engines.musetalk.model import MuseTalk
 from lipsync.errors import CheckpointError, TransientRenderError
 from lipsync.face.analysis import analyze_template
@@ -28,7 +28,7 @@ from lipsync.media.audio import load_mono
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("auto", "fp16", "fp32")
-_LATENTS_KEPT = 256  # template frames whose latents are kept (32 KB each)
+_KEPT = 256  # template frames whose latents (32 KB) and paste-back masks are kept
 
 
 class MuseTalkEngine(FrameEngine):
@@ -70,6 +70,7 @@ class MuseTalkSession(EngineSession):
         # a template frame's latents are the same every time the frame comes round (ping-pong,
         # and a photo is one frame for the whole video): encode each once, keep the latest
         self._latents: dict[int, torch.Tensor] = {}
+        self._masks: dict[int, Mask] = {}  # the same for the paste-back masks
         faceless = sum(b is None for b in self.boxes)
         if faceless:
             self.notes.append(f"musetalk: {faceless} of {len(self.boxes)} template frames have no usable face "
@@ -95,16 +96,23 @@ class MuseTalkSession(EngineSession):
                     f"out of GPU memory running MuseTalk with batch size {self.engine.batch_size}; lower "
                     "render.musetalk.batch_size or free the GPU", path=self.ctx.template.path) from None
             for i, frame_bgr, box, face in zip(batch, bgr, boxes, faces):
-                points = self.analysis.landmarks[rows[i]]
-                frames[i] = paste(np.ascontiguousarray(frame_bgr), face, box, points)[..., ::-1]
+                frames[i] = paste(np.ascontiguousarray(frame_bgr), face, box, self._mask_of(rows[i]))[..., ::-1]
         return frames
+
+    def _mask_of(self, row: int) -> Mask:
+        mask = self._masks.get(row)
+        if mask is None:
+            if len(self._masks) >= _KEPT:
+                self._masks.clear()
+            mask = self._masks[row] = blend_mask(self.analysis.landmarks[row], self.boxes[row])
+        return mask
 
     def _latents_of(self, rows: list[int], frames_bgr: list[np.ndarray], boxes: list) -> torch.Tensor:
         todo = [k for k, r in enumerate(rows) if r not in self._latents]
         if todo:
             crops = np.stack([crop(frames_bgr[k], boxes[k]) for k in todo])
             fresh = self.engine.net.latents(crops)
-            if len(self._latents) + len(todo) > _LATENTS_KEPT:
+            if len(self._latents) + len(todo) > _KEPT:
                 self._latents.clear()
             for k, latent in zip(todo, fresh):
                 self._latents[rows[k]] = latent

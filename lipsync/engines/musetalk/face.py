@@ -54,7 +54,10 @@ def _square(box: Box) -> Box:
     return cx - s, cy - s, cx + s, cy + s
 
 
-def blend_mask(points: np.ndarray, box: Box, shape: tuple[int, int]) -> tuple[np.ndarray, Box]:
+Mask = tuple[np.ndarray, Box]  # alpha over the square around the face, and that square
+
+
+def blend_mask(points: np.ndarray, box: Box) -> Mask:
     """(alpha in [0, 1] over the square around the face, the square) for pasting back."""
     sx1, sy1, sx2, sy2 = _square(box)
     side = sx2 - sx1
@@ -77,12 +80,13 @@ def blend_mask(points: np.ndarray, box: Box, shape: tuple[int, int]) -> tuple[np
     return alpha, (sx1, sy1, sx2, sy2)
 
 
-def paste(frame_bgr: np.ndarray, face_bgr: np.ndarray, box: Box, points: np.ndarray) -> np.ndarray:
-    """``frame`` with the generated 256x256 ``face`` blended into ``box`` (a new array)."""
+def paste(frame_bgr: np.ndarray, face_bgr: np.ndarray, box: Box, mask: Mask) -> np.ndarray:
+    """``frame`` with the generated 256x256 ``face`` blended into ``box`` through ``mask``
+    (:func:`blend_mask` of the frame's landmarks) -- a new array."""
     x1, y1, x2, y2 = box
     h, w = frame_bgr.shape[:2]
     resized = np.asarray(Image.fromarray(face_bgr).resize((x2 - x1, y2 - y1), Image.Resampling.BILINEAR))
-    alpha, (sx1, sy1, sx2, sy2) = blend_mask(points, box, (h, w))
+    alpha, (sx1, sy1, sx2, sy2) = mask
     generated = frame_bgr.copy()
     generated[y1:y2, x1:x2] = resized
     # composite only where the square overlaps the frame
