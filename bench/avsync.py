@@ -1,9 +1,10 @@
 """Measurements shared by the benchmarks: how well a render's mouth follows its audio, and
 how much of the picture outside the mouth and jaw it changed.
 
-* :func:`mouth_openings` re-runs landmark detection on the *output* frames and measures
-  the inner-lip gap relative to the mouth width: what a viewer sees, not what the engine
-  intended.
+* :func:`referee_mouths` re-detects the mouth on the *output* video with MediaPipe's face
+  mesh (bench/referee/, in its own environment): what a viewer sees, not what the engine
+  intended, judged by a landmark detector of a different family from the dlib model that
+  drives the engines.
 * :func:`audio_envelope` is the speech-band log energy of the audio per video frame.
 * :func:`av_sync` correlates the two at lags of up to two frames either way and reports
   the best correlation and its lag (positive: the mouth moves after the sound).
@@ -14,18 +15,21 @@ how much of the picture outside the mouth and jaw it changed.
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-from lipsync.face.landmarks import LandmarkModels, load_landmark_models  # noqa: E402
-from lipsync.face.tracking import to_gray  # noqa: E402
 from lipsync.media.audio import load_mono  # noqa: E402
 
 
@@ -36,34 +40,48 @@ def video_frames(path: Path) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def lip_gap(points: np.ndarray) -> float:
-    """Inner-lip opening over mouth width, from 68 landmarks."""
-    gap = np.linalg.norm(points[[61, 62, 63]] - points[[67, 66, 65]], axis=1).mean()
-    width = np.linalg.norm(points[54] - points[48])
-    return float(gap / max(width, 1e-6))
+REFEREE = ROOT / "bench" / "referee" / "mouth_referee.py"
 
 
-def mouth_openings(frames: Iterable[np.ndarray], models: LandmarkModels | None = None,
-                   detect_long_side: int = 640) -> np.ndarray:
-    """Lip gap / mouth width of every frame, detected afresh in each (NaN: no face found)."""
-    models = models or load_landmark_models()
+def referee_python() -> Path | None:
+    """The referee environment's Python (``scripts/setup --dev`` makes it), or None."""
+    venv = Path(os.environ.get("LIPSYNCD_REFEREE_VENV", ROOT / ".venv-referee"))
+    python = venv / "bin" / "python"
+    return python if python.is_file() else None
+
+
+@dataclass(frozen=True)
+class RefereeMouths:
+    """The mouth in every frame of a video, as MediaPipe's face mesh sees it (NaN: no face)."""
+
+    gap: np.ndarray  # inner-lip opening / mouth width
+    width: np.ndarray  # mouth width / outer-eye-corner distance
+
+    @property
+    def face_frames(self) -> int:
+        return int(np.isfinite(self.gap).sum())
+
+
+def referee_mouths(*videos: Path, timeout: float = 600.0) -> list[RefereeMouths]:
+    """Measure the mouths of ``videos`` with the independent referee (bench/referee/).
+
+    Raises RuntimeError when the referee is not installed or a video cannot be read.
+    """
+    python = referee_python()
+    if python is None:
+        raise RuntimeError("the quality referee is not installed: run scripts/setup --dev (makes .venv-referee)")
+    done = subprocess.run([str(python), str(REFEREE), *map(str, videos)], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or len(results) != len(videos):
+        raise RuntimeError(f"the referee failed (exit {done.returncode}): {done.stderr[-2000:]}")
     out = []
-    for frame in frames:
-        gray = to_gray(frame)
-        h, w = gray.shape
-        scale = min(1.0, detect_long_side / max(h, w))
-        small = gray
-        if scale < 1.0:
-            from PIL import Image
-
-            small = np.asarray(Image.fromarray(gray).resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-        boxes = models.detect(small, 1 if max(small.shape) < 400 else 0)
-        if not boxes:
-            out.append(np.nan)
-            continue
-        box = tuple(v / scale for v in boxes[0])
-        out.append(lip_gap(models.predict(gray, box)))
-    return np.array(out, np.float64)
+    for r in results:
+        if "error" in r:
+            raise RuntimeError(f"the referee could not read {r['path']}: {r['error']}")
+        as_array = lambda key: np.array([np.nan if x is None else x for x in r[key]], np.float64)  # noqa: E731
+        out.append(RefereeMouths(as_array("gap"), as_array("width")))
+    return out
 
 
 def audio_envelope(audio: Path, fps: float, frames: int, band: tuple[float, float] = (300.0, 3400.0),

@@ -1,15 +1,23 @@
-"""Audio → mouth motion: per output video frame, how open the mouth is and its shape.
+"""Audio → mouth motion: per output video frame, a small viseme model of four numbers.
 
-* openness 0..1 follows the loudness of the speech band (300-3400 Hz) above a noise gate,
-  with a fast attack and a slightly slower release, the way a jaw moves;
-* dips of energy between syllables (a /p/, /b/, /m/, a pause for breath) close it briefly;
-* shape -1..1 is rounded (-1, "oo") to spread (+1, "ee"), from where the spectrum's
-  centroid lies relative to the speaker's own median (so it suits any voice);
+* ``openness`` 0..1 follows the loudness of the speech band (300-3400 Hz) above a noise
+  gate, with a fast attack and a slightly slower release, the way a jaw moves; an open
+  vowel (/a/: its first formant high, energy in 500-1100 Hz) opens it further than a close
+  one (/i/, /u/: first formant low, energy under 500 Hz) of the same loudness;
+* dips of energy between syllables (a /p/, /b/, /m/) all but close the lips for the video
+  frame they fall in;
+* ``spread`` -1..1 is rounded (-1, /u/ /o/) to spread (+1, /i/ /e/), from the balance of
+  the second-formant region (1700-3400 Hz) against 500-1100 Hz, relative to the speaker's
+  own median (so it suits any voice);
+* ``protrusion`` 0..1 pushes the lips forward for rounded vowels: energy concentrated low
+  in the spectrum (both of the balances above low), a separate cue from the width;
+* ``activity`` 0..1 says whether someone is speaking: 0 in silence longer than about
+  half a second, where the engines show the template's own mouth untouched;
 * the mouth moves slightly ahead of the sound (``lead``), as it does in real speech.
 
 Features are computed every 10 ms from 16 kHz mono audio, fed in blocks so a one-hour
 recording never has to sit in memory; the per-frame values are derived at the end from
-those small arrays (three numbers per 10 ms).
+those small arrays (four numbers per 10 ms).
 """
 
 from __future__ import annotations
@@ -24,64 +32,146 @@ HOP = 160  # 10 ms
 WINDOW = 512  # 32 ms
 FEATURE_RATE = RATE / HOP  # 100 per second
 SPEECH_BAND = (300.0, 3400.0)
+# Formant regions: close vowels' first formant, open vowels' first formant (and rounded
+# vowels' second), front vowels' second and third formants.
+LOW_BAND = (150.0, 500.0)
+MID_BAND = (500.0, 1100.0)
+HIGH_BAND = (1700.0, 3400.0)
 
 
 @dataclass(frozen=True)
 class MouthSettings:
-    lead: float = 0.04  # seconds the mouth moves ahead of the sound
+    lead: float = 0.02  # seconds the mouth moves ahead of the sound
     attack: float = 0.020  # seconds, time constant of opening
     release: float = 0.050  # seconds, time constant of closing
     gate_below_peak: float = 40.0  # dB under the loud speech level that count as silence
     silence_level: float = -60.0  # dBFS of speech-band energy under which nothing opens
     dynamic_range: float = 35.0  # dB under the loud speech level over which the mouth opens
     curve: float = 1.2  # >1: quiet speech opens the mouth a little, only loud vowels fully
-    closure_depth: float = 10.0  # dB an energy dip must fall below both neighbours to close the lips
+    closure_depth: float = 12.0  # dB an energy dip must fall below both neighbours to close the lips
     closure_span: float = 0.15  # seconds either side in which those neighbours are looked for
-    closure_keep: float = 0.25  # openness left in a video frame that contains a closure
-    shape_span: float = 0.5  # octaves of centroid shift that give a fully rounded/spread mouth
+    closure_keep: float = 0.25  # openness left in a video frame that contains a closure (it averages 40 ms)
+    vowel_open: float = 0.35  # how much an open vowel opens (and a close one closes) beyond its loudness
+    vowel_span_octaves: float = 0.5  # formant shift from the speaker's median that makes a vowel fully open/spread/rounded
+    rest_after: float = 0.5  # seconds of silence either side of speech still counted as speaking
 
 
 @dataclass(frozen=True)
 class MouthTrack:
-    openness: np.ndarray  # (N,) float32 0..1, one per output frame
-    shape: np.ndarray  # (N,) float32 -1 (rounded) .. 1 (spread)
+    """Per output frame, float32: see the module's docstring for what each means."""
+
+    openness: np.ndarray  # (N,) 0..1
+    spread: np.ndarray  # (N,) -1 (rounded) .. 1 (spread)
+    protrusion: np.ndarray  # (N,) 0..1
+    activity: np.ndarray  # (N,) 0 (rest: the template's own mouth) .. 1 (speaking)
     fps: float
 
     def __len__(self) -> int:
         return int(self.openness.shape[0])
 
+    @classmethod
+    def at_rest(cls, frame_count: int, fps: float) -> MouthTrack:
+        zero = np.zeros(frame_count, np.float32)
+        return cls(zero, zero.copy(), zero.copy(), zero.copy(), fps)
+
+
+LPC_ORDER = 10  # linear prediction at 8 kHz: five resonances, enough for three formants
+_LPC_BINS = WINDOW // 4 + 1  # the power spectrum up to 4 kHz: the band an 8 kHz signal holds
+
+
+@dataclass(frozen=True)
+class HopFeatures:
+    """Per 10 ms hop: band powers (full scale = 1) and the spectral envelope's autocorrelation."""
+
+    energy: np.ndarray  # (hops,) the speech band
+    low: np.ndarray  # (hops,) LOW_BAND
+    mid: np.ndarray  # (hops,) MID_BAND
+    high: np.ndarray  # (hops,) HIGH_BAND
+    autocorr: np.ndarray  # (hops, LPC_ORDER + 1) of the pre-emphasised 0-4 kHz spectrum
+
+    def __len__(self) -> int:
+        return int(self.energy.shape[0])
+
 
 class MouthFeatures:
-    """Accumulates 10 ms speech-band features from blocks of 16 kHz mono float samples."""
+    """Accumulates 10 ms features from blocks of 16 kHz mono float samples."""
+
+    _BANDS = (SPEECH_BAND, LOW_BAND, MID_BAND, HIGH_BAND)
 
     def __init__(self) -> None:
         freqs = np.fft.rfftfreq(WINDOW, 1.0 / RATE)
-        self._band = (freqs >= SPEECH_BAND[0]) & (freqs <= SPEECH_BAND[1])
-        self._log_freqs = np.log2(freqs[self._band])
+        # one matrix product gives every band's power: (bins, bands) of 0/1
+        self._select = np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in self._BANDS], axis=1).astype(np.float32)
+        # pre-emphasis (1 - 0.97 z^-1) at 8 kHz, as a power gain per bin: the formants of a
+        # voice fall off ~12 dB/octave, and flattening that lets the prediction find F2
+        w = np.pi * np.arange(_LPC_BINS) / (_LPC_BINS - 1)
+        self._emphasis = (1.0 + 0.97**2 - 2.0 * 0.97 * np.cos(w)).astype(np.float32)
         self._window = np.hanning(WINDOW).astype(np.float32)
+        # Hann window power gain and FFT length, so a full-scale sine reads about 0 dBFS
+        self._scale = 2.0 / (WINDOW * float(np.sum(self._window**2)))
         # half a window of silence in front, so feature j is centred on time j * 10 ms
         self._pending = np.zeros(WINDOW // 2, np.float32)
-        self._energy: list[np.ndarray] = []  # speech-band power per hop, full scale = 1
-        self._centroid: list[np.ndarray] = []  # log2 Hz, power-weighted, in the speech band
+        self._powers: list[np.ndarray] = []  # (hops, bands)
+        self._autocorr: list[np.ndarray] = []  # (hops, LPC_ORDER + 1)
 
     def feed(self, samples: np.ndarray) -> None:
         buf = np.concatenate([self._pending, np.asarray(samples, np.float32).reshape(-1)])
         count = (buf.shape[0] - WINDOW) // HOP + 1 if buf.shape[0] >= WINDOW else 0
         if count > 0:
             windows = np.lib.stride_tricks.sliding_window_view(buf, WINDOW)[::HOP][:count]
-            power = np.abs(np.fft.rfft(windows * self._window, axis=1))[:, self._band] ** 2
-            total = power.sum(axis=1)
-            # Hann window power gain and FFT length, so a full-scale sine reads about 0 dBFS
-            self._energy.append((total * 2.0 / (WINDOW * np.sum(self._window**2))).astype(np.float32))
-            self._centroid.append(((power @ self._log_freqs) / np.maximum(total, 1e-20)).astype(np.float32))
+            power = (np.abs(np.fft.rfft(windows * self._window, axis=1)) ** 2).astype(np.float32)
+            self._powers.append((power @ self._select) * np.float32(self._scale))
+            # the autocorrelation of the signal band-limited to 4 kHz (i.e. resampled to 8 kHz)
+            # is the inverse transform of its power spectrum (Wiener-Khinchin)
+            low = power[:, :_LPC_BINS] * self._emphasis
+            self._autocorr.append(np.fft.irfft(low, axis=1)[:, :LPC_ORDER + 1].astype(np.float32))
         self._pending = buf[count * HOP:]
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """(energy, centroid) arrays, one value per 10 ms of audio."""
+    def finish(self) -> HopFeatures:
+        """The features, one row per 10 ms of audio."""
         self.feed(np.zeros(WINDOW // 2, np.float32))  # flush the last half window
-        if not self._energy:
-            return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        return np.concatenate(self._energy), np.concatenate(self._centroid)
+        bands = np.concatenate(self._powers) if self._powers else np.zeros((0, len(self._BANDS)), np.float32)
+        autocorr = (np.concatenate(self._autocorr) if self._autocorr
+                    else np.zeros((0, LPC_ORDER + 1), np.float32))
+        return HopFeatures(*(np.ascontiguousarray(bands[:, k]) for k in range(len(self._BANDS))), autocorr)
+
+
+def formants(autocorr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F1, F2) in Hz per row of LPC autocorrelations; NaN where no resonance was found.
+
+    Linear prediction (Levinson-Durbin, batched over rows), then the roots of the predictor
+    polynomial (eigenvalues of its companion matrix): each sharp resonance (bandwidth under
+    500 Hz) between 200 and 3500 Hz is a formant candidate, the lowest two are F1 and F2.
+    """
+    r = autocorr.astype(np.float64)
+    rows = r.shape[0]
+    f1 = np.full(rows, np.nan)
+    f2 = np.full(rows, np.nan)
+    if rows == 0:
+        return f1, f2
+    r = r.copy()
+    r[:, 0] *= 1.0 + 1e-6  # a little white noise keeps the recursion stable on pure tones
+    a = np.zeros((rows, LPC_ORDER + 1))
+    a[:, 0] = 1.0
+    err = np.maximum(r[:, 0], 1e-20)
+    for k in range(1, LPC_ORDER + 1):
+        acc = r[:, k] + np.einsum("nj,nj->n", a[:, 1:k], r[:, k - 1:0:-1])
+        refl = -acc / err
+        a[:, 1:k] = a[:, 1:k] + refl[:, None] * a[:, k - 1:0:-1]
+        a[:, k] = refl
+        err = np.maximum(err * (1.0 - refl**2), 1e-20)
+    companion = np.zeros((rows, LPC_ORDER, LPC_ORDER))
+    companion[:, 0, :] = -a[:, 1:]
+    companion[:, np.arange(1, LPC_ORDER), np.arange(LPC_ORDER - 1)] = 1.0
+    roots = np.linalg.eigvals(companion)
+    rate = RATE / 2  # the predictor runs at 8 kHz
+    freq = np.angle(roots) * rate / (2 * np.pi)
+    bandwidth = -np.log(np.maximum(np.abs(roots), 1e-9)) * rate / np.pi
+    candidate = (roots.imag > 0) & (freq > 200.0) & (freq < 3500.0) & (bandwidth < 500.0)
+    ordered = np.sort(np.where(candidate, freq, np.inf), axis=1)
+    f1 = np.where(np.isfinite(ordered[:, 0]), ordered[:, 0], np.nan)
+    f2 = np.where(np.isfinite(ordered[:, 1]), ordered[:, 1], np.nan)
+    return f1, f2
 
 
 def _smooth_attack_release(x: np.ndarray, attack: float, release: float) -> np.ndarray:
@@ -112,18 +202,25 @@ def _closures(level_db: np.ndarray, speaking: np.ndarray, s: MouthSettings) -> n
     return np.array(found, np.int64)
 
 
-def mouth_track(energy: np.ndarray, centroid: np.ndarray, fps: float, frame_count: int,
+def _relative(value: np.ndarray, voiced: np.ndarray, span: float,
+              bounds: tuple[float, float] = (-np.inf, np.inf)) -> np.ndarray:
+    """-1..1: a feature against the speaker's own median over voiced hops, kept within
+    ``bounds`` (0 where unknown)."""
+    known = voiced & np.isfinite(value)
+    reference = float(np.clip(np.median(value[known]), *bounds)) if known.any() else 0.0
+    return np.nan_to_num(np.tanh((value - reference) / span))
+
+
+def mouth_track(features: HopFeatures, fps: float, frame_count: int,
                 settings: MouthSettings = MouthSettings()) -> MouthTrack:
-    """Per-frame openness and shape for ``frame_count`` output frames at ``fps``."""
+    """Per-frame viseme values for ``frame_count`` output frames at ``fps``."""
     s = settings
-    openness = np.zeros(frame_count, np.float32)
-    shape = np.zeros(frame_count, np.float32)
-    if energy.size == 0 or frame_count == 0:
-        return MouthTrack(openness, shape, fps)
-    level_db = 10.0 * np.log10(np.maximum(energy, 1e-12))
+    if len(features) == 0 or frame_count == 0:
+        return MouthTrack.at_rest(frame_count, fps)
+    level_db = 10.0 * np.log10(np.maximum(features.energy, 1e-12))
     peak = float(np.percentile(level_db, 98))
     if peak < s.silence_level:
-        return MouthTrack(openness, shape, fps)  # nothing but silence or hum: keep the mouth shut
+        return MouthTrack.at_rest(frame_count, fps)  # nothing but silence or hum: the template's own mouth
     floor = float(np.percentile(level_db, 10))
     # the gate sits above the noise floor, but never within 20 dB of the peak: a clip of
     # uninterrupted speech has no pauses to measure the floor in
@@ -131,31 +228,61 @@ def mouth_track(energy: np.ndarray, centroid: np.ndarray, fps: float, frame_coun
     speaking = level_db > gate
     bottom = max(gate, peak - s.dynamic_range)
     level = np.clip((level_db - bottom) / max(peak - bottom, 1.0), 0.0, 1.0) ** s.curve
-    hop_open = _smooth_attack_release(level, s.attack, s.release)
 
-    # speaker-relative brightness: above the median centroid = spread, below = rounded
+    # the vowel: formant balances relative to this speaker, only where there is a voice to
+    # judge (elsewhere they are noise), held smoothly through consonants
     voiced = level > 0.3
-    reference = float(np.median(centroid[voiced])) if voiced.any() else float(np.median(centroid))
-    hop_shape = np.tanh((centroid - reference) / s.shape_span) * np.minimum(1.0, hop_open * 2.0)
-    hop_shape = _smooth_attack_release(hop_shape, 0.06, 0.06)
+    weight = np.minimum(1.0, level * 2.0)
+    # The vowel triangle: the first formant says how open (/a/ high, /i/ /u/ low), the
+    # second how spread (/i/ high) or rounded (/u/ low); rounded and close together push
+    # the lips forward. Formants are found only where there is a voice to find them in.
+    f1 = np.full(len(features), np.nan)
+    f2 = np.full(len(features), np.nan)
+    if voiced.any():
+        f1[voiced], f2[voiced] = formants(features.autocorr[voiced])
+    span = s.vowel_span_octaves
+    # F1 is a physical measure of the jaw (250-850 Hz in adults), so its reference is kept
+    # near a mid vowel's even for a speaker who says little but "oo" and "ee"; F2's is the
+    # speaker's own (it scales with the vocal tract)
+    openish = _relative(np.log2(f1), voiced, span, (np.log2(420.0), np.log2(600.0))) * weight
+    spreadish = _relative(np.log2(f2), voiced, span) * weight
+    openish, spreadish = (_smooth_attack_release(x.astype(np.float32), 0.05, 0.05) for x in (openish, spreadish))
+    hop_open = _smooth_attack_release(level, s.attack, s.release)
+    hop_protrude = np.clip(-spreadish, 0.0, 1.0) * np.clip(1.0 - openish, 0.0, 1.0) * np.minimum(1.0, hop_open * 3.0)
+    # rounded lips leave a small opening however loud the vowel
+    hop_open = np.clip(hop_open * (1.0 + s.vowel_open * openish) * (1.0 - 0.5 * hop_protrude), 0.0, 1.0)
+
+    # speaking, with short pauses bridged: between two words the mouth stays "in speech"
+    # rather than snapping back to the template's own expression
+    from scipy.ndimage import maximum_filter1d
+
+    bridge = max(1, int(round(2 * s.rest_after * FEATURE_RATE)) + 1)
+    active = maximum_filter1d(speaking.astype(np.float32), bridge, mode="constant")
+    hop_active = _smooth_attack_release(active, 0.05, 0.15)
 
     # average the hops inside each frame's display interval, shifted earlier by the lead
     times = (np.arange(frame_count) + 0.5) / fps + s.lead
     half = 0.5 / fps
-    lo = np.clip(np.floor((times - half) * FEATURE_RATE).astype(np.int64), 0, energy.size)
-    hi = np.clip(np.ceil((times + half) * FEATURE_RATE).astype(np.int64), 0, energy.size)
-    cum_open = np.concatenate([[0.0], np.cumsum(hop_open, dtype=np.float64)])
-    cum_shape = np.concatenate([[0.0], np.cumsum(hop_shape, dtype=np.float64)])
+    n = len(features)
+    lo = np.clip(np.floor((times - half) * FEATURE_RATE).astype(np.int64), 0, n)
+    hi = np.clip(np.ceil((times + half) * FEATURE_RATE).astype(np.int64), 0, n)
     width = np.maximum(hi - lo, 1)
-    openness = ((cum_open[hi] - cum_open[lo]) / width).astype(np.float32)
-    shape = ((cum_shape[hi] - cum_shape[lo]) / width).astype(np.float32)
-    # a closure shuts the lips for the video frame it falls in: at 25 fps a dip of 50-100 ms
+
+    def per_frame(hops: np.ndarray) -> np.ndarray:
+        cum = np.concatenate([[0.0], np.cumsum(hops, dtype=np.float64)])
+        return ((cum[hi] - cum[lo]) / width).astype(np.float32)
+
+    openness, spread = per_frame(hop_open), per_frame(spreadish)
+    protrusion, activity = per_frame(hop_protrude), per_frame(hop_active)
+    # a closure seals the lips for the video frame it falls in: at 25 fps a dip of 50-100 ms
     # would otherwise be averaged away
     closures = _closures(level_db, speaking, s)
     if closures.size:
         hit = np.searchsorted(closures, lo, side="left") < np.searchsorted(closures, hi, side="left")
         openness[hit] *= s.closure_keep
-    return MouthTrack(np.clip(openness, 0.0, 1.0), np.clip(shape, -1.0, 1.0), fps)
+        protrusion[hit] *= s.closure_keep
+    return MouthTrack(np.clip(openness, 0.0, 1.0), np.clip(spread, -1.0, 1.0), np.clip(protrusion, 0.0, 1.0),
+                      np.clip(activity, 0.0, 1.0), fps)
 
 
 def mouth_track_from_samples(samples: np.ndarray, fps: float, frame_count: int,
@@ -163,7 +290,7 @@ def mouth_track_from_samples(samples: np.ndarray, fps: float, frame_count: int,
     """Mouth track of 16 kHz mono float samples (-1..1)."""
     features = MouthFeatures()
     features.feed(samples)
-    return mouth_track(*features.finish(), fps, frame_count, settings)
+    return mouth_track(features.finish(), fps, frame_count, settings)
 
 
 def mouth_track_from_file(path: Path, fps: float, frame_count: int,
@@ -174,4 +301,4 @@ def mouth_track_from_file(path: Path, fps: float, frame_count: int,
     features = MouthFeatures()
     for block in iter_audio(Path(path), rate=RATE):
         features.feed(block)
-    return mouth_track(*features.finish(), fps, frame_count, settings)
+    return mouth_track(features.finish(), fps, frame_count, settings)

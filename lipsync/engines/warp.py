@@ -1,7 +1,8 @@
 """The default engine: lips that move with the speech, without any model download.
 
-Per render, :meth:`WarpEngine.start` analyses the template's face (cached by content) and
-turns the audio into per-frame mouth openness and shape (:mod:`lipsync.mouth`). Per chunk,
+Per render, :meth:`WarpEngine.start` analyses the template's face and takes samples of its
+open mouth where it has any (both cached by content), and turns the audio into per-frame
+visemes (:mod:`lipsync.mouth`). Per chunk,
 :meth:`WarpSession.process` cuts the mouth-and-jaw region out of every frame that has a
 face, warps those crops together in one batch on the render device
 (:mod:`lipsync.engines.warp_field`) and pastes them back. Pixels outside that region, and
@@ -16,12 +17,13 @@ import numpy as np
 import torch
 
 from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
-from lipsync.engines.warp_field import (InteriorColours, MouthGeometry, geometry_tensors, interior_colours,
-                                        mouth_geometry, warp_crops)
+from lipsync.engines.warp_field import MAX_OPENING, MouthGeometry, MouthPose, geometry_tensors, mouth_geometry, warp_crops
+from lipsync.engines.warp_interior import (InteriorColours, MouthSamples, SampleBank, interior_colours, lip_colour,
+                                           mouth_samples)
 from lipsync.face.analysis import TemplateAnalysis, analyze_template
 from lipsync.mouth import MouthSettings, MouthTrack, mouth_track_from_file
 
-_ANALYSIS_SHARE = 0.9  # of the preparation progress; the audio features take the rest
+_ANALYSIS_SHARE = 0.85  # of the preparation progress; mouth samples and the audio features take the rest
 # Crop pixels warped per torch call: large batches amortise the fixed cost of the ~600 small
 # tensor operations on the coarse grid; the cap bounds memory (~40 bytes per pixel) for
 # very large faces.
@@ -53,22 +55,29 @@ class WarpEngine(FrameEngine):
     def start(self, ctx: RenderContext) -> WarpSession:
         analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
                                     progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
+        geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
+        # a photo's only open mouth is the one the warp already keeps in place
+        samples = MouthSamples.none() if ctx.template.is_still else mouth_samples(
+            ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
+        ctx.progress(0.9)
         track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, self.mouth_settings)
         ctx.progress(1.0)
-        return WarpSession(ctx, analysis, track)
+        return WarpSession(ctx, analysis, geometry, samples, track)
 
 
 class WarpSession(EngineSession):
-    def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, track: MouthTrack):
+    def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, geometry: MouthGeometry,
+                 samples: MouthSamples, track: MouthTrack):
         super().__init__()
         self.device = torch.device(ctx.device)
         if self.device.type == "cpu":
             _share_cpu_with_the_pipeline()
         self.analysis = analysis
         self.track = track
-        self.geometry: MouthGeometry = mouth_geometry(analysis.landmarks, analysis.has_face,
-                                                      ctx.template.width, ctx.template.height)
+        self.geometry = geometry
+        self.samples = samples
         self._colours: InteriorColours | None = None
+        self._bank: SampleBank | None = None
         unusable = analysis.frame_count - int(np.count_nonzero(self.geometry.valid))
         if unusable:
             self.notes.append(f"no face in {unusable} of {analysis.frame_count} template frames; passed through")
@@ -82,8 +91,9 @@ class WarpSession(EngineSession):
         if not frames.flags.writeable:
             frames = frames.copy()
         if self._colours is None:  # fixed for the whole render, so the mouth never flickers
-            first = todo[0]
-            self._colours = interior_colours(frames[first], self.analysis.landmarks[rows[first]])
+            first, landmarks = todo[0], self.analysis.landmarks[rows[todo[0]]]
+            self._colours = interior_colours(frames[first], landmarks)
+            self._bank = SampleBank(self.samples, lip_colour(frames[first], landmarks), self.device)
         last = len(self.track) - 1
         frame_no = np.clip(chunk.out_indices.astype(np.int64), 0, max(last, 0))
         boxes = self.geometry.box[rows[todo]]
@@ -104,14 +114,16 @@ class WarpSession(EngineSession):
         x0 = np.clip(boxes[:, 0] - (crop_w - (boxes[:, 2] - boxes[:, 0])) // 2, 0, width - crop_w)
         y0 = np.clip(boxes[:, 1] - (crop_h - (boxes[:, 3] - boxes[:, 1])) // 2, 0, height - crop_h)
         crops = np.stack([frames[i, y:y + crop_h, x:x + crop_w] for i, x, y in zip(which, x0, y0)])
+        track = self.track
+        pose = MouthPose(*(torch.from_numpy(values[frame_no]).to(self.device)
+                           for values in (track.openness, track.spread, track.protrusion, track.activity)))
         with torch.inference_mode():
             out = warp_crops(
                 torch.from_numpy(crops).to(self.device),
                 torch.from_numpy(np.stack([x0, y0], axis=1).astype(np.float32)).to(self.device),
                 geometry_tensors(self.geometry, rows, self.device),
-                torch.from_numpy(self.track.openness[frame_no]).to(self.device),
-                torch.from_numpy(self.track.shape[frame_no]).to(self.device),
-                self._colours,
+                pose, self._colours, self._bank,
+                self._bank.choose(track.openness[frame_no] * MAX_OPENING) if self._bank else None,
             ).cpu().numpy()
         for k, (i, x, y) in enumerate(zip(which, x0, y0)):
             frames[i, y:y + crop_h, x:x + crop_w] = out[k]

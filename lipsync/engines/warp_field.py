@@ -2,24 +2,28 @@
 
 Everything is expressed in a *mouth frame* per template frame: origin at the middle of the
 inner lips, ``u`` along the line through the mouth corners, ``v`` perpendicular to it and
-pointing down the chin, both in pixels. In that frame:
+pointing down the chin, both in pixels. Four numbers per output frame drive it
+(:class:`lipsync.mouth.MouthTrack`): openness, spread, protrusion and activity. In the
+mouth frame:
 
-* the lower lip and the jaw move down (``v``) to open the mouth: at the lip edge by a
-  lens-shaped profile that is zero at the corners (so the corners stay sealed), deeper down
-  by a broad jaw profile, fading out below the chin;
-* the upper lip moves up by a quarter of the opening, fading out towards the nose;
-* the corners move in or out along ``u`` with the shape (rounded vs spread);
-* where the lips part, the mouth interior is drawn: the template's own teeth when its mouth
-  was open, otherwise a cavity shaded by depth with a hint of upper teeth, a faint edge of
-  lower teeth at mid openings and the tongue when wide open, grained like the face and
-  with a soft inner-lip edge.
+* the lips open *relative to the template's own mouth*: the gap between the inner lips
+  becomes ``activity`` of the way from the template's own gap to the target opening, so in
+  silence (activity 0) nothing moves at all and the template's expression is what shows;
+* each lip moves as a whole, from its inner edge to its outer edge (its texture is carried,
+  not stretched); protrusion moves the outer edges outward (a pout reads as fuller lips);
+* below the lower lip the motion blends into a gentler jaw motion, above the upper lip it
+  fades out before the nose;
+* the corners move in (rounded, and a little as the jaw opens) or out (spread) along ``u``;
+* where the lips part, the mouth interior is drawn (:mod:`lipsync.engines.warp_interior`).
+
+All of it is confined by the face's own contour: the jaw line of the 68 landmarks
+(points 0-16) closed across the top. The motion fades to zero over a band inside the
+contour and is exactly zero for some pixels before it, so a collar, a background edge
+or hair beside the cheek never bends; outside it the output equals the input bit for bit.
 
 The fields above are *forward* displacements (where a template pixel goes); sampling needs
 the inverse (where an output pixel comes from), found by a few fixed-point iterations,
-which converge because the fields are smooth and compress nothing more than ~2x. The whole
-warp fades to exactly zero at the edge of an ellipse from the nose to below the chin (cut
-off under the jaw line, so the neck beside the chin stays put); outside it the output
-equals the input bit for bit.
+which converge because the fields are smooth and compress nothing more than ~2x.
 """
 
 from __future__ import annotations
@@ -30,24 +34,34 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from lipsync.engines.warp_interior import InteriorColours, SampleBank, SampleChoice, draw_interior, grain_noise
+from lipsync.engines.warp_interior import smoothstep as _smoothstep
 from lipsync.face.landmarks import MOUTH_CORNERS
 
 # Shape of the motion, in mouth widths / fractions. Chosen by eye on real faces.
-MAX_OPENING = 0.42  # lip gap at openness 1, mid-mouth
+MAX_OPENING = 0.38  # lip gap at openness 1, mid-mouth
 UPPER_SHARE = 0.25  # share of the opening taken by the upper lip
-SPREAD = 0.10  # corner displacement at shape +-1
+SPREAD = 0.10  # corner displacement at spread +-1 (each corner, in mouth widths)
+ROUND = 0.16  # corners come in this much at protrusion 1
 NARROW_WHEN_OPEN = 0.05  # corners come in this much at openness 1
+POUT = 0.07  # outer lip edges move outward this much at protrusion 1
+JAW_SHARE = 0.6  # the chin follows the lower lip's drop this much (before the contour's falloff)
 JAW_SIGMA = 0.8  # lateral extent of the jaw motion
-LIP_TO_JAW_DEPTH = 0.4  # below the lower lip, how quickly the lip profile becomes the jaw's
-BELOW_CHIN = 0.45  # the motion fades out this far below the chin
-LENS_POWER = 0.7  # opening profile across the mouth: (1 - x^2)^power
+LIP_TO_JAW_DEPTH = 0.35  # below the lower lip, how quickly the lip's motion becomes the jaw's
+LENS_POWER = 0.7  # opening profile across the mouth: (1 - x^2)^power, rounder when rounded
+CONTOUR_FALLOFF = 0.3  # inside the face contour, the motion fades in over this many mouth widths
 _FIXED_POINT_STEPS = 3
 COARSE_STEP = 4  # pixels between the points where the smooth fields are evaluated
+# Exactly no motion this close to the contour: a pixel takes its field from the four coarse
+# points around it (at most COARSE_STEP * sqrt(2) away), and every one of those must be 0
+# for a pixel on the contour to come out unchanged.
+CONTOUR_ZERO_BAND = COARSE_STEP * 1.5 + 0.5
+JAW_POINTS = 17  # landmarks 0-16: the face contour
 
 
 @dataclass(frozen=True)
 class MouthGeometry:
-    """Per-template-frame mouth frame and lip curves (numpy, one row per frame)."""
+    """Per-template-frame mouth frame, lip curves and face contour (numpy, one row per frame)."""
 
     origin: np.ndarray  # (N, 2) x, y of the mouth frame's origin
     axis: np.ndarray  # (N, 2) unit vector along u (left corner -> right corner)
@@ -57,8 +71,10 @@ class MouthGeometry:
     inner_u: np.ndarray  # (N, 2) u of the inner-lip corners (landmarks 60, 64)
     upper: np.ndarray  # (N, 3) inner upper lip  v = a u^2 + b u + c
     lower: np.ndarray  # (N, 3) inner lower lip  v = a u^2 + b u + c
-    jaw: np.ndarray  # (N, 3) jaw line (landmarks 4-12)  v = a u^2 + b u + c
-    ellipse: np.ndarray  # (N, 4) centre u, centre v, semi-axis along u, semi-axis along v
+    outer_upper: np.ndarray  # (N, 3) outer upper lip (48-54)
+    outer_lower: np.ndarray  # (N, 3) outer lower lip (54-59, 48)
+    nose_v: np.ndarray  # (N,) v of the base of the nose: nothing above it moves
+    contour: np.ndarray  # (N, 17, 2) u, v of the jaw line, landmarks 0-16
     box: np.ndarray  # (N, 4) int x0, y0, x1, y1 (exclusive) of the pixels the warp may touch
     valid: np.ndarray  # (N,) bool: a usable face (landmarks present, mouth not degenerate)
 
@@ -69,6 +85,23 @@ def _fit_parabolas(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     gram = np.einsum("nki,nkj->nij", design, design) + np.eye(3) * 1e-6
     rhs = np.einsum("nki,nk->ni", design, v)
     return np.linalg.solve(gram, rhs[..., None])[..., 0]
+
+
+def _region_box(contour: np.ndarray, nose_v: np.ndarray, origin: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """(N, 4) float pixel bounds of the face contour's part below the nose (where the warp
+    may move anything): the contour's vertices below that line and its edges' crossings of it."""
+    closed = np.concatenate([contour, contour[:, :1]], axis=1)  # the contour closed across the top
+    a, b = closed[:, :-1], closed[:, 1:]
+    line = nose_v[:, None]
+    below = np.where((a[..., 1] >= line)[..., None], a, np.nan)
+    crosses = (a[..., 1] - line) * (b[..., 1] - line) < 0
+    t = (line - a[..., 1]) / np.where(crosses, b[..., 1] - a[..., 1], 1.0)
+    hit = np.where(crosses[..., None], a + (b - a) * t[..., None], np.nan)
+    uv = np.concatenate([below, hit], axis=1)  # (N, 2K, 2)
+    down = np.stack([-axis[:, 1], axis[:, 0]], axis=1)
+    xy = origin[:, None] + uv[..., :1] * axis[:, None] + uv[..., 1:] * down[:, None]
+    with np.errstate(all="ignore"):
+        return np.concatenate([np.nanmin(xy, axis=1), np.nanmax(xy, axis=1)], axis=1)
 
 
 def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, height: int) -> MouthGeometry:
@@ -88,39 +121,24 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
     cu, _ = to_uv(np.stack([left, right], axis=1))
     upper = _fit_parabolas(*to_uv(lm[:, [60, 61, 62, 63, 64]]))
     lower = _fit_parabolas(*to_uv(lm[:, [60, 67, 66, 65, 64]]))
+    outer_upper = _fit_parabolas(*to_uv(lm[:, 48:55]))
+    outer_lower = _fit_parabolas(*to_uv(lm[:, [54, 55, 56, 57, 58, 59, 48]]))
     inner_u, _ = to_uv(lm[:, [60, 64]])
     _, v_nose = to_uv(lm[:, [31, 32, 33, 34, 35]])
-    _, v_chin = to_uv(lm[:, 7:10])
-    jaw = _fit_parabolas(*to_uv(lm[:, 4:13]))
-    top = v_nose.mean(axis=1)
-    bottom = v_chin.max(axis=1) + BELOW_CHIN * mouth_w
-    centre_u = cu.mean(axis=1)
-    # as wide as the cheeks at mouth height (jaw landmarks 3 and 13), so the background
-    # beside a narrow face is never dragged along
-    cheeks_u, _ = to_uv(lm[:, [3, 13]])
-    half_face = np.clip(np.abs(cheeks_u - centre_u[:, None]).mean(axis=1), 0.75 * mouth_w, 1.2 * mouth_w)
-    ellipse = np.stack([centre_u, (top + bottom) / 2, half_face, (bottom - top) / 2], axis=1)
+    nose_v = v_nose.mean(axis=1)
+    contour = np.stack(to_uv(lm[:, 0:JAW_POINTS]), axis=-1)
 
-    # pixel box of the ellipse (rotated with the mouth), plus room for the sampled margin
-    a, b = ellipse[:, 2], ellipse[:, 3]
-    centre = origin + axis * ellipse[:, :1] + down * ellipse[:, 1:2]
-    ext_x = np.hypot(a * axis[:, 0], b * down[:, 0]) + 2
-    ext_y = np.hypot(a * axis[:, 1], b * down[:, 1]) + 2
-    box = np.stack([np.floor(centre[:, 0] - ext_x), np.floor(centre[:, 1] - ext_y),
-                    np.ceil(centre[:, 0] + ext_x) + 1, np.ceil(centre[:, 1] + ext_y) + 1], axis=1)
-    box = np.clip(box, 0, [width, height, width, height]).astype(np.int64)
-
-    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (b > 0.5 * mouth_w)
+    bounds = _region_box(contour, nose_v, origin, axis)
+    box = np.stack([np.floor(bounds[:, 0]) - 2, np.floor(bounds[:, 1]) - 2,
+                    np.ceil(bounds[:, 2]) + 3, np.ceil(bounds[:, 3]) + 3], axis=1)
+    box = np.clip(np.nan_to_num(box), 0, [width, height, width, height]).astype(np.int64)
+    chin_v = contour[:, 8, 1]
+    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (chin_v > 0.5 * mouth_w) & (nose_v < 0)
              & (box[:, 2] - box[:, 0] >= 8) & (box[:, 3] - box[:, 1] >= 8))
-    return MouthGeometry(origin.astype(np.float32), axis.astype(np.float32), mouth_w.astype(np.float32),
-                         centre_u.astype(np.float32), (np.abs(cu[:, 1] - cu[:, 0]) / 2).astype(np.float32),
-                         inner_u.astype(np.float32), upper.astype(np.float32), lower.astype(np.float32),
-                         jaw.astype(np.float32), ellipse.astype(np.float32), box, valid)
-
-
-def _smoothstep(edge0: torch.Tensor | float, edge1: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
-    t = ((x - edge0) / (edge1 - edge0)).clamp(0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
+    f32 = lambda x: np.ascontiguousarray(x, np.float32)  # noqa: E731
+    return MouthGeometry(f32(origin), f32(axis), f32(mouth_w), f32(cu.mean(axis=1)),
+                         f32(np.abs(cu[:, 1] - cu[:, 0]) / 2), f32(inner_u), f32(upper), f32(lower),
+                         f32(outer_upper), f32(outer_lower), f32(nose_v), f32(contour), box, valid)
 
 
 def _gauss(x: torch.Tensor) -> torch.Tensor:
@@ -130,63 +148,6 @@ def _gauss(x: torch.Tensor) -> torch.Tensor:
 
 def _poly(coeffs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return (coeffs[..., 0:1, None] * u + coeffs[..., 1:2, None]) * u + coeffs[..., 2:3, None]
-
-
-@dataclass(frozen=True)
-class InteriorColours:
-    cavity: tuple[float, float, float]  # RGB 0..255 at the back of the mouth, under the upper teeth
-    floor: tuple[float, float, float]  # RGB 0..255 low in the mouth, lit through the opening
-    tongue: tuple[float, float, float]  # RGB 0..255 of the tongue, low in a wide-open mouth
-    teeth: tuple[float, float, float]  # RGB 0..255 of the upper-teeth hint (lower teeth: shaded)
-    grain: float = 0.0  # std (0..255 levels) of the fine noise of the skin around the mouth
-
-
-def interior_colours(frame: np.ndarray, landmarks: np.ndarray) -> InteriorColours:
-    """Mouth colours matched to the face's lighting, from the lips and skin of one frame."""
-    h, w = frame.shape[:2]
-
-    def mean_colour(points: np.ndarray) -> np.ndarray:
-        xy = np.clip(np.round(points).astype(np.int64), 0, [w - 1, h - 1])
-        return frame[xy[:, 1], xy[:, 0]].astype(np.float64).mean(axis=0)
-
-    lip_points = (landmarks[[49, 50, 52, 53, 55, 56, 58, 59]] + landmarks[[61, 61, 63, 63, 65, 65, 67, 67]]) / 2
-    skin_points = (landmarks[[3, 4, 12, 13, 30]] + landmarks[[48, 48, 54, 54, 33]]) / 2
-    lips, skin = mean_colour(lip_points), mean_colour(skin_points)
-    light = float(np.clip(skin.mean() / 170.0, 0.35, 1.2))  # how brightly the face is lit
-    # Scaling the lip colour per channel keeps the face's lighting; damping green and blue
-    # more than red turns pink lips into the warm red-brown of a mouth (an even scale
-    # leaves the lips' blue in and reads purple).
-    cavity = lips * np.array([0.20, 0.10, 0.10])
-    floor = lips * np.array([0.36, 0.17, 0.16])
-    tongue = lips * np.array([0.70, 0.40, 0.38])
-    teeth = np.array([236.0, 228.0, 214.0]) * light * 0.82
-    return InteriorColours(tuple(cavity.tolist()), tuple(floor.tolist()), tuple(tongue.tolist()),
-                           tuple(np.clip(teeth, 0, 255).tolist()), _grain_level(frame, landmarks))
-
-
-def _grain(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-    """Fixed per-pixel noise with std 1 (uniform), from an integer hash of the frame
-    coordinates: identical on every device and in every frame, so it adds texture without
-    flicker (which the encoder would also pay bits for)."""
-    h = xs.to(torch.int64) * 73856093 + ys.to(torch.int64) * 19349663
-    h = ((h ^ (h >> 13)) & 0xFFFFFFF) * 1274126177  # masked first: no int64 overflow
-    h = (h ^ (h >> 16)) & 0xFFFF
-    return (h.float() / 65535.0 - 0.5) * 3.4641  # uniform on +-sqrt(3): std 1
-
-
-def _grain_level(frame: np.ndarray, landmarks: np.ndarray) -> float:
-    """Std of the fine grain around the mouth: the median absolute deviation of each pixel
-    from its 3x3 mean, which edges (lips, teeth) barely move."""
-    h, w = frame.shape[:2]
-    (x0, y0), (x1, y1) = landmarks[48:68].min(axis=0), landmarks[48:68].max(axis=0)
-    pad = 0.3 * (x1 - x0)
-    xa, xb = int(np.clip(x0 - pad, 0, w - 3)), int(np.clip(x1 + pad, 3, w))
-    ya, yb = int(np.clip(y0 - pad, 0, h - 3)), int(np.clip(y1 + pad, 3, h))
-    patch = frame[ya:yb, xa:xb].astype(np.float32)
-    mean3 = sum(patch[1 + dy:patch.shape[0] - 1 + dy, 1 + dx:patch.shape[1] - 1 + dx]
-                for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / 9.0
-    detail = patch[1:-1, 1:-1] - mean3
-    return float(np.clip(np.median(np.abs(detail)) * 1.4826 / 0.94, 0.0, 4.0)) if detail.size else 0.0
 
 
 def _coarse_size(n: int) -> int:
@@ -206,23 +167,36 @@ def _upsample(coarse: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
     return fine.permute(0, 2, 3, 1)[:, rows, cols]
 
 
-def warp_crops(crops: torch.Tensor, offsets: torch.Tensor, geometry: dict[str, torch.Tensor],
-               openness: torch.Tensor, shape: torch.Tensor, colours: InteriorColours) -> torch.Tensor:
+@dataclass(frozen=True)
+class MouthPose:
+    """The viseme of each frame of a batch, as (T,) tensors (see :class:`lipsync.mouth.MouthTrack`)."""
+
+    openness: torch.Tensor
+    spread: torch.Tensor
+    protrusion: torch.Tensor
+    activity: torch.Tensor
+
+
+def warp_crops(crops: torch.Tensor, offsets: torch.Tensor, geometry: dict[str, torch.Tensor], pose: MouthPose,
+               colours: InteriorColours, bank: SampleBank | None = None,
+               choice: SampleChoice | None = None) -> torch.Tensor:
     """Warp a batch of crops.
 
     crops: (T, Hc, Wc, 3) uint8; offsets: (T, 2) x, y of each crop's top-left pixel in the
     frame; geometry: the :class:`MouthGeometry` rows of these frames as float tensors (see
-    :func:`geometry_tensors`); openness, shape: (T,). Returns (T, Hc, Wc, 3) uint8.
+    :func:`geometry_tensors`); pose: the frames' visemes; colours, bank, choice: what the
+    mouth interior is drawn from. Returns (T, Hc, Wc, 3) uint8.
 
-    The smooth parts (displacement fields, their inversion, the lip curves) are computed
-    on a grid COARSE_STEP pixels apart and interpolated. Only around the mouth, where the
-    lips part and the field jumps from the upper lip's to the lower lip's, does the warp
-    run per pixel. Where the displacement is zero the interpolated sampling grid hits
-    pixel centres to ~1e-5 px, so after rounding those pixels come out exactly as they went in.
+    The smooth parts (displacement fields, their inversion, the lip curves, the contour's
+    falloff) are computed on a grid COARSE_STEP pixels apart and interpolated. Only around
+    the mouth, where the lips part and the field jumps from the upper lip's to the lower
+    lip's, does the warp run per pixel. Where the displacement is zero the interpolated
+    sampling grid hits pixel centres to ~1e-5 px, so after rounding those pixels come out
+    exactly as they went in.
     """
     t, hc, wc, _ = crops.shape
     dev = crops.device
-    field = _MouthField(geometry, openness, shape, offsets, hc, wc)
+    field = _MouthField(geometry, pose, offsets, hc, wc)
 
     # ---- coarse grid: both lips' fields, inverted; the lip lines; where the mouth is
     nh, nw = _coarse_size(hc), _coarse_size(wc)
@@ -234,8 +208,8 @@ def warp_crops(crops: torch.Tensor, offsets: torch.Tensor, geometry: dict[str, t
     up_u, up_v = field.invert(u, v, field.upper_field)
     low = field.to_grid(u + (low_u - u) * keep, v + (low_v - v) * keep)  # (T, 2, nh, nw)
     upper = field.to_grid(u + (up_u - u) * keep, v + (up_v - v) * keep)
-    rise, down, up, lo = field.lip_motion(u)
-    top_out, bottom_out = up + rise, lo + down
+    rise, drop, up, lo, _ = field.lip_motion(u)
+    top_out, bottom_out = up + rise * keep, lo + drop * keep
     below = (v >= (top_out + bottom_out) * 0.5).unsqueeze(1).float()
 
     img = crops.permute(0, 3, 1, 2).float()
@@ -263,12 +237,15 @@ def warp_crops(crops: torch.Tensor, offsets: torch.Tensor, geometry: dict[str, t
         in_gap = depth.clamp(0.0, 1.0) * (f_bottom - bv).clamp(0.0, 1.0) * f_keep
         opening = (in_gap > 0).float().unsqueeze(-1)
         # inside the opening the template's own interior hangs from the upper lip
-        hanging = field.to_grid(bu, bv - f_rise * f_keep).permute(0, 2, 3, 1)
+        hanging = field.to_grid(bu, bv - f_rise).permute(0, 2, 3, 1)
         box_grid = up_g + (low_g - up_g) * b_below
         box_grid = box_grid + (hanging - box_grid) * opening
         box = F.grid_sample(img, box_grid, mode="bilinear", padding_mode="border", align_corners=True)
         if bool(opening.any()):
-            box = _draw_interior(box, field, (bu, bv, xs, ys, depth, f_top, f_bottom, f_keep, in_gap), colours)
+            painted = _paint_opening(box.clone(), field, (bu, bv, xs, ys, depth, f_top, f_bottom, f_keep, in_gap),
+                                     colours, bank, choice)
+            # in silence the template's own mouth, parted or not, is shown exactly as it is
+            box = box + (painted - box) * field.a.unsqueeze(1)
         warped[:, :, r0:r1, c0:c1] = box
 
     return warped.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
@@ -278,8 +255,8 @@ _EDGE_PX = 2.5  # half-width of the softened band along each inner lip
 _WINDOW_MARGIN = 4  # pixels kept around the opening: more than the band plus the blur's reach
 
 
-def _draw_interior(box: torch.Tensor, field: _MouthField, where: tuple[torch.Tensor, ...],
-                   colours: InteriorColours) -> torch.Tensor:
+def _paint_opening(box: torch.Tensor, field: _MouthField, where: tuple[torch.Tensor, ...],
+                   colours: InteriorColours, bank: SampleBank | None, choice: SampleChoice | None) -> torch.Tensor:
     """Paint the mouth interior into the (T, 3, H, W) pixels ``box`` around the mouth.
 
     ``where`` holds the per-pixel mouth-frame coordinates (u, v), frame coordinates (x, y),
@@ -298,10 +275,18 @@ def _draw_interior(box: torch.Tensor, field: _MouthField, where: tuple[torch.Ten
     xs, ys = xs[..., c], ys[:, r]
     win = box[:, :, r, c]
 
-    inside = field.interior(bu, bv, depth, top, bottom, win, colours)
+    gap = (bottom - top).clamp(min=1e-3)
+    _, _, up, lo, _ = field.lip_motion(bu)
+    gap0 = (lo - up).clamp(min=0.0)  # the template's own opening here
+    half_open = field.open_half_width()
+    drawn = draw_interior((bu - field.uc) / half_open, (depth / gap).clamp(0.0, 1.0), gap, field.w, half_open,
+                          colours, bank, choice)
+    # the template's own interior, hanging from the upper lip, where it had one
+    own = (1.0 - _smoothstep(0.6 * gap0, gap0 + 1e-3, depth)).unsqueeze(1)
+    inside = drawn + (win - drawn) * own
     if colours.grain > 0:  # grain as fine and as strong as the face's own, or the mouth looks pasted on
         shade = (inside.mean(dim=1, keepdim=True) / 80.0).clamp(0.3, 1.0)  # dark areas show less
-        inside = inside + (colours.grain * _grain(xs, ys)).unsqueeze(1) * shade
+        inside = inside + (colours.grain * grain_noise(xs, ys)).unsqueeze(1) * shade * (1.0 - own)
     win = win + (inside - win) * in_gap.unsqueeze(1)
     # a soft inner-lip edge: blur a band along both lips where they part (never where they
     # meet, so a closed mouth stays exactly as warped)
@@ -317,28 +302,33 @@ def _draw_interior(box: torch.Tensor, field: _MouthField, where: tuple[torch.Ten
 class _MouthField:
     """The motion model of one batch, as functions of mouth-frame coordinates (u, v)."""
 
-    def __init__(self, g: dict[str, torch.Tensor], openness: torch.Tensor, shape: torch.Tensor,
-                 offsets: torch.Tensor, hc: int, wc: int):
+    def __init__(self, g: dict[str, torch.Tensor], pose: MouthPose, offsets: torch.Tensor, hc: int, wc: int):
         t = offsets.shape[0]
 
-        def col(name: str, i: int | None = None) -> torch.Tensor:
-            x = g[name] if i is None else g[name][:, i]
-            return x.view(t, 1, 1)
+        def col(x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(t, 1, 1)
 
         self.t = t
-        self.off_x, self.off_y = offsets[:, 0].view(t, 1, 1), offsets[:, 1].view(t, 1, 1)
+        self.off_x, self.off_y = col(offsets[:, 0]), col(offsets[:, 1])
         self.sx, self.sy = 2.0 / max(wc - 1, 1), 2.0 / max(hc - 1, 1)
-        self.ox, self.oy = col("origin", 0), col("origin", 1)
-        self.ax, self.ay = col("axis", 0), col("axis", 1)
-        self.w = col("width")
-        self.uc, self.hw = col("centre_u"), col("half_width").clamp(min=1.0)
-        self.u_in0, self.u_in1 = col("inner_u", 0), col("inner_u", 1)
-        self.upper, self.lower, self.jaw = g["upper"], g["lower"], g["jaw"]
-        self.ell_u, self.ell_v, self.ell_a, self.ell_b = (col("ellipse", i) for i in range(4))
-        self.o = openness.view(t, 1, 1)
-        self.s = shape.view(t, 1, 1)
-        self.nose_v = self.ell_v - self.ell_b
-        _, self.jaw_drop, _, _ = self.lip_motion(self.uc)  # the jaw follows the lower lip's middle
+        self.ox, self.oy = col(g["origin"][:, 0]), col(g["origin"][:, 1])
+        self.ax, self.ay = col(g["axis"][:, 0]), col(g["axis"][:, 1])
+        self.w = col(g["width"])
+        self.uc, self.hw = col(g["centre_u"]), col(g["half_width"]).clamp(min=1.0)
+        self.u_in0, self.u_in1 = col(g["inner_u"][:, 0]), col(g["inner_u"][:, 1])
+        self.upper, self.lower = g["upper"], g["lower"]
+        self.outer_upper, self.outer_lower = g["outer_upper"], g["outer_lower"]
+        self.nose_v = col(g["nose_v"])
+        self.contour = g["contour"]  # (T, 17, 2)
+        self.o, self.s = col(pose.openness), col(pose.spread)
+        self.p, self.a = col(pose.protrusion), col(pose.activity)
+        # corners: spread out, rounded in, a little in as the jaw opens; all only while speaking
+        self.corner_amount = self.a * self.w * (SPREAD * self.s - ROUND * self.p - NARROW_WHEN_OPEN * self.o)
+        # rounded lips make a rounder, spread ones a flatter opening
+        self.lens_power = LENS_POWER - 0.25 * self.p + 0.15 * self.s.clamp(min=0.0)
+        _, drop_mid, _, _, _ = self.lip_motion(self.uc)
+        self.jaw_drop = JAW_SHARE * drop_mid.clamp(min=0.0)  # the chin follows the lower lip's middle
+        self.top_v = self.nose_v + 0.5 * (_poly(self.outer_upper, self.uc) - self.nose_v)
 
     def to_uv(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rx, ry = x - self.ox, y - self.oy
@@ -350,41 +340,74 @@ class _MouthField:
         y = self.oy + u * self.ay + v * self.ax - self.off_y
         return torch.stack([x * self.sx - 1.0, y * self.sy - 1.0], dim=1)
 
-    def keep(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """1 near the mouth, fading to exactly 0 at the edge of the ellipse and, below the
-        jaw line, before the neck (the ellipse alone would reach the neck beside the chin)."""
-        r = torch.sqrt(((u - self.ell_u) / self.ell_a) ** 2 + ((v - self.ell_v) / self.ell_b) ** 2)
-        below_jaw = v - _poly(self.jaw, u)
-        return (1.0 - _smoothstep(0.62, 0.97, r)) * (1.0 - _smoothstep(0.2 * self.w, BELOW_CHIN * self.w, below_jaw))
+    def open_half_width(self) -> torch.Tensor:
+        """Half the width of the opening (the corners, after they moved)."""
+        return (self.hw + self.corner_amount).clamp(min=1.0)
 
-    def lip_motion(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(upper lip shift, lower lip shift, upper inner lip v, lower inner lip v) at u; down is +."""
+    def keep(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """How much of the motion a point keeps: 0 outside the face contour and in a band just
+        inside it, rising to 1 over CONTOUR_FALLOFF mouth widths; 0 above the nose base."""
+        inside_by = self._inside_distance(u, v)
+        contour = _smoothstep(CONTOUR_ZERO_BAND, CONTOUR_ZERO_BAND + CONTOUR_FALLOFF * self.w, inside_by)
+        return contour * _smoothstep(self.nose_v, self.top_v, v)
+
+    def _inside_distance(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Distance (pixels) from (u, v) to the jaw line, positive inside the contour (the jaw
+        line closed across the top), negative outside."""
+        pts = self.contour
+        a, b = pts[:, :-1], pts[:, 1:]  # (T, 16, 2): the jaw line's segments
+        au, av = a[..., 0].view(self.t, 1, 1, -1), a[..., 1].view(self.t, 1, 1, -1)
+        eu, ev = (b[..., 0] - a[..., 0]).view(self.t, 1, 1, -1), (b[..., 1] - a[..., 1]).view(self.t, 1, 1, -1)
+        pu, pv = u.unsqueeze(-1) - au, v.unsqueeze(-1) - av
+        along = ((pu * eu + pv * ev) / (eu * eu + ev * ev).clamp(min=1e-6)).clamp(0.0, 1.0)
+        dist = ((pu - along * eu) ** 2 + (pv - along * ev) ** 2).min(dim=-1).values.sqrt()
+        # even-odd rule along +u, over the jaw line's segments and the closing one
+        closed = torch.cat([pts, pts[:, :1]], dim=1)
+        ca, cb = closed[:, :-1], closed[:, 1:]
+        cau, cav = ca[..., 0].view(self.t, 1, 1, -1), ca[..., 1].view(self.t, 1, 1, -1)
+        cbu, cbv = cb[..., 0].view(self.t, 1, 1, -1), cb[..., 1].view(self.t, 1, 1, -1)
+        vv = v.unsqueeze(-1)
+        straddles = (cav > vv) != (cbv > vv)
+        cross_u = cau + (vv - cav) * (cbu - cau) / torch.where(straddles, cbv - cav, torch.ones_like(cav))
+        inside = ((straddles & (u.unsqueeze(-1) < cross_u)).sum(dim=-1) % 2) == 1
+        return torch.where(inside, dist, -dist)
+
+    def lip_motion(self, u: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(upper lip shift, lower lip shift, upper inner lip v, lower inner lip v, pout) at u;
+        down is +. The shifts take the inner lips from the template's own gap ``activity`` of
+        the way to the target opening; pout is how far each lip's outer edge moves outward
+        beyond its inner edge."""
         clamped = torch.minimum(torch.maximum(u, self.u_in0), self.u_in1)
         up, lo = _poly(self.upper, clamped), _poly(self.lower, clamped)
-        lens = (1.0 - ((u - self.uc) / self.hw) ** 2).clamp(min=0.0) ** LENS_POWER
-        change = self.o * MAX_OPENING * self.w * lens - (lo - up).clamp(min=0.0)
-        return -UPPER_SHARE * change, (1.0 - UPPER_SHARE) * change, up, lo
+        x2 = ((u - self.uc) / self.open_half_width()) ** 2
+        lens = (1.0 - x2).clamp(min=0.0) ** self.lens_power
+        change = self.a * (self.o * MAX_OPENING * self.w * lens - (lo - up).clamp(min=0.0))
+        pout = self.a * self.p * POUT * self.w * (1.0 - x2).clamp(min=0.0).sqrt()
+        return -UPPER_SHARE * change, (1.0 - UPPER_SHARE) * change, up, lo, pout
 
     def corner_shift(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        w = self.w
-        amount = w * (SPREAD * self.s - NARROW_WHEN_OPEN * self.o)
         rel = (u - self.uc) / self.hw
-        beyond = (rel.abs() - 1.0).clamp(min=0.0) * self.hw / (0.3 * w)
-        return amount * rel.clamp(-1.0, 1.0) * _gauss(beyond) * _gauss(v / (0.4 * w))
+        beyond = (rel.abs() - 1.0).clamp(min=0.0) * self.hw / (0.3 * self.w)
+        return self.corner_amount * rel.clamp(-1.0, 1.0) * _gauss(beyond) * _gauss(v / (0.4 * self.w))
 
     def lower_field(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        _, down, _, lo = self.lip_motion(u)
-        w = self.w
-        blend = _smoothstep(0.0, LIP_TO_JAW_DEPTH * w, v - lo)
-        jaw = self.jaw_drop * _gauss((u - self.uc) / (JAW_SIGMA * w))
-        jaw_line = _poly(self.jaw, u)
-        fade = 1.0 - _smoothstep(jaw_line, jaw_line + BELOW_CHIN * w, v)
-        return (down + (jaw - down) * blend) * fade
+        _, drop, _, lo, pout = self.lip_motion(u)
+        clamped = u.clamp(min=self.uc - self.hw, max=self.uc + self.hw)
+        outer = torch.maximum(_poly(self.outer_lower, clamped), lo + 1.0)
+        # the lower lip moves as a whole (its outer edge further when pouting)...
+        lip = drop + pout * ((v - lo) / (outer - lo)).clamp(0.0, 1.0)
+        # ...and below it the motion becomes the jaw's, which the contour's falloff then ends
+        jaw = self.jaw_drop * _gauss((u - self.uc) / (JAW_SIGMA * self.w))
+        blend = _smoothstep(0.0, LIP_TO_JAW_DEPTH * self.w, v - outer)
+        return lip + (jaw - lip) * blend
 
     def upper_field(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        rise, _, up, _ = self.lip_motion(u)
-        fade = 1.0 - _smoothstep(0.0, (up - self.nose_v).clamp(min=1.0), up - v)
-        return rise * fade
+        rise, _, up, _, pout = self.lip_motion(u)
+        clamped = u.clamp(min=self.uc - self.hw, max=self.uc + self.hw)
+        outer = torch.minimum(_poly(self.outer_upper, clamped), up - 1.0)
+        lip = rise - pout * ((up - v) / (up - outer)).clamp(0.0, 1.0)
+        fade = 1.0 - _smoothstep(0.0, (outer - self.nose_v).clamp(min=1.0), outer - v)
+        return lip * fade
 
     def invert(self, u: torch.Tensor, v: torch.Tensor, vertical) -> tuple[torch.Tensor, torch.Tensor]:
         """Template point that a forward field moves onto (u, v): fixed-point iteration."""
@@ -393,51 +416,9 @@ class _MouthField:
             pu, pv = u - self.corner_shift(pu, pv), v - vertical(pu, pv)
         return pu, pv
 
-    def interior(self, u: torch.Tensor, v: torch.Tensor, depth: torch.Tensor, top: torch.Tensor,
-                 bottom: torch.Tensor, sampled: torch.Tensor, colours: InteriorColours) -> torch.Tensor:
-        """Colour inside the opening: the template's own interior where it had one, below
-        it a cavity shaded from the dark back (under the upper teeth) to the warmer floor by
-        the lower lip, a hint of upper teeth, a faint edge of lower teeth for mid openings
-        and, when wide open, the tongue."""
-        dev = u.device
 
-        def rgb(c: tuple[float, float, float]) -> torch.Tensor:
-            return torch.tensor(c, device=dev).view(1, 3, 1, 1)
-
-        _, _, up, lo = self.lip_motion(u)
-        gap = (bottom - top).clamp(min=1e-3)
-        gap0 = (lo - up).clamp(min=0.0)
-        across = (u - self.uc).abs()
-        down = (depth / gap).clamp(0.0, 1.0)  # 0 at the upper lip, 1 at the lower
-        to_lower = (bottom - v).clamp(min=0.0)
-        own = 1.0 - _smoothstep(0.6 * gap0, gap0 + 1e-3, depth)
-        centre = 1.0 - _smoothstep(0.45 * self.hw, 0.75 * self.hw, across)
-
-        teeth_h = torch.minimum(0.35 * gap, 0.09 * self.w)
-        teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
-        # the lower teeth just show above the lower lip while the jaw is half open; wide
-        # open, the lip drops below them and the tongue takes over
-        low_h = torch.minimum(0.22 * gap, 0.05 * self.w)
-        mid = _smoothstep(0.04 * self.w, 0.10 * self.w, gap) * (1.0 - _smoothstep(0.18 * self.w, 0.30 * self.w, gap))
-        lower_teeth = (_smoothstep(0.2 * low_h, 0.6 * low_h, to_lower)
-                       * (1.0 - _smoothstep(0.6 * low_h, low_h, to_lower))
-                       * (1.0 - _smoothstep(0.3 * self.hw, 0.6 * self.hw, across)) * mid)
-        tongue = (_smoothstep(0.5, 0.95, down) * (1.0 - _smoothstep(0.25 * self.hw, 0.65 * self.hw, across))
-                  * _smoothstep(0.08 * self.w, 0.22 * self.w, gap))
-
-        # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
-        # which the light reaches through the opening; darker again towards the cheeks
-        floor = _smoothstep(0.2, 1.0, down).unsqueeze(1)
-        interior = rgb(colours.cavity) + (rgb(colours.floor) - rgb(colours.cavity)) * floor
-        interior = interior * (1.0 - 0.35 * _smoothstep(0.45 * self.hw, 0.95 * self.hw, across)).unsqueeze(1)
-        tongue_rgb = rgb(colours.tongue) * (0.75 + 0.25 * down).unsqueeze(1)  # lit from the front
-        interior = interior + (tongue_rgb - interior) * (0.7 * tongue).unsqueeze(1)
-        interior = interior + (rgb(colours.teeth) * 0.62 - interior) * (0.4 * lower_teeth).unsqueeze(1)
-        interior = interior + (rgb(colours.teeth) - interior) * (0.85 * teeth).unsqueeze(1)
-        return interior + (sampled - interior) * own.unsqueeze(1)
-
-
-GEOMETRY_FIELDS = ("origin", "axis", "width", "centre_u", "half_width", "inner_u", "upper", "lower", "jaw", "ellipse")
+GEOMETRY_FIELDS = ("origin", "axis", "width", "centre_u", "half_width", "inner_u", "upper", "lower",
+                   "outer_upper", "outer_lower", "nose_v", "contour")
 
 
 def geometry_tensors(geometry: MouthGeometry, rows: np.ndarray, device: torch.device | str) -> dict[str, torch.Tensor]:
