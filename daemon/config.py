@@ -27,6 +27,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 from apscheduler.triggers.cron import CronTrigger
 
 from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.finish.spec import ASPECTS as FINISH_ASPECTS, SUBTITLE_MODES, check as check_finish
+from lipsync.tts import BACKENDS as TTS_BACKENDS
 
 from daemon.errors import ConfigError
 from daemon.outbox import State
@@ -285,6 +287,30 @@ class ApiConfig:
 
 
 @dataclass
+class OutputConfig:
+    """Defaults of the per-job finishing options (a manifest or API request overrides each)."""
+
+    resolution: str = opt("keep")  # "keep", "1080p", "720p" (the shorter side), or "1280x720"
+    aspect: str = opt("keep", choices=FINISH_ASPECTS)
+    fps: float = opt(0.0, min=0, max=120)  # 0 = the render's own frame rate
+    watermark: dict = opt({})  # {} = none; {image = "logo.png", position, margin, opacity, scale}
+    intro: str = opt("")  # a clip in paths.templates joined before every video; "" = none
+    outro: str = opt("")  # ... and after it
+    subtitles: str = opt("soft", choices=SUBTITLE_MODES)  # what a NAME.srt / NAME.vtt with the job becomes
+
+
+@dataclass
+class TtsConfig:
+    """Text instead of audio (NAME.txt, or text in a manifest or request) is spoken by this."""
+
+    backend: str = opt("espeak-ng", choices=TTS_BACKENDS)
+    voice: str = opt("en")  # espeak-ng voice ("en", "en-us", "de", "cmn", ...) or the HeyGem speaker id
+    url: str = opt("")  # heygem: the TTS service, e.g. "http://gpu-01:18180"
+    rate: int = opt(165, min=80, max=450)  # espeak-ng: words per minute
+    timeout: Duration = opt(Duration(300), min=1)  # heygem: the longest one request may take
+
+
+@dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
     watch: WatchConfig = field(default_factory=WatchConfig)
@@ -298,6 +324,8 @@ class Config:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
     source: Path | None = None  # the file this was loaded from
 
     # derived locations -------------------------------------------------------------
@@ -496,6 +524,10 @@ def _convert(tp: Any, value: Any, meta: dict, base: Path) -> Any:
         if choices and value not in choices:
             raise ValueError(f"{value!r} is not one of {', '.join(map(repr, choices))}")
         return value
+    elif tp is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a table, got {value!r}")
+        return dict(value)
     elif get_origin(tp) is list:
         if not isinstance(value, list):
             raise ValueError(f"expected a list, got {value!r}")
@@ -540,6 +572,13 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
+    finishing: list[str] = []
+    check_finish({"resolution": cfg.output.resolution, "aspect": cfg.output.aspect,
+                  "watermark": cfg.output.watermark or None}, finishing)
+    problems.extend(f"{src}: output.{p}" for p in finishing)
+    if cfg.tts.backend == "heygem" and not cfg.tts.url.startswith(("http://", "https://")):
+        problems.append(f"{src}: tts.url: the HeyGem TTS service's http:// address is required with "
+                        "backend = \"heygem\", e.g. \"http://gpu-01:18180\"")
     if not _DEVICE_RE.match(cfg.render.device):
         problems.append(f"{src}: render.device: {cfg.render.device!r} is not 'auto', 'cpu', 'cuda' or 'cuda:N'")
     for i, server in enumerate(cfg.render.heygem.servers):

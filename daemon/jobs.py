@@ -42,28 +42,34 @@ class JobOptions:
     engine: str | None = None  # one of lipsync.engines.NAMES
     callback_url: str | None = None  # webhook for this job only (may hold a token: never log it)
     priority: int | None = None  # higher runs first; None means 0
+    # finishing (None: the [output] default); see lipsync.finish.spec
+    resolution: str | None = None
+    aspect: str | None = None
+    fps: float | None = None
+    watermark: dict | None = None  # {"image": ..., "position": ..., ...}
+    intro: str | None = None  # a clip in the template library
+    outro: str | None = None
+    subtitles: str | None = None  # soft | burn | off
+    subtitle_file: str | None = None  # an .srt / .vtt in the inbox, named by the manifest
+    # text instead of audio, spoken with [tts] (voice: this job's voice instead of tts.voice)
+    text: str | None = None
+    voice: str | None = None
+
+    _FIELDS = ("output_name", "link_lifetime", "engine", "callback_url", "priority", "resolution", "aspect", "fps",
+               "watermark", "intro", "outro", "subtitles", "subtitle_file", "text", "voice")
 
     def as_dict(self) -> dict[str, Any]:
         """The sidecar's ``options`` object (and job.json's)."""
-        return {
-            "output_name": self.output_name,
-            "link_lifetime": self.link_lifetime,
-            "engine": self.engine,
-            "callback_url": self.callback_url,
-            "priority": self.priority,
-        }
+        return {name: getattr(self, name) for name in self._FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> JobOptions:
         data = data or {}
-        lifetime = data.get("link_lifetime")
-        return cls(
-            output_name=data.get("output_name"),
-            link_lifetime=float(lifetime) if lifetime is not None else None,
-            engine=data.get("engine"),
-            callback_url=data.get("callback_url"),
-            priority=data.get("priority"),
-        )
+        values = {name: data.get(name) for name in cls._FIELDS}
+        for name in ("link_lifetime", "fps"):
+            if values[name] is not None:
+                values[name] = float(values[name])
+        return cls(**values)
 
 
 @dataclass

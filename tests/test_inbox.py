@@ -134,7 +134,7 @@ def test_lone_template_names_the_missing_audio(cfg):
     inbox = Inbox(cfg)
     inbox.scan(now=0)
     [spec] = inbox.scan(now=700)
-    assert spec.error.message.startswith("anna.jpg has no audio (anna.wav/.mp3/.m4a/.flac/.ogg/.aac)")
+    assert spec.error.message.startswith("anna.jpg has no audio (anna.wav/.mp3/.m4a/.flac/.ogg/.aac, or text: anna.txt)")
 
 
 def test_partner_still_being_copied_is_waited_for_beyond_grace(cfg):

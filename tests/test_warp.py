@@ -45,17 +45,10 @@ def run_engine(engine: WarpEngine, audio: Path, template: Path, options: RenderO
     """(template frames, engine output frames, template indices, session): no encoding involved."""
     ctx = context(audio, template, options)
     session = engine.start(ctx)
-    inputs, outputs, indices = [], [], []
-    with TemplateReader(ctx.template) as reader:
-        for start in range(0, ctx.frame_count, chunk):
-            out_idx = np.arange(start, min(ctx.frame_count, start + chunk), dtype=np.int64)
-            t_idx = template_indices(out_idx, ctx.template.frame_count)
-            frames = np.stack(list(reader.frames(t_idx)))
-            inputs.append(frames.copy())
-            outputs.append(session.process(FrameChunk(frames, out_idx, t_idx)).copy())
-            indices.append(t_idx)
-    session.close()
-    return np.concatenate(inputs), np.concatenate(outputs), np.concatenate(indices), session
+    try:
+        return _process_all(session, ctx, chunk)
+    finally:
+        session.close()
 
 
 def mouth_box(session) -> tuple[slice, slice]:
@@ -193,3 +186,52 @@ def test_cuda_renders_what_the_cpu_renders(engine, portrait):
     on_gpu = engine.start(ctx).process(chunk())
     assert not np.array_equal(on_cpu, frames)
     assert np.abs(on_cpu.astype(np.int16) - on_gpu).max() <= 2
+
+
+def test_the_templates_own_open_mouths_fill_the_opening(engine, tmp_path):
+    """A video template whose person opens the mouth in some frames (its inside painted teal,
+    so it can be told from the drawn interior): openings elsewhere show those pixels."""
+    from lipsync.engines.warp_interior import InteriorColours, MouthSamples
+
+    still = mf.write_face_video(tmp_path / "still.mp4", seconds=1.6, size=(320, 320), pan=0.0, zoom=0.0, rot_deg=0.0)
+    # silence, then 0.5 s of /a/ (template frames ~12-25 open wide), then silence
+    opening = mf.write_vowels(tmp_path / "a.wav", "a", seconds=0.5, gap=0.5)
+    ctx = context(opening, still, RenderOptions())
+    maker = engine.start(ctx)
+    teal = (0.0, 80.0, 75.0)  # dark, as the inside of a mouth is
+    maker._colours = InteriorColours(teal, teal, teal, teal)
+    with TemplateReader(ctx.template) as reader:
+        frames = [maker.process(FrameChunk(f[None].copy(), np.array([i]), np.array([i])))[0]
+                  for i, f in zip(range(ctx.frame_count), reader.frames(range(ctx.frame_count)))]
+    template = mf.write_frames_video(tmp_path / "opens.mp4", frames[:40])
+
+    def teal_pixels(samples_off: bool) -> np.ndarray:
+        tctx = context(mf.SPEECH_SHORT, template, RenderOptions())
+        session = engine.start(tctx)
+        if samples_off:
+            session.samples = MouthSamples.none()
+        inputs, outputs, t_idx, _ = _process_all(session, tctx)
+        closed = t_idx < 10  # the template's own mouth is shut in these frames
+        loud = session.track.openness[:len(outputs)] > 0.6
+        picked = outputs[closed & loud].astype(np.int16)
+        is_teal = (picked[..., 1] - picked[..., 0] > 35) & (picked[..., 2] - picked[..., 0] > 30)
+        return is_teal.sum(axis=(1, 2)), session
+
+    with_samples, session = teal_pixels(False)
+    assert len(session.samples) >= 1 and with_samples.size >= 3
+    assert np.median(with_samples) > 40, with_samples  # the template's own inside shows
+    without, _ = teal_pixels(True)
+    assert without.max() == 0  # and the drawn interior is not teal
+
+
+def _process_all(session, ctx, chunk: int = 16):
+    inputs, outputs, indices = [], [], []
+    with TemplateReader(ctx.template) as reader:
+        for start in range(0, ctx.frame_count, chunk):
+            out_idx = np.arange(start, min(ctx.frame_count, start + chunk), dtype=np.int64)
+            t_idx = template_indices(out_idx, ctx.template.frame_count)
+            frames = np.stack(list(reader.frames(t_idx)))
+            inputs.append(frames.copy())
+            outputs.append(session.process(FrameChunk(frames, out_idx, t_idx)).copy())
+            indices.append(t_idx)
+    return np.concatenate(inputs), np.concatenate(outputs), np.concatenate(indices), session

@@ -40,7 +40,8 @@ from daemon.errors import BadManifestError, JobError, MissingPartnerError, Perma
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
 from daemon.intake.manifest import Manifest, PathRules, parse_manifest
-from daemon.intake.names import audio_names_hint, file_kind, is_readme, is_temporary_name, job_stem, template_names_hint
+from daemon.intake.names import (audio_names_hint, file_kind, is_readme, is_temporary_name, is_text, job_stem,
+                                 template_names_hint)
 
 log = get_logger(__name__)
 
@@ -189,7 +190,7 @@ class Inbox:
         claimers: dict[str, list[str]] = defaultdict(list)  # inbox name -> manifests naming it
         for n, m in parsed.items():
             if isinstance(m, Manifest):
-                for ref in [m.audio, *m.templates]:
+                for _, ref, _ in _manifest_refs(m):
                     claimers[_normal(ref)].append(n)
         reserved = set(claimers)
         # a name a manifest gets wrong ("portrait.jpg" for portrait.jpeg): the file meant is
@@ -234,7 +235,7 @@ class Inbox:
         if isinstance(m, BadManifestError):
             return self._failed_if_settled(job, [name], m, now)
 
-        refs = [("audio", m.audio, False)] + [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
+        refs = _manifest_refs(m)
         located: list = []
         field_of: dict[tuple[bool, str], str] = {}
         missing: list[str] = []
@@ -296,10 +297,12 @@ class Inbox:
                                       f"after waiting {format_duration(self.grace)}", file=name)
             return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name, files=_unique(files),
                            options=m.options, error=err, ready_since=due)
-        audio, templates = located[0], located[1:]
+        by_field = dict(zip([field_of[(loc.library, loc.name)] for loc in located], located))
+        audio = by_field.get("audio")
+        templates = [loc for f, loc in by_field.items() if f.startswith("templates[")]
         return JobSpec(
-            name=job, audio=audio.path, templates=[t.path for t in templates], manifest=self.root / name,
-            files=_unique(files), library_templates=[t.path for t in templates if t.library],
+            name=job, audio=audio.path if audio else None, templates=[t.path for t in templates],
+            manifest=self.root / name, files=_unique(files), library_templates=[t.path for t in templates if t.library],
             options=m.options, ready_since=ready_since)
 
     # ------------------------------------------------------------------ same-stem pairs
@@ -327,6 +330,12 @@ class Inbox:
         settled = self._settled_at([(False, n) for n in names])
         audios = [n for n in names if media[n] == "audio"]
         templates = [n for n in names if media[n] == "template"]
+        subtitles = [n for n in names if media[n] == "subtitles"]
+        if not templates and all(is_text(n) or n in subtitles for n in names):
+            return None  # notes.txt, a lone .srt: text only joins a job that has a template
+        if len(audios) > 1 and any(not is_text(n) for n in audios):
+            # a transcript beside the audio: the audio is spoken, the text travels with the job
+            audios = [n for n in audios if not is_text(n)]
         # a job that fails on one file still names its inputs in the sidecar
         named = {"audio": self.root / audios[0] if len(audios) == 1 else None,
                  "templates": [self.root / templates[0]] if len(templates) == 1 else []}
@@ -337,9 +346,9 @@ class Inbox:
         if specials:
             return JobSpec(name=stem, **named, files=files, error=self._special_error(specials[0]),
                            ready_since=settled)
-        if len(audios) > 1 or len(templates) > 1:
-            what = audios if len(audios) > 1 else templates
-            kind = "audio files" if len(audios) > 1 else "templates"
+        if len(audios) > 1 or len(templates) > 1 or len(subtitles) > 1:
+            what = audios if len(audios) > 1 else templates if len(templates) > 1 else subtitles
+            kind = "audio files" if len(audios) > 1 else "templates" if len(templates) > 1 else "subtitle files"
             err = ambiguous_job_error(f"{stem}: {len(what)} {kind} share the name {stem!r} ({', '.join(what)}); "
                                       "keep one, rename the others, or use a NAME.job.toml manifest", file=what[0])
             return JobSpec(name=stem, audio=None, templates=[], files=files, error=err, ready_since=settled)
@@ -353,6 +362,8 @@ class Inbox:
             return None
         lone = names[0]
         wanted = f"no template ({template_names_hint(stem)})" if audios else f"no audio ({audio_names_hint(stem)})"
+        if not audios and not templates:
+            wanted = f"no audio and no template to go with it ({audio_names_hint(stem)}; {template_names_hint(stem)})"
         err = MissingPartnerError(f"{lone} has {wanted} after waiting {format_duration(self.grace)}", file=lone)
         return JobSpec(name=stem, audio=None, templates=[], files=files, error=err, ready_since=due)
 
@@ -380,6 +391,16 @@ class Inbox:
                                  code="bad_media", file=name)
 
 
+def _manifest_refs(m: Manifest) -> list[tuple[str, str, bool]]:
+    """(field, name, is a template) of every inbox file a manifest names: its audio (none
+    when it brings text instead), its templates, its subtitles."""
+    refs = [("audio", m.audio, False)] if m.audio else []
+    refs += [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
+    if m.options.subtitle_file:
+        refs.append(("subtitle_file", m.options.subtitle_file, False))
+    return refs
+
+
 def _suggestions(parsed: dict, top: dict[str, str], claimers: dict[str, list[str]],
                  library: Path | None) -> dict[str, str]:
     """Manifest references absent from the inbox -> the present file they most likely mean.
@@ -398,7 +419,8 @@ def _suggestions(parsed: dict, top: dict[str, str], claimers: dict[str, list[str
     for m in parsed.values():
         if not isinstance(m, Manifest):
             continue
-        for ref, kind in [(m.audio, "audio"), *((t, "template") for t in m.templates)]:
+        for field, ref, is_template in _manifest_refs(m):
+            kind = "template" if is_template else "audio" if field == "audio" else "subtitles"
             ref = _normal(ref)
             if "/" in ref or ref in top or (library is not None and os.path.lexists(library / ref)):
                 continue

@@ -10,6 +10,10 @@ A manifest names one audio file and one or more templates, plus per-job options:
     engine = "warp"                # optional: auto | warp | wav2lip | passthrough
     callback_url = "https://..."   # optional webhook for this job
     priority = 10                  # optional: higher runs first (-100..100, default 0)
+    resolution = "1080p"           # optional finishing, defaults in [output]: resolution, aspect,
+    aspect = "9:16"                #   fps, watermark, intro, outro, subtitles (soft | burn | off)
+    subtitle_file = "welcome.srt"  # optional: .srt / .vtt in the inbox (NAME.srt is found by itself)
+    text = "Hello!"                # instead of audio: spoken by [tts] (voice = "..." for this job)
 
 :func:`parse_manifest` checks everything it can without touching other files and raises
 one :class:`BadManifestError` that lists every problem. :class:`PathRules` then locates
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.finish.spec import check as check_finish
+from lipsync.tts import MAX_TEXT_CHARS
 
 from daemon.config import Config, parse_duration
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
@@ -39,7 +45,8 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 MIN_LINK_LIFETIME = 60.0
 MAX_LINK_LIFETIME = 7 * 86400.0  # SigV4 presigned URLs cannot live longer
 
-_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url", "priority")
+_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url", "priority", "resolution",
+         "aspect", "fps", "watermark", "intro", "outro", "subtitles", "subtitle_file", "text", "voice")
 PRIORITY_RANGE = (-100, 100)
 
 
@@ -85,7 +92,9 @@ def parse_manifest_bytes(path: Path, data: bytes, *, max_templates: int = 100) -
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             problems.append(f"{key}: unknown key{hint}; allowed: {', '.join(_KEYS)}")
 
-    audio = _check_audio(raw.get("audio"), problems)
+    if raw.get("text") is not None and raw.get("audio") is not None:
+        problems.append("audio and text: give one of them (text is spoken with the configured voice)")
+    audio = _check_audio(raw.get("audio"), problems) if raw.get("text") is None else ""
     templates = _check_templates(raw.get("templates"), max_templates, problems)
     options = _check_options(raw, problems)
     if problems:
@@ -133,7 +142,7 @@ def _check_name(value: str, where: str, kind: str, problems: list[str]) -> bool:
 
 def _check_audio(value: Any, problems: list[str]) -> str:
     if value is None:
-        problems.append("audio: missing (name the audio file, e.g. audio = \"speech.mp3\")")
+        problems.append("audio: missing (name the audio file, e.g. audio = \"speech.mp3\", or give text = \"...\")")
         return ""
     if not isinstance(value, str):
         problems.append(f"audio: expected a file name string, got {type(value).__name__}")
@@ -218,8 +227,49 @@ def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
                         f"{PRIORITY_RANGE[1]} (higher runs first; default 0)")
         priority = None
 
+    finish = _check_finish_options(raw, problems)
     return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback,
-                      priority=priority)
+                      priority=priority, **finish)
+
+
+def _check_finish_options(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+    """The finishing and text-to-speech keys, checked (every problem appended)."""
+    before = len(problems)
+    check_finish({k: raw.get(k) for k in ("resolution", "aspect", "fps", "watermark", "subtitles")}, problems)
+    bad = {p.split(":", 1)[0].split(".", 1)[0] for p in problems[before:]}
+    out: dict[str, Any] = {}
+    for key in ("resolution", "aspect", "fps", "subtitles"):
+        value = raw.get(key)
+        if value is not None and not any(key in b for b in bad):
+            out[key] = float(value) if key == "fps" else value
+    mark = raw.get("watermark")
+    if mark is not None and "watermark" not in bad:
+        out["watermark"] = {"image": mark} if isinstance(mark, str) else dict(mark)
+    for key, suffixes, what in (("intro", (".mp4", ".mov", ".mkv", ".webm"), "a video clip"),
+                                ("outro", (".mp4", ".mov", ".mkv", ".webm"), "a video clip"),
+                                ("subtitle_file", (".srt", ".vtt"), "an .srt or .vtt file")):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.lower().endswith(suffixes) or "\x00" in value:
+            problems.append(f"{key}: {value!r} is not {what}")
+        else:
+            out[key] = value
+    text = raw.get("text")
+    if text is not None:
+        if not isinstance(text, str) or not text.strip():
+            problems.append("text: must be the words to speak, a non-empty string")
+        elif len(text) > MAX_TEXT_CHARS:
+            problems.append(f"text: {len(text)} characters, more than {MAX_TEXT_CHARS}")
+        else:
+            out["text"] = text
+    voice = raw.get("voice")
+    if voice is not None:
+        if not isinstance(voice, str) or not voice.strip() or len(voice) > 100 or any(c.isspace() for c in voice):
+            problems.append(f"voice: {voice!r} must be a voice name (espeak-ng) or speaker id (HeyGem)")
+        else:
+            out["voice"] = voice
+    return out
 
 
 # --------------------------------------------------------------------------- confinement

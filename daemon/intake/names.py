@@ -17,6 +17,9 @@ AUDIO_EXTENSIONS: frozenset[str] = frozenset({".wav", ".mp3", ".m4a", ".flac", "
 VIDEO_TEMPLATE_EXTENSIONS: frozenset[str] = frozenset({".mp4", ".mov", ".mkv", ".webm"})
 STILL_TEMPLATE_EXTENSIONS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg"})
 TEMPLATE_EXTENSIONS: frozenset[str] = VIDEO_TEMPLATE_EXTENSIONS | STILL_TEMPLATE_EXTENSIONS
+# Text stands in for audio: NAME.txt + NAME.mp4 is a job whose speech is made from the text.
+TEXT_EXTENSIONS: frozenset[str] = frozenset({".txt"})
+SUBTITLE_EXTENSIONS: frozenset[str] = frozenset({".srt", ".vtt"})
 MANIFEST_SUFFIXES: tuple[str, ...] = (".job.toml", ".job.json")
 
 # Order used in messages ("talk.mp4/.mov/..."): videos first, the way people drop them.
@@ -28,7 +31,7 @@ AUDIO_EXTENSIONS_ORDERED: tuple[str, ...] = (".wav", ".mp3", ".m4a", ".flac", ".
 _TEMP_SUFFIXES = (".part", ".tmp", ".crdownload", ".swp")
 _TEMP_PREFIXES = (".", "~$")
 
-FileKind = Literal["audio", "template", "manifest"]
+FileKind = Literal["audio", "template", "manifest", "subtitles"]
 
 
 # Longest job or output name lipsyncd derives a file name from, in bytes. Linux allows 255
@@ -63,7 +66,8 @@ def is_readme(name: str) -> bool:
 
 
 def file_kind(name: str) -> FileKind | None:
-    """"audio", "template" or "manifest" by extension (case-insensitive), else None."""
+    """"audio" (text included: it becomes speech), "template", "manifest" or "subtitles" by
+    extension (case-insensitive), else None."""
     lower = name.lower()
     if lower.endswith(MANIFEST_SUFFIXES):
         return "manifest"
@@ -71,11 +75,18 @@ def file_kind(name: str) -> FileKind | None:
     if dot <= 0:
         return None
     ext = lower[dot:]
-    if ext in AUDIO_EXTENSIONS:
+    if ext in AUDIO_EXTENSIONS or ext in TEXT_EXTENSIONS:
         return "audio"
     if ext in TEMPLATE_EXTENSIONS:
         return "template"
+    if ext in SUBTITLE_EXTENSIONS:
+        return "subtitles"
     return None
+
+
+def is_text(name: str) -> bool:
+    """Whether an "audio" input is text to be spoken."""
+    return name.lower().endswith(tuple(TEXT_EXTENSIONS))
 
 
 def job_stem(name: str) -> str:
@@ -124,4 +135,4 @@ def template_names_hint(stem: str) -> str:
 
 
 def audio_names_hint(stem: str) -> str:
-    return f"{stem}{AUDIO_EXTENSIONS_ORDERED[0]}/" + "/".join(AUDIO_EXTENSIONS_ORDERED[1:])
+    return f"{stem}{AUDIO_EXTENSIONS_ORDERED[0]}/" + "/".join(AUDIO_EXTENSIONS_ORDERED[1:]) + f", or text: {stem}.txt"

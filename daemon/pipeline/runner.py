@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engine import RenderOptions
+from lipsync.finish import finish_video
 from lipsync.render import render
+from lipsync.tts import TtsSettings, read_text, synthesize
 
 from daemon.atomic import write_atomic
 from daemon.backoff import Backoff
@@ -44,7 +46,9 @@ from daemon.intake import claims
 from daemon.jobs import ClaimedJob, PlannedOutput
 from daemon.logsetup import bind_job, get_logger
 from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
+from daemon.intake.names import fit_name, is_text
 from daemon.pipeline.engines import EngineCache
+from daemon.pipeline.finishing import finish_spec
 from daemon.pipeline.slots import Slot
 from daemon.storage.permalinks import load_signer
 from daemon.storage import Store, object_key, sha256_file
@@ -214,6 +218,8 @@ class JobRunner:
         rec.rendering(engine=engine.name, outputs=[(p.name, p.template_name) for p in planned],
                       notes=engine.load_notes, device=device)
         job.out_dir.mkdir(exist_ok=True)  # never parents: a vanished work folder stays vanished
+        speech = self._speech(job)
+        finishing = finish_spec(job, self.cfg)
         count = len(planned)
         for i, plan in enumerate(planned):
             earlier = _read_rendered(plan)
@@ -237,23 +243,52 @@ class JobRunner:
                 rec.progress(done)
 
             started = time.monotonic()
-            result = render(job.audio, plan.template, partial, engine=engine, options=options,
+            result = render(speech, plan.template, partial, engine=engine, options=options,
                             progress=progress)
+            shape = (result.duration, result.width, result.height, result.fps)
+            extra: list[str] = []
+            if not finishing.is_noop:
+                finished = job.out_dir / f".{plan.name}.finished.mp4"
+                report = finish_video(partial, finished, finishing, options)
+                os.replace(finished, partial)
+                shape = (report.duration, report.width, report.height, report.fps)
+                extra = report.notes
             seconds = time.monotonic() - started
             _check_inputs_unchanged(job)
             os.replace(partial, plan.path)
             fields = {
                 "size": plan.path.stat().st_size, "sha256": sha256_file(plan.path),
-                "duration": round(float(result.duration), 3), "width": int(result.width),
-                "height": int(result.height), "fps": float(result.fps), "engine": result.engine,
+                "duration": round(float(shape[0]), 3), "width": int(shape[1]),
+                "height": int(shape[2]), "fps": float(shape[3]), "engine": result.engine,
             }
-            notes = [n if count == 1 else f"{plan.name}: {n}" for n in result.notes]
+            notes = [n if count == 1 else f"{plan.name}: {n}" for n in [*result.notes, *extra]]
             rec.output_rendered(plan.name, fields, notes)
             _write_rendered(plan, {"output": fields, "render_seconds": round(seconds, 3), "notes": notes})
             log.info("output rendered", output=plan.name, template=plan.template_name, seconds=round(seconds, 2),
                      frames=result.frames, engine=result.engine)
             failpoint("after_render", job.id)
         rec.rendered()
+
+    def _speech(self, job: ClaimedJob) -> Path:
+        """The audio to render: the job's own, or its text spoken by [tts] into a WAV kept
+        with the inputs (made once: a resumed job reuses it)."""
+        text_file = job.audio if job.audio is not None and is_text(job.audio.name) else None
+        if text_file is None and not job.options.text:
+            if job.audio is None:
+                raise PermanentJobError("the job has neither audio nor text", code="bad_media")
+            return job.audio
+        out = job.inputs_dir / f"{fit_name(job.name, 180)}.speech.wav"
+        if out.is_file():
+            return out
+        t = self.cfg.tts
+        settings = TtsSettings(backend=t.backend, voice=job.options.voice or t.voice, url=t.url, rate=t.rate,
+                               timeout=float(t.timeout))
+        text = read_text(text_file) if text_file is not None else job.options.text
+        started = time.monotonic()
+        synthesize(text, out, settings, source=text_file)
+        log.info("text spoken", backend=t.backend, voice=settings.voice, chars=len(text),
+                 seconds=round(time.monotonic() - started, 2))
+        return out
 
     def _render_later(self, run: JobRun, err: JobError) -> Outcome:
         rec = run.record

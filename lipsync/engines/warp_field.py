@@ -43,6 +43,7 @@ MAX_OPENING = 0.38  # lip gap at openness 1, mid-mouth
 UPPER_SHARE = 0.25  # share of the opening taken by the upper lip
 SPREAD = 0.10  # corner displacement at spread +-1 (each corner, in mouth widths)
 ROUND = 0.16  # corners come in this much at protrusion 1
+ROUND_OPENING = 0.3  # and the opening narrows by this share of its half-width
 NARROW_WHEN_OPEN = 0.05  # corners come in this much at openness 1
 POUT = 0.07  # outer lip edges move outward this much at protrusion 1
 JAW_SHARE = 0.6  # the chin follows the lower lip's drop this much (before the contour's falloff)
@@ -316,6 +317,7 @@ class _MouthField:
         self.w = col(g["width"])
         self.uc, self.hw = col(g["centre_u"]), col(g["half_width"]).clamp(min=1.0)
         self.u_in0, self.u_in1 = col(g["inner_u"][:, 0]), col(g["inner_u"][:, 1])
+        self.hw_in = ((self.u_in1 - self.u_in0) / 2).clamp(min=1.0)
         self.upper, self.lower = g["upper"], g["lower"]
         self.outer_upper, self.outer_lower = g["outer_upper"], g["outer_lower"]
         self.nose_v = col(g["nose_v"])
@@ -341,8 +343,10 @@ class _MouthField:
         return torch.stack([x * self.sx - 1.0, y * self.sy - 1.0], dim=1)
 
     def open_half_width(self) -> torch.Tensor:
-        """Half the width of the opening (the corners, after they moved)."""
-        return (self.hw + self.corner_amount).clamp(min=1.0)
+        """Half the width of the opening: between the inner-lip corners (the outer ones are
+        where the lips meet, never apart), moved with the corners, and pursed to a smaller,
+        rounder hole when the lips push forward."""
+        return ((self.hw_in + self.corner_amount) * (1.0 - ROUND_OPENING * self.p)).clamp(min=1.0)
 
     def keep(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """How much of the motion a point keeps: 0 outside the face contour and in a band just

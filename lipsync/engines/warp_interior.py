@@ -205,6 +205,15 @@ def sample_mouth(frame: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, 
     return pixels.astype(np.float32), np.broadcast_to(mask[None, :], (rows, cols)).astype(np.float32).copy()
 
 
+def shows_a_cavity(pixels: np.ndarray, mask: np.ndarray, lips: np.ndarray) -> bool:
+    """Whether a sample shows the inside of a mouth (some of it in shadow, darker than half
+    the lips) rather than only a smile's teeth: teeth alone, stretched into a wider opening
+    below the frame's own teeth, would read as a second row of them."""
+    luma = pixels @ np.array([0.299, 0.587, 0.114], np.float32)
+    inside = luma[mask > 0.5]
+    return inside.size > 0 and float(np.percentile(inside, 25)) < 0.5 * float(lips @ [0.299, 0.587, 0.114])
+
+
 def mouth_samples(template, landmarks: np.ndarray, usable: np.ndarray, *, cache_dir: Path | None = None,
                   digest: str = "") -> MouthSamples:
     """The template's mouth samples: from the cache when this file was seen before, else
@@ -218,15 +227,19 @@ def mouth_samples(template, landmarks: np.ndarray, usable: np.ndarray, *, cache_
     if chosen.size == 0:
         samples = MouthSamples.none()
     else:
-        pixels, masks, lips = [], [], []
+        pixels, masks, lips, kept = [], [], [], []
         with TemplateReader(template) as reader:
             for index, frame in zip(chosen, reader.frames(chosen)):
                 p, m = sample_mouth(frame, landmarks[index])
-                pixels.append(p)
-                masks.append(m)
-                lips.append(lip_colour(frame, landmarks[index]))
-        samples = MouthSamples(np.stack(pixels), np.stack(masks), inner_opening(landmarks[chosen]).astype(np.float32),
-                               np.array(lips, np.float32), chosen)
+                lip = lip_colour(frame, landmarks[index])
+                if shows_a_cavity(p, m, lip):
+                    pixels.append(p)
+                    masks.append(m)
+                    lips.append(lip)
+                    kept.append(index)
+        kept_frames = np.array(kept, np.int64)
+        samples = MouthSamples(np.stack(pixels), np.stack(masks), inner_opening(landmarks[kept_frames]).astype(np.float32),
+                               np.array(lips, np.float32), kept_frames) if kept else MouthSamples.none()
     if cached_at is not None:
         try:
             samples.save(cached_at)
@@ -295,7 +308,7 @@ def draw_interior(across: torch.Tensor, down: torch.Tensor, gap: torch.Tensor, w
     side = across.abs()
     depth = down * gap  # pixels below the upper lip
     to_lower = (1.0 - down) * gap
-    centre = 1.0 - smoothstep(0.45, 0.75, side)
+    centre = 1.0 - smoothstep(0.6, 0.9, side)  # the upper teeth: all but the very corners
 
     # upper teeth hang from the upper lip; the lower teeth show above the lower lip while the
     # jaw is half open (wide open, the lip drops below them and the tongue takes over)

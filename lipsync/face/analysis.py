@@ -15,7 +15,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -114,6 +114,47 @@ def analyze_frames(frames: Iterable[np.ndarray], *, fps: float, total: int | Non
     return TemplateAnalysis(landmarks, has_face, boxes, width, height)
 
 
+def _read_ahead(frames: Iterator[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+    """``frames``, decoded on another thread up to ``depth`` frames ahead: FFmpeg's decoder
+    and dlib's landmark model both release the GIL, so on two cores the analysis of a new
+    template costs the landmarks alone instead of decode plus landmarks."""
+    import queue
+    import threading
+
+    done = object()
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def offer(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer left early
+
+    def decode() -> None:
+        try:
+            for frame in frames:
+                if not offer(frame):
+                    return
+            offer(done)
+        except BaseException as e:  # noqa: BLE001 - re-raised on the consuming thread
+            offer(e)
+
+    thread = threading.Thread(target=decode, name="lipsync-analysis-decode", daemon=True)
+    thread.start()
+    try:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def file_digest(path: Path, progress: ProgressFn = no_progress) -> str:
     """SHA-256 of the file's content, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -162,8 +203,8 @@ def analyze_template(template: TemplateInfo, *, cache_dir: Path | None = None, p
             return require_face(cached, path)
     start = _HASH_SHARE if cache_dir is not None else 0.0
     with TemplateReader(template) as reader:
-        analysis = analyze_frames(reader.iter_forward(), fps=template.fps, total=template.frame_count, models=models,
-                                  progress=lambda f: progress(start + (1.0 - start) * f))
+        analysis = analyze_frames(_read_ahead(reader.iter_forward()), fps=template.fps, total=template.frame_count,
+                                  models=models, progress=lambda f: progress(start + (1.0 - start) * f))
     analysis = TemplateAnalysis(analysis.landmarks, analysis.has_face, analysis.boxes, analysis.width,
                                 analysis.height, digest)
     if cached_at is not None:

@@ -9,7 +9,8 @@
   place by :meth:`VideoWriter.close`; a render that fails never leaves a half-written MP4
   under the final name, and :meth:`VideoWriter.abort` removes the temporary file.
 
-Callers feed video frames and audio blocks alternately, the audio up to the time of the
+Soft subtitles, when given, go into a mov_text track (MP4 timed text, which players offer
+as captions). Callers feed video frames and audio blocks alternately, the audio up to the time of the
 video written so far (:attr:`VideoWriter.video_seconds`), so the muxer interleaves the two
 streams as it goes instead of buffering one of them whole.
 """
@@ -28,6 +29,35 @@ from lipsync.engine import RenderOptions
 
 AAC_RATES = (44100, 48000)
 KEYFRAME_SECONDS = 2.0
+# mov_text (MP4 timed text) is encoded from ASS events; FFmpeg's encoder wants a header
+_ASS_HEADER = (b"[Script Info]\nScriptType: v4.00+\nPlayResX: 384\nPlayResY: 288\n\n[V4+ Styles]\n"
+               b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, "
+               b"Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, "
+               b"Alignment, MarginL, MarginR, MarginV, Encoding\nStyle: Default,Sans,16,&Hffffff,&Hffffff,&H0,&H0,"
+               b"0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0\n\n[Events]\nFormat: Layer, Start, End, Style, Name, "
+               b"MarginL, MarginR, MarginV, Effect, Text\n")
+_TEXT_TIME_BASE = Fraction(1, 1000)
+
+
+def add_text_track(container, language: str = "und"):
+    """A mov_text (soft subtitle) stream in ``container``, timed in milliseconds."""
+    stream = container.add_stream("mov_text")
+    stream.codec_context.subtitle_header = _ASS_HEADER
+    stream.codec_context.time_base = _TEXT_TIME_BASE
+    stream.time_base = _TEXT_TIME_BASE
+    stream.metadata["language"] = language
+    return stream
+
+
+def text_packet(stream, start: float, end: float, text: str) -> av.Packet:
+    """One mov_text sample: a 16-bit length, then the UTF-8 text."""
+    data = text.encode("utf-8")[:65535]
+    packet = av.Packet(len(data).to_bytes(2, "big") + data)
+    packet.stream = stream
+    packet.time_base = _TEXT_TIME_BASE
+    packet.pts = packet.dts = int(round(start * 1000))
+    packet.duration = max(1, int(round((end - start) * 1000)))
+    return packet
 
 
 def output_audio_rate(source_rate: int) -> int:
@@ -44,7 +74,7 @@ class VideoWriter:
     """Writes one MP4. Use as a context manager, or call :meth:`close` / :meth:`abort`."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float, audio_rate: int,
-                 options: RenderOptions = RenderOptions(), *, audio_channels: int = 1):
+                 options: RenderOptions = RenderOptions(), *, audio_channels: int = 1, subtitles=()):
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"H.264 in yuv420p needs an even, positive size; got {width}x{height}")
         if audio_channels not in (1, 2):
@@ -64,6 +94,9 @@ class VideoWriter:
         try:
             self._video = self._add_video(options)
             self._audio = self._add_audio(options)
+            # soft subtitles (objects with start, end, text), muxed as the video reaches them
+            self._cues = sorted(subtitles, key=lambda c: c.start)
+            self._text = add_text_track(self._container) if self._cues else None
         except BaseException:
             self.abort()
             raise
@@ -119,6 +152,12 @@ class VideoWriter:
             frame.time_base = self._video.codec_context.time_base
             self._mux(self._video.encode(frame))
             self.frames_written += 1
+        self._write_cues(until=self.video_seconds)
+
+    def _write_cues(self, until: float | None) -> None:
+        while self._cues and (until is None or self._cues[0].start <= until):
+            cue = self._cues.pop(0)
+            self._container.mux(text_packet(self._text, cue.start, cue.end, cue.text))
 
     def write_audio(self, samples: np.ndarray) -> None:
         """Append float32 samples at ``audio_rate``: (n,) mono or (channels, n)."""
@@ -156,6 +195,7 @@ class VideoWriter:
             raise RuntimeError(f"{self.path}: writer already closed")
         try:
             self._drain_audio(final=True)
+            self._write_cues(until=None)
             self._mux(self._video.encode(None))
             self._mux(self._audio.encode(None))
             self._container.close()  # writes the index, then moves it to the front (faststart)
