@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+
 from lipsync.engine import RenderOptions
 from lipsync.engines import create_engine
 from lipsync.render import render
@@ -202,3 +204,67 @@ class StandInServer:
                 task.status, task.progress, task.msg, task.result = 2, 1.0, "完成", out
             if self.running is task:
                 self.running = None
+
+
+class TtsStandIn:
+    """A stand-in (ours, not HeyGem's code) for the deployment's TTS service, faithful to the
+    protocol in the project's notes: ``POST /v1/invoke`` with a JSON body (speaker, text,
+    format "wav" and fixed sampling fields) answered with the WAV's bytes. It "speaks" a
+    formant-synthesised vowel per word, so the audio's length follows the text; an unknown
+    speaker gets a 400, as a voice that was never trained does."""
+
+    def __init__(self, speakers: tuple[str, ...] = ("anna",)):
+        self.speakers = speakers
+        self.requests: list[dict] = []
+        self._server = None
+
+    def start(self) -> "TtsStandIn":
+        import io
+        import threading
+        import wave
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from tests.media_factory import formant_vowel
+
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                stand_in.requests.append(body)
+                if self.path != "/v1/invoke" or body.get("format") != "wav":
+                    return self._send(404, b"not found", "text/plain")
+                if body.get("speaker") not in stand_in.speakers:
+                    return self._send(400, b'{"detail": "speaker not found"}', "application/json")
+                words = max(1, len(str(body.get("text", "")).split()))
+                pcm = np.concatenate([formant_vowel("aiu"[k % 3], 0.3) for k in range(words)])
+                out = io.BytesIO()
+                with wave.open(out, "wb") as w:
+                    w.setnchannels(1)
+                    w.setsampwidth(2)
+                    w.setframerate(16000)
+                    w.writeframes((pcm * 32767).astype("<i2").tobytes())
+                self._send(200, out.getvalue(), "audio/wav")
+
+            def _send(self, code: int, data: bytes, kind: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="tts-stand-in").start()
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

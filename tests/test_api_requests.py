@@ -167,7 +167,9 @@ def test_wrong_kind_and_unknown_fields_are_refused(tmp_path, share, media):
         assert r.status_code == 400 and r.json()["error"] == {
             "code": "unknown_field", "field": "colour",
             "message": "colour: unknown field; allowed: audio_url, audio_upload, template_url, template_name, "
-                       "template_upload, name, engine, link_lifetime, callback_url, output_name, priority"}
+                       "template_upload, name, engine, link_lifetime, callback_url, output_name, priority, "
+                       "resolution, aspect, fps, watermark, watermark_position, watermark_margin, "
+                       "watermark_opacity, watermark_scale, intro, outro, subtitles, text, voice"}
         r = httpx.post(f"{server.url}/api/v1/jobs", headers={**auth(key), "Content-Type": "text/plain"}, content=b"x")
         assert r.status_code == 415
     assert files_under(share.inbox) == set()
@@ -362,3 +364,37 @@ def test_the_consoles_advice_is_the_readmes_error_table():
     rows = dict((code, (meaning, todo)) for code, meaning, todo in
                 re.findall(r"^\| `(\w+)` \| (.+?) \| (.+?) \|$", readme[start:start + 12000], re.M))
     assert rows == ERROR_ADVICE
+
+
+def test_finishing_options_text_and_subtitles_are_published_as_manifest_keys(tmp_path, share, media):
+    srt = b"1\n00:00:00,200 --> 00:00:01,000\nHello\n"
+    with api(tmp_path, share) as server:
+        key = new_key(server.cfg, "k")
+        with open(media.template, "rb") as t:
+            r = httpx.post(f"{server.url}/api/v1/jobs", headers=auth(key), timeout=30,
+                           data={"text": "Hello and welcome", "voice": "en-us", "resolution": "720p", "aspect": "9:16",
+                                 "fps": "30", "watermark": "logo.png", "watermark_position": "top-left",
+                                 "watermark_opacity": "0.5", "subtitles": "burn", "intro": "intro.mp4"},
+                           files=[("template", ("anna.mp4", t)), ("subtitle_file", ("captions.srt", srt))])
+    assert r.status_code == 202, r.text
+    manifest = published(share)
+    name = r.json()["name"]
+    assert manifest == {"templates": [f"{name}/anna.mp4"], "text": "Hello and welcome", "voice": "en-us",
+                        "resolution": "720p", "aspect": "9:16", "fps": 30.0, "subtitles": "burn",
+                        "intro": "intro.mp4", "subtitle_file": f"{name}/captions.srt",
+                        "watermark": {"image": "logo.png", "position": "top-left", "opacity": 0.5}}
+    assert (share.inbox / name / "captions.srt").read_bytes() == srt
+
+
+def test_bad_finishing_options_are_all_reported(tmp_path, share, media):
+    with api(tmp_path, share) as server:
+        key = new_key(server.cfg, "k")
+        r = httpx.post(f"{server.url}/api/v1/jobs", headers=auth(key),
+                       json={"resolution": "huge", "aspect": "3:7", "fps": "fast", "watermark": "logo.gif",
+                             "subtitles": "loud", "text": "hi", "audio_url": "https://example.com/a.wav",
+                             "template_name": "x.png"})
+    assert r.status_code == 400
+    fields = [p["field"] for p in r.json()["error"]["problems"]]
+    for want in ("resolution", "aspect", "fps", "watermark", "subtitles", "audio"):
+        assert want in fields, fields  # audio: text and audio_url both given
+    assert files_under(share.inbox) == set()

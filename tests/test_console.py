@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.api_harness import ThreadApi, make_stack, share_config
+from tests.api_harness import ThreadApi, auth, make_stack, share_config
 from tests.browser import accessibility_problems, needs_browser, screenshot, start, tab_order
 from tests.daemon_harness import REPO, Media, Share
 from tests.media_factory import write_face_video
@@ -159,6 +159,33 @@ def test_a_job_from_the_form_to_a_playing_video(stack, browser, tmp_path_factory
     wait(driver, lambda d: "store: reachable" in d.find_element(By.ID, "health").text, 15, "the health strip")
     assert "h1 (passthrough)" in driver.find_element(By.ID, "health").text
     shots.append(screenshot(driver, folder, "jobs"))
+
+
+def test_text_and_a_square_shape_from_the_form(stack, browser):
+    """Text instead of audio, a 1:1 shape: the form's optional section through to a done job."""
+    import shutil
+
+    from selenium.webdriver.common.by import By
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup installs it with apt)")
+    driver = browser
+    sign_in(driver, stack)
+    driver.get(f"{stack.url}/new")
+    driver.find_element(By.CSS_SELECTOR, "#new-job details summary").click()
+    driver.find_element(By.ID, "text").send_keys("Hello from the web console.")
+    driver.find_element(By.CSS_SELECTOR, "#aspect option[value='1:1']").click()
+    driver.find_element(By.ID, "template").send_keys(str(stack.media.template))
+    driver.find_element(By.ID, "name").send_keys("spoken square")
+    assert accessibility_problems(driver) == []
+    driver.find_element(By.CSS_SELECTOR, "#new-job button[type=submit]").click()
+    wait(driver, lambda d: "/jobs/spoken%20square" in d.current_url, 30, "the job page")
+    wait(driver, lambda d: d.find_element(By.CSS_SELECTOR, "#job [data-field=state]").text == "done", 90,
+         "the job to be done")
+    doc = httpx.get(f"{stack.url}/api/v1/jobs/spoken%20square", headers=auth(stack.key)).json()
+    assert doc["options"]["text"] == "Hello from the web console." and doc["options"]["aspect"] == "1:1"
+    out = doc["outputs"][0]
+    assert out["width"] == out["height"] and out["duration"] > 1.0
 
 
 def test_the_job_list_updates_live(stack, browser):

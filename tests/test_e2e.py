@@ -54,12 +54,19 @@ def write_config(root: Path, seaweed, bucket: str, **sections: dict[str, Any]) -
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
-    text = "\n".join(f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+    text = "\n".join(f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
                      for name, values in base.items())
     path = root / "lipsyncd.toml"
     path.write_text(text)
     (root / "inbox").mkdir(exist_ok=True)
     return path
+
+
+def _toml_value(v: Any) -> str:
+    """JSON spells strings, numbers, booleans and lists as TOML does; tables are inline ones."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    return json.dumps(v)
 
 
 def drop(inbox: Path, name: str, src: Path | bytes) -> Path:

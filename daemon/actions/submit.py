@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                     "server fetches) to a lipsyncd HTTP API. With --wait it follows the job and prints one "
                     "permanent link per video. Exit status: 0 done, 1 failed or refused, 2 usage error.",
     )
-    p.add_argument("audio", metavar="AUDIO", help="audio file or http(s) URL")
+    p.add_argument("audio", metavar="AUDIO", help="audio file or http(s) URL (with --text: the first template)")
     p.add_argument("templates", nargs="*", metavar="TEMPLATE", help="template video/photo files or URLs")
     p.add_argument("--template-name", action="append", default=[], metavar="NAME",
                    help="a template from the server's template library (repeatable)")
@@ -38,6 +38,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--link-lifetime", default=None, help="presigned URL lifetime, e.g. 3d")
     p.add_argument("--callback-url", default=None, help="webhook called when the job is done or failed")
     p.add_argument("--priority", type=int, default=None, help="higher runs first (-100..100)")
+    p.add_argument("--text", default=None, help="words to speak instead of an audio (the server's text-to-speech); "
+                                                 "every positional argument is then a template")
+    p.add_argument("--voice", default=None, help="voice for --text (espeak-ng voice or HeyGem speaker id)")
+    p.add_argument("--resolution", default=None, help="finished size: 1080p, 720p, ... or WIDTHxHEIGHT")
+    p.add_argument("--aspect", default=None, help="finished shape: 16:9, 9:16, 1:1, 4:5 (the crop follows the face)")
+    p.add_argument("--fps", type=float, default=None, help="finished frame rate")
+    p.add_argument("--watermark", default=None, help="an image in the server's template library, composited in")
+    p.add_argument("--intro", default=None, help="a clip in the server's template library joined before")
+    p.add_argument("--outro", default=None, help="a clip in the server's template library joined after")
+    p.add_argument("--subtitle-file", default=None, metavar="FILE", help="an .srt or .vtt timed against the speech")
+    p.add_argument("--subtitles", default=None, choices=("soft", "burn", "off"),
+                   help="what the subtitles become: a switchable track, also burned in, or nothing")
     p.add_argument("--wait", action="store_true", help="follow the job until it is done or failed")
     p.add_argument("--json", action="store_true", help="print the final JSON (the sidecar with --wait)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -54,12 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if not server.startswith(("http://", "https://")):
         print(f"lipsyncd submit: --server {server!r} is not an http(s) URL", file=sys.stderr)
         return EXIT_USAGE
-    missing = [s for s in [args.audio, *args.templates]
+    audio, templates = (None, [args.audio, *args.templates]) if args.text else (args.audio, args.templates)
+    missing = [s for s in [args.audio, *args.templates, *([args.subtitle_file] if args.subtitle_file else [])]
                if not s.startswith(("http://", "https://")) and not Path(s).is_file()]
     if missing:
         print(f"lipsyncd submit: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.templates and not args.template_name:
+    if not templates and not args.template_name:
         print("lipsyncd submit: give at least one TEMPLATE (or --template-name)", file=sys.stderr)
         return EXIT_USAGE
 
@@ -68,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     fields = {"name": args.name, "engine": args.engine, "output_name": args.output_name,
-              "link_lifetime": args.link_lifetime, "callback_url": args.callback_url, "priority": args.priority}
+              "link_lifetime": args.link_lifetime, "callback_url": args.callback_url, "priority": args.priority,
+              **{k: getattr(args, k) for k in ("text", "voice", "resolution", "aspect", "fps", "watermark", "intro",
+                                               "outro", "subtitles")}}
     shown: dict[str, int] = {}
 
     def upload_progress(name: str, done: int, total: int) -> None:
@@ -79,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         with ApiClient(server, key, resumable_over=args.resumable_over) as client:
-            accepted = client.submit(args.audio, args.templates, template_names=args.template_name, fields=fields,
+            accepted = client.submit(audio, templates, template_names=args.template_name, fields=fields,
+                                     subtitle_file=args.subtitle_file,
                                      progress=upload_progress)
             name = accepted["name"]
             say(f"{name}: submitted ({accepted.get('status_url')})")

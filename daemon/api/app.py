@@ -183,9 +183,11 @@ def create_app(cfg: Config, *, store: StoreProvider, metrics: Metrics | None = N
             audio, templates, fields = await anyio.to_thread.run_sync(
                 lambda: gather(req, staging, cfg, uploads_dir=uploads_dir(cfg)))
             await anyio.to_thread.run_sync(probe_staged, staging, audio, templates, cfg, fields)
-            name = name or clean_job_name(job_stem(audio)) or "job"
+            first = audio or next((t for where, t in templates if where == "staged"), None) or templates[0][1]
+            name = name or clean_job_name(job_stem(first.rsplit("/", 1)[-1])) or "job"
             published = await anyio.to_thread.run_sync(
-                lambda: staging.publish(name, audio=audio, templates=templates, options=options))
+                lambda: staging.publish(name, audio=audio, templates=templates, options=options,
+                                        subtitles=req.subtitle_file))
         except BaseException:
             await anyio.to_thread.run_sync(staging.discard)
             raise

@@ -132,15 +132,20 @@ class ApiClient:
         return int(r.headers["upload-offset"])
 
     # -- jobs -------------------------------------------------------------------------------
-    def submit(self, audio: str, templates: list[str], *, template_names: list[str] = (),
-               fields: dict[str, Any] | None = None,
+    def submit(self, audio: str | None, templates: list[str], *, template_names: list[str] = (),
+               fields: dict[str, Any] | None = None, subtitle_file: str | None = None,
                progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
-        """Submit a job; ``audio``/``templates`` are local paths or http(s) URLs."""
+        """Submit a job; ``audio``/``templates`` are local paths or http(s) URLs (``audio`` None:
+        ``fields`` hold the text to speak); ``subtitle_file`` a local .srt / .vtt."""
         data: list[tuple[str, str]] = [(k, str(v)) for k, v in (fields or {}).items() if v is not None]
         data += [("template_name", n) for n in template_names]
         with ExitStack() as stack:
             files: list[tuple[str, tuple[str, Any, str]]] = []
-            for field, source in [("audio", audio), *[("template", t) for t in templates]]:
+            if subtitle_file:
+                path = Path(subtitle_file)
+                files.append(("subtitle_file", (path.name, stack.enter_context(open(path, "rb")), "text/plain")))
+            sources = ([("audio", audio)] if audio is not None else []) + [("template", t) for t in templates]
+            for field, source in sources:
                 if source.startswith(("http://", "https://")):
                     data.append((f"{field}_url", source))
                     continue

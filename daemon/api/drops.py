@@ -38,6 +38,7 @@ from daemon.intake.names import (
     AUDIO_EXTENSIONS_ORDERED,
     TEMPLATE_EXTENSIONS_ORDERED,
     file_kind,
+    is_text,
     fit_name,
     is_temporary_name,
     job_stem,
@@ -79,12 +80,12 @@ def clean_filename(raw: str | None, *, field: str, kind: str) -> str:
     """The last component of a client's file name, cleaned; ApiError unless it is ``kind``."""
     text = _clean(raw or "").replace("\\", "/")
     text = text.rsplit("/", 1)[-1].lstrip(". ").rstrip(". ")
-    allowed = AUDIO_EXTENSIONS_ORDERED if kind == "audio" else TEMPLATE_EXTENSIONS_ORDERED
+    allowed = {"audio": AUDIO_EXTENSIONS_ORDERED, "subtitles": (".srt", ".vtt")}.get(kind, TEMPLATE_EXTENSIONS_ORDERED)
+    what = {"audio": "an audio file", "subtitles": "a subtitle file"}.get(kind, "a template (video or photo)")
     shown = raw if raw is not None else "(no file name)"
-    if not text or file_kind(text) != kind:
-        raise ApiError(400, "unsupported_file",
-                       f"{shown!r}: not {'an audio file' if kind == 'audio' else 'a template (video or photo)'}; "
-                       f"the name must end in {' '.join(allowed)}", field=field)
+    if not text or file_kind(text) != kind or (kind == "audio" and is_text(text)):
+        raise ApiError(400, "unsupported_file", f"{shown!r}: not {what}; the name must end in {' '.join(allowed)}",
+                       field=field)
     stem, dot, ext = text.rpartition(".")
     stem = fit_name(stem, FILE_BYTES)
     return f"{stem}.{ext.lower()}"
@@ -120,8 +121,8 @@ class Staging:
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
-    def publish(self, name: str, *, audio: str, templates: list[tuple[str, str]], options: dict[str, Any],
-                again: bool = False) -> str:
+    def publish(self, name: str, *, audio: str | None, templates: list[tuple[str, str]], options: dict[str, Any],
+                again: bool = False, subtitles: str | None = None) -> str:
         """Drop the job into the inbox under ``name`` or the next free suffix; the name used.
 
         ``audio`` is a staged file name; ``templates`` are ("staged", file) or ("library",
@@ -145,9 +146,11 @@ class Staging:
                 continue
             for f in self.files:
                 os.rename(self.path / f, folder / f)
-            manifest = {"audio": f"{candidate}/{audio}",
+            manifest = {**({"audio": f"{candidate}/{audio}"} if audio is not None else {}),
                         "templates": [f"{candidate}/{t}" if where == "staged" else t for where, t in templates],
                         **{k: v for k, v in options.items() if v is not None}}
+            if subtitles is not None:
+                manifest["subtitle_file"] = f"{candidate}/{subtitles}"
             if self._link_manifest(candidate, manifest):
                 self.discard()
                 return candidate

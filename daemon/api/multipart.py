@@ -244,6 +244,8 @@ class _FormWriter:
                 return
             if field_name == "audio":
                 self.req.audio_file = self._file_name
+            elif field_name == "subtitle_file":
+                self.req.subtitle_file = self._file_name
             else:
                 self.req.templates.append(("template", self._file_name))
         elif field_name in self.text_fields:

@@ -33,6 +33,24 @@ _FIELDS: dict[str, dict[str, Any]] = {
                      "description": "webhook called with the job's JSON when it is done or failed"},
     "output_name": {"type": "string", "description": "file name of the video(s), without .mp4"},
     "priority": {"type": "integer", "minimum": -100, "maximum": 100, "description": "higher runs first (default 0)"},
+    "text": {"type": "string", "description": "words to speak instead of an audio (the server's text-to-speech); "
+                                              "give text or an audio, not both"},
+    "voice": {"type": "string", "description": "the voice for text (espeak-ng voice or HeyGem speaker id)"},
+    "resolution": {"type": "string", "description": "finished size: keep, 1080p, 720p, 480p (the shorter side) or "
+                                                    "WIDTHxHEIGHT"},
+    "aspect": {"type": "string", "enum": ["keep", "16:9", "9:16", "1:1", "4:5"],
+               "description": "finished shape; the crop follows the face"},
+    "fps": {"type": "number", "minimum": 1, "maximum": 120, "description": "finished frame rate"},
+    "watermark": {"type": "string", "description": "an image in the template library composited into every frame"},
+    "watermark_position": {"type": "string",
+                           "enum": ["top-left", "top-right", "bottom-left", "bottom-right", "center"]},
+    "watermark_margin": {"type": "number", "description": "share of the frame's shorter side (0..0.25)"},
+    "watermark_opacity": {"type": "number", "description": "0..1"},
+    "watermark_scale": {"type": "number", "description": "the logo's width as a share of the frame's (0.01..1)"},
+    "intro": {"type": "string", "description": "a clip in the template library joined before the video"},
+    "outro": {"type": "string", "description": "a clip in the template library joined after the video"},
+    "subtitles": {"type": "string", "enum": ["soft", "burn", "off"],
+                  "description": "what the subtitle file becomes: a switchable track, also burned in, or nothing"},
 }
 
 SUBMIT_BODY: dict[str, Any] = {
@@ -46,6 +64,8 @@ SUBMIT_BODY: dict[str, Any] = {
                         "audio": {"type": "string", "format": "binary", "description": "the audio file"},
                         "template": {"type": "array", "items": {"type": "string", "format": "binary"},
                                      "description": "template file(s): repeat the field for several"},
+                        "subtitle_file": {"type": "string", "format": "binary",
+                                          "description": "an .srt or .vtt file timed against the speech"},
                         **_FIELDS,
                     },
                 },
@@ -62,8 +82,11 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 SUBMIT_DESCRIPTION = (
-    "Give exactly one audio (`audio` file, `audio_url` or `audio_upload`) and at least one template (`template` "
-    "files, `template_url`, `template_name`, `template_upload`); one video is made per template. Files are "
+    "Give exactly one audio (`audio` file, `audio_url` or `audio_upload`, or `text` to be spoken) and at least "
+    "one template (`template` "
+    "files, `template_url`, `template_name`, `template_upload`); one video is made per template. Finishing "
+    "options (resolution, aspect, fps, watermark, intro, outro, subtitles with a `subtitle_file`) default to the "
+    "server's [output] section. Files are "
     "checked from their headers at once (422 names the file and the problem); the job is then dropped into the "
     "inbox, where a daemon claims it. URLs that resolve to private or loopback addresses are refused.")
 

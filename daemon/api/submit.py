@@ -37,9 +37,13 @@ from daemon.config import Config, parse_duration
 from daemon.intake.manifest import MAX_LINK_LIFETIME, MIN_LINK_LIFETIME, PRIORITY_RANGE, PathRules
 from daemon.errors import PermanentJobError
 
-FILE_FIELDS = {"audio": "audio", "template": "template"}
+FILE_FIELDS = {"audio": "audio", "template": "template", "subtitle_file": "subtitles"}
+# finishing and text-to-speech: the manifest keys of the same names (watermark_* set the
+# watermark's other keys in forms, where a field holds text only)
+FINISH_FIELDS = ("resolution", "aspect", "fps", "watermark", "watermark_position", "watermark_margin",
+                 "watermark_opacity", "watermark_scale", "intro", "outro", "subtitles", "text", "voice")
 TEXT_FIELDS = ("audio_url", "audio_upload", "template_url", "template_name", "template_upload", "name", "engine",
-               "link_lifetime", "callback_url", "output_name", "priority")
+               "link_lifetime", "callback_url", "output_name", "priority", *FINISH_FIELDS)
 REPEATABLE = {"template", "template_url", "template_name", "template_upload"}
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
@@ -50,6 +54,7 @@ class Request:
 
     texts: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     audio_file: str | None = None  # staged name
+    subtitle_file: str | None = None  # staged name of an .srt / .vtt
     # in the client's order: (field, value): template -> staged name, template_url -> URL, ...
     templates: list[tuple[str, str]] = field(default_factory=list)
 
@@ -165,10 +170,13 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
     name = clean_job_name(raw_name)
     if raw_name is not None and name is None:
         problems.append(ApiError(400, "bad_option", f"name: nothing usable is left of {raw_name!r}", field="name"))
+    _check_finishing(req, options, problems)
     sources = (req.audio_file is not None) + len(req.texts.get("audio_url", [])) + len(req.texts.get("audio_upload", []))
+    sources += "text" in options
     if sources != 1:
         problems.append(ApiError(400, "missing_audio" if sources == 0 else "bad_request",
-                                 "give exactly one of audio (a file), audio_url or audio_upload", field="audio"))
+                                 "give exactly one of audio (a file), audio_url, audio_upload or text (to be spoken)",
+                                 field="audio"))
     if not req.templates:
         problems.append(ApiError(400, "missing_template", "give at least one template: template (a file), "
                                  "template_url, template_name or template_upload", field="template"))
@@ -180,6 +188,42 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
     return name, options
 
 
+def _check_finishing(req: Request, options: dict[str, Any], problems: list[ApiError]) -> None:
+    """The finishing and text fields, checked by the manifest's own rules."""
+    from daemon.intake.manifest import check_finish_options
+
+    raw: dict[str, Any] = {}
+    for key in ("resolution", "aspect", "intro", "outro", "subtitles", "text", "voice"):
+        if req.text(key) is not None:
+            raw[key] = req.text(key)
+    numbers = {"fps": req.text("fps")} | {f"watermark_{k}": req.text(f"watermark_{k}")
+                                          for k in ("margin", "opacity", "scale")}
+    for key, value in numbers.items():
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            problems.append(ApiError(400, "bad_option", f"{key}: {value!r} is not a number", field=key))
+            continue
+        if key == "fps":
+            raw["fps"] = number
+        else:
+            raw.setdefault("watermark", {})[key.removeprefix("watermark_")] = number
+    if req.text("watermark") is not None or req.text("watermark_position") is not None:
+        mark = raw.setdefault("watermark", {})
+        if req.text("watermark") is not None:
+            mark["image"] = req.text("watermark")
+        if req.text("watermark_position") is not None:
+            mark["position"] = req.text("watermark_position")
+    found: list[str] = []
+    checked = check_finish_options(raw, found)
+    for message in found:
+        key = message.split(":", 1)[0].split(".", 1)[0].split(" ", 1)[0]
+        problems.append(ApiError(400, "bad_option", message, field=key))
+    options.update(checked)
+
+
 def _all_of(problems: list[ApiError]) -> ApiError:
     first = problems[0]
     first.problems = [{"code": p.code, "message": p.message, "field": p.field} for p in problems]
@@ -187,7 +231,7 @@ def _all_of(problems: list[ApiError]) -> ApiError:
 
 
 def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
-           ) -> tuple[str, list[tuple[str, str]], dict[str, str]]:
+           ) -> tuple[str | None, list[tuple[str, str]], dict[str, str]]:
     """Bring every source into the staging folder (blocking: run it in a thread).
 
     Returns the staged audio, the templates as ("staged", file) / ("library", name), and
@@ -214,6 +258,8 @@ def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
         else:
             templates.append(("library", _library_template(value, cfg, rules)))
     fields = {audio: "audio_url" if req.text("audio_url") else "audio_upload" if req.text("audio_upload") else "audio"}
+    if req.subtitle_file is not None:
+        fields[req.subtitle_file] = "subtitle_file"
     for (source, _value), (where, name) in zip(req.templates, templates):
         if where == "staged":
             fields[name] = source
@@ -260,7 +306,7 @@ def _take_upload(value: str, staging: Staging, uploads_dir: Path, *, field: str,
     return target.name
 
 
-def probe_staged(staging: Staging, audio: str, templates: list[tuple[str, str]], cfg: Config,
+def probe_staged(staging: Staging, audio: str | None, templates: list[tuple[str, str]], cfg: Config,
                  fields: dict[str, str]) -> None:
     """Header checks of every staged file, as the render would make them (blocking)."""
     from lipsync.media.audio import probe_audio
@@ -273,9 +319,18 @@ def probe_staged(staging: Staging, audio: str, templates: list[tuple[str, str]],
     options = RenderOptions(device="cpu", still_fps=cfg.render.still_fps, limits=limits)
     problems: list[ApiError] = []
     try:
-        probe_audio(staging.path / audio, limits)
+        if audio is not None:
+            probe_audio(staging.path / audio, limits)
     except LipsyncError as e:
         problems.append(ApiError(422, e.code, f"{audio}: {_reason(e)}", field=fields.get(audio, "audio")))
+    subtitles = next((f for f, field in fields.items() if field == "subtitle_file"), None)
+    if subtitles is not None:
+        from lipsync.finish.subtitles import read_cues
+
+        try:
+            read_cues(staging.path / subtitles)
+        except LipsyncError as e:
+            problems.append(ApiError(422, e.code, f"{subtitles}: {_reason(e)}", field="subtitle_file"))
     for where, name in templates:
         if where != "staged":
             continue

@@ -227,12 +227,12 @@ def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
                         f"{PRIORITY_RANGE[1]} (higher runs first; default 0)")
         priority = None
 
-    finish = _check_finish_options(raw, problems)
+    finish = check_finish_options(raw, problems)
     return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback,
                       priority=priority, **finish)
 
 
-def _check_finish_options(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
+def check_finish_options(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
     """The finishing and text-to-speech keys, checked (every problem appended)."""
     before = len(problems)
     check_finish({k: raw.get(k) for k in ("resolution", "aspect", "fps", "watermark", "subtitles")}, problems)

@@ -26,6 +26,7 @@ import numpy as np
 from lipsync.engine import RenderOptions
 from lipsync.errors import LipsyncError, MediaError, NoAudioStreamError
 from lipsync.finish.picture import WatermarkLayer, face_centres, fit_into, plan_reframe, reframe
+from lipsync.finish.picture import scale
 from lipsync.finish.spec import FinishSpec, output_size
 from lipsync.finish.subtitles import Cue, SubtitleBurner, read_cues, shifted
 from lipsync.media.audio import iter_audio
@@ -111,17 +112,26 @@ def _join_by_copy(parts: list[_Part], output: Path, cues: list[Cue]) -> None:
             a_out = out.add_stream_from_template(first.streams.audio[0])
             text = add_text_track(out) if cues else None
             offset = 0.0  # seconds
+            last_dts: dict[str, int] = {}  # per output stream, in its packets' time base
             for part in parts:
+                shifts: dict[str, int] = {}
                 with av.open(str(part.path)) as src:
                     vs, as_ = src.streams.video[0], src.streams.audio[0]
                     for packet in src.demux(vs, as_):
                         if packet.dts is None:
                             continue
-                        target = v_out if packet.stream is vs else a_out
-                        shift = int(round(offset / packet.time_base))
-                        packet.pts = None if packet.pts is None else packet.pts + shift
-                        packet.dts += shift
-                        packet.stream = target
+                        kind = "video" if packet.stream is vs else "audio"
+                        if kind not in shifts:
+                            # the part starts at the running offset; never before the previous part's
+                            # last packet (an encoder's priming starts audio slightly before zero)
+                            shift = int(round(offset / packet.time_base))
+                            if kind in last_dts:
+                                shift = max(shift, last_dts[kind] + 1 - packet.dts)
+                            shifts[kind] = shift
+                        packet.pts = None if packet.pts is None else packet.pts + shifts[kind]
+                        packet.dts += shifts[kind]
+                        last_dts[kind] = packet.dts
+                        packet.stream = v_out if kind == "video" else a_out
                         out.mux(packet)
                 offset += part.duration
             for cue in cues:
@@ -161,6 +171,8 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
     channels, rate = _audio_format(parts)
     writer = VideoWriter(output, size[0], size[1], fps, rate, options, audio_channels=channels,
                          subtitles=cues if spec.soft_subtitles else ())
+    # x264 on its own thread: decoding and drawing the next frames overlap with encoding
+    encoder = _Background()
     try:
         start = 0  # output frames written before this part
         for part in parts:
@@ -176,20 +188,58 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
                         frame = mark.draw(frame)
                     if burner:
                         frame = burner.draw(frame, (start + j) / fps)
-                    writer.write_frames(frame)
-            _write_part_audio(writer, part, rate, channels, (start + count) / fps)
+                    encoder.call(writer.write_frames, frame)
+            end = (start + count) / fps
+            encoder.call(_write_part_audio, writer, part, rate, channels, end)
             start += count
-        writer.close()
+        encoder.call(writer.close)
+        encoder.finish()
     except BaseException:
+        encoder.finish(quietly=True)
         writer.abort()
         raise
     return FinishReport(output, size[0], size[1], fps, start / fps, "redraw", notes)
 
 
-def _scaled(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
+class _Background:
+    """Runs calls in order on one worker thread; the first error is raised to the caller at
+    its next call or at :meth:`finish`. At most ``depth`` calls wait, bounding memory."""
 
-    return np.asarray(Image.fromarray(frame).resize(size, Image.BICUBIC))
+    def __init__(self, depth: int = 6):
+        import queue
+        import threading
+
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="lipsync-finish-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is None:
+                fn, args = item
+                try:
+                    fn(*args)
+                except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+                    self._error = e
+
+    def call(self, fn, *args) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((fn, args))
+
+    def finish(self, quietly: bool = False) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None and not quietly:
+            raise self._error
+
+
+def _scaled(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    return scale(frame, *size)
 
 
 def _retimed(frames, part: _Part, fps: float, count: int):

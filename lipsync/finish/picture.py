@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 
 from lipsync.errors import MediaError
@@ -102,25 +103,46 @@ def plan_reframe(source: tuple[int, int], out_size: tuple[int, int], centres: np
     return FramePlan("crop", np.stack([x0, y0, x0 + cw, y0 + ch], axis=1), out_size)
 
 
+def scale(pixels: np.ndarray, width: int, height: int, interpolation: str = "BICUBIC") -> np.ndarray:
+    """``pixels`` (H, W, 3) uint8 resized by FFmpeg's swscale: several times faster than PIL
+    at video sizes, which matters at 25 frames a second."""
+    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pixels), format="rgb24")
+    return frame.reformat(width, height, format="rgb24", interpolation=interpolation).to_ndarray()
+
+
 def reframe(frame: np.ndarray, plan: FramePlan, i: int) -> np.ndarray:
-    """Frame ``i`` reframed by ``plan``: (oh, ow, 3) uint8."""
+    """Frame ``i`` reframed by ``plan``: (oh, ow, 3) uint8.
+
+    The crop window is placed on whole source pixels: at the usual scales (a 1080p source
+    made 1080x1920) a step is under two output pixels, and the window moves slowly."""
+    ow, oh = plan.out_size
+    if plan.mode == "crop":
+        x0, y0, x1, y1 = (int(round(v)) for v in plan.windows[min(i, len(plan.windows) - 1)])
+        return scale(frame[y0:y1, x0:x1], ow, oh)
+    sh, sw = frame.shape[:2]
+    fit = min(ow / sw, oh / sh)
+    fw, fh = max(2, round(sw * fit) // 2 * 2), max(2, round(sh * fit) // 2 * 2)
+    canvas = blurred_fill(frame, (ow, oh))
+    x, y = (ow - fw) // 2, (oh - fh) // 2
+    canvas[y:y + fh, x:x + fw] = scale(frame, fw, fh)
+    return canvas
+
+
+def blurred_fill(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The frame scaled to cover ``size``, blurred and darkened: the backdrop of a fitted
+    picture. Made at an eighth of the size, where blurring is cheap, then scaled up."""
     from PIL import Image, ImageFilter
 
-    ow, oh = plan.out_size
-    img = Image.fromarray(frame)
-    if plan.mode == "crop":
-        box = tuple(float(v) for v in plan.windows[min(i, len(plan.windows) - 1)])
-        return np.asarray(img.resize((ow, oh), Image.BICUBIC, box=box))
-    sw, sh = img.size
-    fit = min(ow / sw, oh / sh)
-    cover = max(ow / sw, oh / sh)
-    fw, fh = max(2, round(sw * fit)), max(2, round(sh * fit))
-    small = img.resize((max(2, round(sw * cover / 8)), max(2, round(sh * cover / 8))), Image.BILINEAR)
-    fill = small.filter(ImageFilter.GaussianBlur(3)).resize((round(sw * cover), round(sh * cover)), Image.BILINEAR)
-    fx, fy = (fill.width - ow) // 2, (fill.height - oh) // 2
-    canvas = fill.crop((fx, fy, fx + ow, fy + oh)).point(lambda v: int(v * 0.55))
-    canvas.paste(img.resize((fw, fh), Image.BICUBIC), ((ow - fw) // 2, (oh - fh) // 2))
-    return np.asarray(canvas)
+    ow, oh = size
+    sh, sw = frame.shape[:2]
+    small_w, small_h = max(8, ow // 8), max(8, oh // 8)
+    cover = max(small_w / sw, small_h / sh)
+    cw, ch = max(small_w, round(sw * cover)), max(small_h, round(sh * cover))
+    small = scale(frame, cw, ch, "AREA")
+    x, y = (cw - small_w) // 2, (ch - small_h) // 2
+    small = np.asarray(Image.fromarray(small[y:y + small_h, x:x + small_w]).filter(ImageFilter.GaussianBlur(2)))
+    small = (small.astype(np.uint16) * 140 // 255).astype(np.uint8)  # darker: the picture stands out
+    return scale(small, ow, oh, "BILINEAR")
 
 
 def fit_into(frame: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:

@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 
 from lipsync import __version__
 from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.finish.spec import ASPECTS
 
 from daemon.api import library, previews
 from daemon.api.auth import SESSION_COOKIE, Principal
@@ -123,7 +124,7 @@ def register(app: FastAPI, ctx: Any) -> None:
             return who
         templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
         return page(request, "new.html", who, engines=ENGINE_NAMES, default_engine=cfg.render.engine,
-                    library=templates, has_library=cfg.paths.templates is not None)
+                    library=templates, has_library=cfg.paths.templates is not None, aspects=ASPECTS[1:])
 
     @app.get("/templates", include_in_schema=False)
     async def templates_page(request: Request) -> Response:

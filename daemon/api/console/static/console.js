@@ -136,8 +136,13 @@ function newJobForm() {
   form.addEventListener("submit", ev => {
     ev.preventDefault();
     const picked = form.querySelectorAll('input[name="template_name"]:checked').length;
+    const msg = document.getElementById("form-message");
+    const text = document.getElementById("text");
+    if (!audio.files.length && !(text && text.value.trim())) {
+      msg.textContent = "Add an audio file, or write the text to speak.";
+      msg.hidden = false; return;
+    }
     if (!templates.files.length && !picked) {
-      const msg = document.getElementById("form-message");
       msg.textContent = "Add at least one template: a video or photo, or one from the library.";
       msg.hidden = false; return;
     }
