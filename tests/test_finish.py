@@ -38,6 +38,12 @@ def wide(work) -> Path:
     return render(mf.SPEECH_SHORT, clip, work / "wide.mp4", engine=create_engine("passthrough")).path
 
 
+@pytest.fixture(scope="module")
+def intro(wide, work) -> Path:
+    """A clip made by lipsyncd from the same template: the render's own format."""
+    return render(mf.SILENCE, work / "wide-template.mp4", work / "intro.mp4", engine=create_engine("passthrough")).path
+
+
 def frames_of(path: Path) -> list[np.ndarray]:
     with av.open(str(path)) as c:
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
@@ -59,7 +65,13 @@ def stream_info(path: Path) -> dict:
         subs = [(s.codec_context.name, [(p.pts, p.duration, bytes(p)[2:].decode()) for p in c.demux(s) if p.size > 2])
                 for s in c.streams.subtitles]
     with av.open(str(path)) as c:
-        return {"size": (v.codec_context.width, v.codec_context.height), "fps": float(v.average_rate),
+        v = c.streams.video[0]
+        frames = sum(1 for p in c.demux(v) if p.size)
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        # the rate from the frames' own timing: what a player shows
+        fps = frames / float(v.duration * v.time_base) if v.duration else float(v.guessed_rate or 0)
+        return {"size": (v.codec_context.width, v.codec_context.height), "fps": round(fps, 2),
                 "duration": float(c.duration / 1e6), "subtitles": subs}
 
 
@@ -129,9 +141,7 @@ def test_watermark_is_composited_where_asked(wide, work):
     assert np.abs(frame[200:, 300:] - plain[200:, 300:]).mean() < 3  # the rest is untouched
 
 
-def test_intro_and_outro_are_joined_by_copy_when_their_format_matches(wide, work):
-    intro = render(mf.SILENCE, work / "wide-template.mp4", work / "intro.mp4",
-                   engine=create_engine("passthrough")).path  # made by lipsyncd: the same format
+def test_intro_and_outro_are_joined_by_copy_when_their_format_matches(wide, work, intro):
     out = finish_video(wide, work / "joined.mp4", FinishSpec(intro=intro, outro=intro))
     assert out.method == "copy"
     expect = 2 * probe_audio(intro).duration + probe_audio(wide).duration
@@ -146,7 +156,7 @@ def test_intro_and_outro_are_joined_by_copy_when_their_format_matches(wide, work
 SRT = "1\n00:00:00,300 --> 00:00:01,200\nHello there\n\n2\n00:00:01,400 --> 00:00:02,400\n你好，世界\n"
 
 
-def test_soft_subtitles_are_a_timed_track(wide, work):
+def test_soft_subtitles_are_a_timed_track(wide, work, intro):
     (work / "talk.srt").write_text(SRT, encoding="utf-8")
     out = finish_video(wide, work / "soft.mp4", FinishSpec(subtitles=work / "talk.srt"))
     assert out.method == "copy"
@@ -154,7 +164,6 @@ def test_soft_subtitles_are_a_timed_track(wide, work):
     assert codec == "mov_text"
     assert cues == [(300, 900, "Hello there"), (1400, 1000, "你好，世界")]
     # with an intro the captions move later by its length
-    intro = work / "intro.mp4"
     out = finish_video(wide, work / "soft2.mp4", FinishSpec(intro=intro, subtitles=work / "talk.srt"))
     (_, cues), = stream_info(out.path)["subtitles"]
     shift = round(probe_template(intro).duration * 1000)  # the intro's picture, frame by frame
