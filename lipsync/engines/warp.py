@@ -85,7 +85,11 @@ class WarpSession(EngineSession):
     def process(self, chunk: FrameChunk) -> np.ndarray:
         frames = chunk.frames
         rows = np.minimum(np.maximum(chunk.template_indices.astype(np.int64), 0), self.analysis.frame_count - 1)
-        todo = np.flatnonzero(self.geometry.valid[rows])
+        last = len(self.track) - 1
+        frame_no = np.clip(chunk.out_indices.astype(np.int64), 0, max(last, 0))
+        # at rest (nobody speaking) the warp is the identity: those frames go out as they came
+        speaking = self.track.activity[frame_no] > 0 if last >= 0 else np.zeros(len(rows), bool)
+        todo = np.flatnonzero(self.geometry.valid[rows] & speaking)
         if todo.size == 0:
             return frames
         if not frames.flags.writeable:
@@ -94,8 +98,6 @@ class WarpSession(EngineSession):
             first, landmarks = todo[0], self.analysis.landmarks[rows[todo[0]]]
             self._colours = interior_colours(frames[first], landmarks)
             self._bank = SampleBank(self.samples, lip_colour(frames[first], landmarks), self.device)
-        last = len(self.track) - 1
-        frame_no = np.clip(chunk.out_indices.astype(np.int64), 0, max(last, 0))
         boxes = self.geometry.box[rows[todo]]
         crop_pixels = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max())
         batch = max(1, _BATCH_PIXELS // max(crop_pixels, 1))

@@ -52,7 +52,7 @@ LIP_TO_JAW_DEPTH = 0.35  # below the lower lip, how quickly the lip's motion bec
 LENS_POWER = 0.7  # opening profile across the mouth: (1 - x^2)^power, rounder when rounded
 CONTOUR_FALLOFF = 0.3  # inside the face contour, the motion fades in over this many mouth widths
 _FIXED_POINT_STEPS = 3
-COARSE_STEP = 4  # pixels between the points where the smooth fields are evaluated
+COARSE_STEP = 6  # pixels between the points where the smooth fields are evaluated
 # Exactly no motion this close to the contour: a pixel takes its field from the four coarse
 # points around it (at most COARSE_STEP * sqrt(2) away), and every one of those must be 0
 # for a pixel on the contour to come out unchanged.
