@@ -80,6 +80,37 @@ def test_job_by_url_and_template_library_calls_back_with_what_a_workflow_needs(s
     assert (Path(stack.daemon.config).parent / "library" / "anna.mp4").exists()
 
 
+def test_a_workflow_sends_text_and_subtitles_by_url_and_gets_a_square_captioned_video(stack, tmp_path):
+    """What a Dify workflow does: JSON only -- text to speak, a library template, subtitles
+    by URL, a shape."""
+    import shutil as _shutil
+
+    import av
+
+    if _shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup installs it with apt)")
+    folder = tmp_path / "served"
+    folder.mkdir()
+    (folder / "captions.vtt").write_text("WEBVTT\n\n00:00.100 --> 00:01.000\nHello\n", encoding="utf-8")
+    files = MediaServer(folder)
+    try:
+        r = stack.submit(json={"text": "Hello there, and welcome.", "template_name": "anna.mp4", "name": "spoken",
+                               "subtitle_url": files.url("captions.vtt"), "aspect": "1:1"})
+        assert r.status_code == 202, r.text
+        doc = stack.follow("spoken")[-1]
+    finally:
+        files.close()
+    assert doc["state"] == "done", doc.get("error")
+    assert doc["options"]["aspect"] == "1:1" and doc["options"]["text"] == "Hello there, and welcome."
+    out = doc["outputs"][0]
+    assert out["width"] == out["height"]
+    video = tmp_path / "spoken.mp4"
+    video.write_bytes(httpx.get(out["url"]).content)
+    with av.open(str(video)) as c:
+        (cue,) = [p for p in c.demux(c.streams.subtitles[0]) if p.size > 2]
+    assert bytes(cue)[2:].decode() == "Hello" and cue.pts == 100
+
+
 def test_a_name_in_use_gets_a_suffix_and_nothing_is_overwritten(stack):
     names = [stack.upload_job("twice").json()["name"] for _ in range(2)]
     assert names == ["twice", "twice-2"]

@@ -169,7 +169,7 @@ def test_wrong_kind_and_unknown_fields_are_refused(tmp_path, share, media):
             "message": "colour: unknown field; allowed: audio_url, audio_upload, template_url, template_name, "
                        "template_upload, name, engine, link_lifetime, callback_url, output_name, priority, "
                        "resolution, aspect, fps, watermark, watermark_position, watermark_margin, "
-                       "watermark_opacity, watermark_scale, intro, outro, subtitles, text, voice"}
+                       "watermark_opacity, watermark_scale, intro, outro, subtitles, subtitle_url, text, voice"}
         r = httpx.post(f"{server.url}/api/v1/jobs", headers={**auth(key), "Content-Type": "text/plain"}, content=b"x")
         assert r.status_code == 415
     assert files_under(share.inbox) == set()

@@ -49,6 +49,8 @@ _FIELDS: dict[str, dict[str, Any]] = {
     "watermark_scale": {"type": "number", "description": "the logo's width as a share of the frame's (0.01..1)"},
     "intro": {"type": "string", "description": "a clip in the template library joined before the video"},
     "outro": {"type": "string", "description": "a clip in the template library joined after the video"},
+    "subtitle_url": {"type": "string", "format": "uri",
+                     "description": "an .srt or .vtt the server fetches (JSON's way to send subtitles)"},
     "subtitles": {"type": "string", "enum": ["soft", "burn", "off"],
                   "description": "what the subtitle file becomes: a switchable track, also burned in, or nothing"},
 }

@@ -41,7 +41,7 @@ FILE_FIELDS = {"audio": "audio", "template": "template", "subtitle_file": "subti
 # finishing and text-to-speech: the manifest keys of the same names (watermark_* set the
 # watermark's other keys in forms, where a field holds text only)
 FINISH_FIELDS = ("resolution", "aspect", "fps", "watermark", "watermark_position", "watermark_margin",
-                 "watermark_opacity", "watermark_scale", "intro", "outro", "subtitles", "text", "voice")
+                 "watermark_opacity", "watermark_scale", "intro", "outro", "subtitles", "subtitle_url", "text", "voice")
 TEXT_FIELDS = ("audio_url", "audio_upload", "template_url", "template_name", "template_upload", "name", "engine",
                "link_lifetime", "callback_url", "output_name", "priority", *FINISH_FIELDS)
 REPEATABLE = {"template", "template_url", "template_name", "template_upload"}
@@ -157,7 +157,7 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
             options["output_name"] = cleaned
     # every URL is checked before any is fetched: a request naming one refused address
     # makes no request anywhere
-    for key in ("audio_url", "template_url", "callback_url"):
+    for key in ("audio_url", "template_url", "subtitle_url", "callback_url"):
         for url in req.texts.get(key, []):
             try:
                 check_target(url, field=key, allow_private=cfg.api.fetch_private_urls)
@@ -258,6 +258,9 @@ def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
         else:
             templates.append(("library", _library_template(value, cfg, rules)))
     fields = {audio: "audio_url" if req.text("audio_url") else "audio_upload" if req.text("audio_upload") else "audio"}
+    if req.subtitle_file is None and req.text("subtitle_url"):
+        req.subtitle_file = fetch_to(req.text("subtitle_url"), staging.new_file, field="subtitle_url",
+                                     kind="subtitles", **fetch).name
     if req.subtitle_file is not None:
         fields[req.subtitle_file] = "subtitle_file"
     for (source, _value), (where, name) in zip(req.templates, templates):
