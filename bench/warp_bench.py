@@ -116,24 +116,33 @@ def make_speech(path: Path, seconds: float) -> Path:
     return write_wav(path, pcm, rate)
 
 
-def engine_cost(engine, audio: Path, template: Path, options: RenderOptions, device: str) -> float:
-    """Milliseconds per frame spent in ``session.process`` alone (decode not counted)."""
+def engine_chunks(engine, audio: Path, template: Path, options: RenderOptions, device: str):
+    """(session, chunk) for every chunk of a render, in order: the engine alone, nothing
+    encoded. The session is closed when the loop ends."""
     info = probe_template(template, options)
     frames = output_frame_count(probe_audio(audio).duration, info.fps)
     ctx = RenderContext(audio_path=audio, template=info, fps=info.fps, frame_count=frames, options=options,
                         device=device, template_index=lambda i: template_index(i, info.frame_count))
     session = engine.start(ctx)
-    spent = 0.0
-    with TemplateReader(info) as reader:
-        for start in range(0, frames, options.chunk_frames):
-            out_idx = np.arange(start, min(frames, start + options.chunk_frames), dtype=np.int64)
-            t_idx = template_indices(out_idx, info.frame_count)
-            chunk = FrameChunk(np.stack(list(reader.frames(t_idx))), out_idx, t_idx)
-            began = time.perf_counter()
-            session.process(chunk)
-            spent += time.perf_counter() - began
-    session.close()
-    return 1000.0 * spent / frames
+    try:
+        with TemplateReader(info) as reader:
+            for start in range(0, frames, options.chunk_frames):
+                out_idx = np.arange(start, min(frames, start + options.chunk_frames), dtype=np.int64)
+                t_idx = template_indices(out_idx, info.frame_count)
+                yield session, FrameChunk(np.stack(list(reader.frames(t_idx))), out_idx, t_idx)
+    finally:
+        session.close()
+
+
+def engine_cost(engine, audio: Path, template: Path, options: RenderOptions, device: str) -> float:
+    """Milliseconds per frame spent in ``session.process`` alone (decode not counted)."""
+    spent, frames = 0.0, 0
+    for session, chunk in engine_chunks(engine, audio, template, options, device):
+        began = time.perf_counter()
+        session.process(chunk)
+        spent += time.perf_counter() - began
+        frames += len(chunk.out_indices)
+    return 1000.0 * spent / max(frames, 1)
 
 
 def outside_psnr(render_path: Path, reference_path: Path, template: Path, options: RenderOptions) -> float:
@@ -200,21 +209,11 @@ def vowel_figures(engine, template: Path, lines: np.ndarray, collar: int, work: 
               for v, xs in per.items()}
 
     # the lines, before encoding: the engine's own output against its input
-    info = probe_template(template, options)
-    frames = output_frame_count(probe_audio(audio).duration, info.fps)
-    ctx = RenderContext(audio_path=audio, template=info, fps=info.fps, frame_count=frames, options=options,
-                        device=device, template_index=lambda i: template_index(i, info.frame_count))
-    session = engine.start(ctx)
     worst = 0
-    with TemplateReader(info) as reader:
-        for start in range(0, frames, options.chunk_frames):
-            out_idx = np.arange(start, min(frames, start + options.chunk_frames), dtype=np.int64)
-            t_idx = template_indices(out_idx, info.frame_count)
-            chunk = np.stack(list(reader.frames(t_idx)))
-            before = chunk[:, lines].astype(np.int16)
-            after = session.process(FrameChunk(chunk, out_idx, t_idx))[:, lines].astype(np.int16)
-            worst = max(worst, int(np.abs(after - before).max()))
-    session.close()
+    for session, chunk in engine_chunks(engine, audio, template, options, device):
+        before = chunk.frames[:, lines].astype(np.int16)
+        after = session.process(chunk)[:, lines].astype(np.int16)
+        worst = max(worst, int(np.abs(after - before).max()))
     # ...and after encoding: the collar's centre row, column by column, in every frame
     cols = np.flatnonzero(lines[collar])
     wander = 0.0

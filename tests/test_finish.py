@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lipsync.engine import RenderOptions
 from lipsync.engines import create_engine
 from lipsync.errors import LipsyncError, MediaError
 from lipsync.finish import FinishSpec, Watermark, finish_video, output_size

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.avsync import audio_envelope, av_sync, mouth_jaw_mask, referee_mouths, video_frames
+from bench.avsync import audio_envelope, av_sync, mouth_jaw_mask, referee_mouths
 from lipsync.engine import FrameChunk, RenderContext, RenderOptions
 from lipsync.engines import create_engine
 from lipsync.engines.warp import WarpEngine

@@ -39,7 +39,7 @@ from daemon.atomic import write_atomic
 from daemon.backoff import Backoff
 from daemon.cluster import lease
 from daemon.config import Config
-from daemon.errors import JobError, PermanentJobError, StorageError, TransientJobError, job_error_from
+from daemon.errors import JobError, PermanentJobError, TransientJobError, job_error_from
 from daemon.failpoints import failpoint
 from daemon.housekeeping.links import link_lifetime
 from daemon.intake import claims

@@ -18,13 +18,13 @@ lips were already apart (:mod:`lipsync.engines.warp_field` keeps that one in pla
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from lipsync.cachefile import write_npz
 
 log = logging.getLogger(__name__)
 
@@ -127,16 +127,8 @@ class MouthSamples:
                    np.zeros(0, np.float32), np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, version=np.int64(SAMPLES_VERSION), pixels=self.pixels, mask=self.mask,
-                         opening=self.opening, lips=self.lips, frames=self.frames)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz(path, version=np.int64(SAMPLES_VERSION), pixels=self.pixels, mask=self.mask, opening=self.opening,
+                  lips=self.lips, frames=self.frames)
 
     @classmethod
     def load(cls, path: Path) -> MouthSamples | None:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from lipsync.cachefile import write_npz
 from lipsync.engine import ProgressFn, TemplateInfo, no_progress
 from lipsync.errors import MediaError, NoFaceError
 from lipsync.face.landmarks import LandmarkModels, load_landmark_models
@@ -57,16 +56,8 @@ class TemplateAnalysis:
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader never sees a half-written cache file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, version=np.int64(ANALYSIS_VERSION), landmarks=self.landmarks, has_face=self.has_face,
-                         boxes=self.boxes, size=np.array([self.width, self.height], np.int64))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_npz(path, version=np.int64(ANALYSIS_VERSION), landmarks=self.landmarks, has_face=self.has_face,
+                  boxes=self.boxes, size=np.array([self.width, self.height], np.int64))
 
     @classmethod
     def load(cls, path: Path, digest: str = "") -> TemplateAnalysis | None:
