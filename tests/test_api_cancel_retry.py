@@ -61,3 +61,33 @@ def test_deleting_a_rendering_job_cancels_it(stack):
     kept = stack.share.root / "failed" / name
     assert sorted(p.name for p in kept.rglob("*.*")) == sorted(["job.json", "presenter.mp4", "speech.wav",
                                                                 f"{name}.job.json"])
+
+
+def test_a_text_job_with_subtitles_is_retried_with_both(stack, tmp_path):
+    """Its watermark was missing from the library; once it is there, the retry speaks the
+    same text and keeps the same subtitles."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (scripts/setup installs it with apt)")
+    srt = b"1\n00:00:00,100 --> 00:00:00,900\nHi\n"
+    r = httpx.post(f"{stack.url}/api/v1/jobs", headers=stack.h, timeout=30,
+                   data={"text": "Hi there.", "template_name": "anna.mp4", "name": "spoken retry",
+                         "watermark": "brand.png"},
+                   files=[("subtitle_file", ("hi.srt", srt))])
+    assert r.status_code == 202, r.text
+    first = stack.follow("spoken retry")[-1]
+    assert first["state"] == "failed" and "brand.png" in first["error"]["message"]
+
+    library = Path(stack.daemon.config).parent / "library"
+    Image.fromarray(np.full((20, 40, 3), 255, np.uint8)).save(library / "brand.png")
+    again = httpx.post(f"{stack.url}/api/v1/jobs/spoken%20retry/retry", headers=stack.h)
+    assert again.status_code == 202, again.text
+    doc = stack.follow("spoken retry")[-1]
+    assert doc["state"] == "done", doc.get("error")
+    assert doc["options"]["text"] == "Hi there." and doc["options"]["subtitle_file"].endswith("hi.srt")
+    assert "soft subtitles: 1 cue" in " ".join(doc["notes"]) and "watermark" in " ".join(doc["notes"])

@@ -26,7 +26,7 @@ from daemon.config import Config
 from daemon.housekeeping.links import expire_objects
 from daemon.intake import claims
 from daemon.intake.inbox import Inbox
-from daemon.intake.names import fit_name, job_stem
+from daemon.intake.names import SUBTITLE_EXTENSIONS, fit_name, job_stem
 from daemon.logsetup import get_logger
 from daemon.outbox import Outbox, OutputState, State, read_document, utcnow
 from daemon.reporting import status
@@ -237,17 +237,22 @@ class JobDesk:
         if record.get("id") != entry.id:
             raise ApiError(409, "inputs_gone", f"{name}: failed/{fit_name(name)}/ holds another run's inputs")
         code = (entry.doc.get("error") or {}).get("code")
-        if not record.get("audio") or not record.get("templates"):
+        options = {k: v for k, v in (record.get("options") or {}).items() if v is not None}
+        if not (record.get("audio") or options.get("text")) or not record.get("templates"):
             raise ApiError(409, "not_retryable", f"{name} failed as {code}: its drop was not a complete job; "
                            "fix it and submit again")
+        # subtitles travel with the job: named by its manifest, or dropped beside it (NAME.srt)
+        subtitle = options.pop("subtitle_file", None) or next(
+            (f["name"] for f in record.get("files", []) if Path(f["name"]).suffix.lower() in SUBTITLE_EXTENSIONS), None)
         staging = Staging(self.cfg)
         moved: list[tuple[Path, Path]] = []
         try:
-            audio = self._stage(folder / record["audio"]["name"], staging, moved)
+            audio = self._stage(folder / record["audio"]["name"], staging, moved) if record.get("audio") else None
             templates = [("library", t["name"]) if t.get("library") else
                          ("staged", self._stage(folder / t["name"], staging, moved)) for t in record["templates"]]
-            options = {k: v for k, v in (record.get("options") or {}).items() if v is not None}
-            published = staging.publish(name, audio=audio, templates=templates, options=options, again=True)
+            subtitles = self._stage(folder / subtitle, staging, moved) if subtitle else None
+            published = staging.publish(name, audio=audio, templates=templates, options=options, again=True,
+                                        subtitles=subtitles)
         except BaseException:
             for src, dst in reversed(moved):  # put the inputs back where they were kept
                 if dst.exists():

@@ -76,8 +76,12 @@ def finish_video(rendered: Path, output: Path, spec: FinishSpec,
     if not spec.redraws and _copyable(parts):
         _join_by_copy(parts, output, cues)
         return FinishReport(output, main.width, main.height, main.fps, sum(p.duration for p in parts), "copy",
-                            notes + (["soft subtitles: %d cues" % len(cues)] if cues else []))
+                            notes + ([f"soft subtitles: {_cues(cues)}"] if cues else []))
     return _redraw(parts, main, output, spec, cues, options, notes)
+
+
+def _cues(cues: list[Cue]) -> str:
+    return f"{len(cues)} cue" + ("" if len(cues) == 1 else "s")
 
 
 def _probe(path: Path, role: str, options: RenderOptions) -> _Part:
@@ -164,9 +168,9 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
     if mark:
         notes.append("watermark")
     if burner:
-        notes.append(f"subtitles burned in: {len(cues)} cues")
+        notes.append(f"subtitles burned in: {_cues(cues)}")
     if cues and spec.soft_subtitles:
-        notes.append(f"soft subtitles: {len(cues)} cues")
+        notes.append(f"soft subtitles: {_cues(cues)}")
 
     channels, rate = _audio_format(parts)
     writer = VideoWriter(output, size[0], size[1], fps, rate, options, audio_channels=channels,
