@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
-import json
 import os
 import shutil
 import statistics
@@ -38,6 +37,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import report  # noqa: E402
 from daemon.config import parse_size  # noqa: E402
 from tests.api_harness import ApiProcess, auth, new_key  # noqa: E402
 from tests.daemon_harness import Share, config_text, free_port  # noqa: E402
@@ -186,9 +186,7 @@ def main() -> None:
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import report  # noqa: E402
 from daemon.atomic import write_atomic  # noqa: E402
 from tests.api_harness import ApiProcess, new_key  # noqa: E402
 from tests.daemon_harness import Share, config_text, free_port  # noqa: E402
@@ -95,9 +96,7 @@ def main() -> None:
             api.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(figures, indent=2))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import report  # noqa: E402
 from daemon import config, logsetup  # noqa: E402
 from daemon.outbox import read_document  # noqa: E402
 from daemon.pipeline.worker import Worker  # noqa: E402
@@ -88,11 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lipsyncd-bench-") as tmp:
         figures = run(Path(tmp), args.jobs, args.seconds, args.engine)
-    for key, value in figures.items():
-        print(f"{key:32s} {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    report(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ render itself. Prints the figures and writes them as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import sys
@@ -25,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.figures import report  # noqa: E402
 from bench.warp_bench import make_speech, make_template  # noqa: E402
 from lipsync.engine import RenderOptions  # noqa: E402
 from lipsync.engines import create_engine  # noqa: E402
@@ -66,18 +66,14 @@ def main() -> None:
         figures: dict = {"audio_seconds": args.seconds, "render_passthrough_s": round(render_s, 2)}
         for name, spec in cases.items():
             began = time.perf_counter()
-            report = finish_video(rendered.path, work / f"{name}.mp4", spec, options)
+            finished = finish_video(rendered.path, work / f"{name}.mp4", spec, options)
             spent = time.perf_counter() - began
-            figures[name] = {"seconds": round(spent, 2), "x_real_time": round(report.duration / spent, 1),
-                             "method": report.method, "size": f"{report.width}x{report.height}"}
+            figures[name] = {"seconds": round(spent, 2), "x_real_time": round(finished.duration / spent, 1),
+                             "method": finished.method, "size": f"{finished.width}x{finished.height}"}
         figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    for key, value in figures.items():
-        print(f"{key:>34}: {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ all of them. Prints the figures and writes bench/results/inbox_scan.json.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import report  # noqa: E402
 from daemon import claims  # noqa: E402
 from daemon.config import from_dict  # noqa: E402
 from daemon.intake.inbox import Inbox  # noqa: E402
@@ -81,10 +81,7 @@ def main() -> None:
     configure(level="warning")  # one line per claim would drown the figures
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         figures = run(Path(tmp), args.pairs, args.manifests)
-    for key, value in figures.items():
-        print(f"{key:>18}: {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, RESULTS)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,6 @@ re-timed and encoded with the same settings) and with the warp engine, and repor
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -53,6 +52,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.figures import report  # noqa: E402
 from bench.avsync import audio_envelope, av_sync, masked_psnr, mouth_jaw_mask, referee_mouths, video_frames  # noqa: E402
 from lipsync.engine import FrameChunk, RenderContext, RenderOptions  # noqa: E402
 from lipsync.engines import create_engine  # noqa: E402
@@ -378,11 +378,7 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    for key, value in figures.items():
-        print(f"{key:>28}: {value}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    report(figures, args.out)
 
 
 if __name__ == "__main__":

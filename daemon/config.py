@@ -572,10 +572,9 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
-    finishing: list[str] = []
-    check_finish({"resolution": cfg.output.resolution, "aspect": cfg.output.aspect,
-                  "watermark": cfg.output.watermark or None}, finishing)
-    problems.extend(f"{src}: output.{p}" for p in finishing)
+    finishing = check_finish({"resolution": cfg.output.resolution, "aspect": cfg.output.aspect,
+                              "watermark": cfg.output.watermark or None})
+    problems.extend(f"{src}: output.{message}" for _, message in finishing)
     if cfg.tts.backend == "heygem" and not cfg.tts.url.startswith(("http://", "https://")):
         problems.append(f"{src}: tts.url: the HeyGem TTS service's http:// address is required with "
                         "backend = \"heygem\", e.g. \"http://gpu-01:18180\"")

@@ -17,6 +17,8 @@ Output names: one template gives ``<output_name>.mp4``; several give
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,17 +57,14 @@ class JobOptions:
     text: str | None = None
     voice: str | None = None
 
-    _FIELDS = ("output_name", "link_lifetime", "engine", "callback_url", "priority", "resolution", "aspect", "fps",
-               "watermark", "intro", "outro", "subtitles", "subtitle_file", "text", "voice")
-
     def as_dict(self) -> dict[str, Any]:
-        """The sidecar's ``options`` object (and job.json's)."""
-        return {name: getattr(self, name) for name in self._FIELDS}
+        """The sidecar's ``options`` object (and job.json's): every field, in declaration order."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> JobOptions:
         data = data or {}
-        values = {name: data.get(name) for name in cls._FIELDS}
+        values = {f.name: data.get(f.name) for f in dataclasses.fields(cls)}
         for name in ("link_lifetime", "fps"):
             if values[name] is not None:
                 values[name] = float(values[name])

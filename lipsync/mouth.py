@@ -17,7 +17,7 @@
 
 Features are computed every 10 ms from 16 kHz mono audio, fed in blocks so a one-hour
 recording never has to sit in memory; the per-frame values are derived at the end from
-those small arrays (four numbers per 10 ms).
+those small arrays (four band powers and eleven autocorrelation terms per 10 ms).
 """
 
 from __future__ import annotations

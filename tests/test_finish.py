@@ -79,16 +79,14 @@ def test_sizes_follow_the_rules():
     assert output_size((1280, 720), "1080p", "9:16") == (1080, 1920)
     assert output_size((1280, 720), "720p", "keep") == (1280, 720)
     assert output_size((640, 480), "1280x720", "keep") == (1280, 720)
-    problems: list[str] = []
-    check({"resolution": "1279x720", "aspect": "2:1", "fps": 500, "subtitles": "loud",
-           "watermark": {"image": "logo.gif", "position": "middle", "opacity": 2}}, problems)
-    text = " | ".join(problems)
+    problems = check({"resolution": "1279x720", "aspect": "2:1", "fps": 500, "subtitles": "loud",
+                      "watermark": {"image": "logo.gif", "position": "middle", "opacity": 2}})
+    text = " | ".join(message for _, message in problems)
     for want in ("resolution", "aspect", "fps", "subtitles", "watermark.image", "watermark.position",
                  "watermark.opacity"):
         assert want in text, text  # every problem at once
-    problems = []
-    check({"resolution": "1280x720", "aspect": "9:16"}, problems)
-    assert problems and "disagree" in problems[0]
+    problems = check({"resolution": "1280x720", "aspect": "9:16"})
+    assert problems and "disagree" in problems[0][1]
 
 
 def test_portrait_crop_keeps_the_face_centred(wide, work):

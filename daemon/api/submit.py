@@ -34,7 +34,8 @@ from daemon.api.multipart import MAX_TEXT, read_multipart
 from daemon.api.errors import ApiError
 from daemon.api.fetch import check_target, fetch_to
 from daemon.config import Config, parse_duration
-from daemon.intake.manifest import MAX_LINK_LIFETIME, MIN_LINK_LIFETIME, PRIORITY_RANGE, PathRules
+from daemon.intake.manifest import (MAX_LINK_LIFETIME, MIN_LINK_LIFETIME, PRIORITY_RANGE, PathRules,
+                                   check_finish_options)
 from daemon.errors import PermanentJobError
 
 FILE_FIELDS = {"audio": "audio", "template": "template", "subtitle_file": "subtitles"}
@@ -190,8 +191,6 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
 
 def _check_finishing(req: Request, options: dict[str, Any], problems: list[ApiError]) -> None:
     """The finishing and text fields, checked by the manifest's own rules."""
-    from daemon.intake.manifest import check_finish_options
-
     raw: dict[str, Any] = {}
     for key in ("resolution", "aspect", "intro", "outro", "subtitles", "text", "voice"):
         if req.text(key) is not None:
@@ -216,11 +215,8 @@ def _check_finishing(req: Request, options: dict[str, Any], problems: list[ApiEr
             mark["image"] = req.text("watermark")
         if req.text("watermark_position") is not None:
             mark["position"] = req.text("watermark_position")
-    found: list[str] = []
-    checked = check_finish_options(raw, found)
-    for message in found:
-        key = message.split(":", 1)[0].split(".", 1)[0].split(" ", 1)[0]
-        problems.append(ApiError(400, "bad_option", message, field=key))
+    checked, found = check_finish_options(raw)
+    problems.extend(ApiError(400, "bad_option", message, field=key) for key, message in found)
     options.update(checked)
 
 
@@ -274,10 +270,10 @@ def _library_template(value: str, cfg: Config, rules: PathRules) -> str:
         raise ApiError(400, "no_template_library", "template_name: this server has no template library "
                        "(paths.templates is not set); upload the template instead", field="template_name")
     try:
-        located = rules.locate(value, manifest="(api)", field="template_name", template=True)
+        located = rules.in_library(value, manifest="(api)", field="template_name")
     except PermanentJobError as e:
         raise ApiError(400, "bad_template_name", f"template_name: {e.message}", field="template_name") from None
-    if located is None or not str(located.path).startswith(str(cfg.paths.templates)):
+    if located is None:
         raise ApiError(404, "unknown_template", f"template_name: {value!r} is not in the template library",
                        field="template_name")
     return value

@@ -227,20 +227,22 @@ def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
                         f"{PRIORITY_RANGE[1]} (higher runs first; default 0)")
         priority = None
 
-    finish = check_finish_options(raw, problems)
+    finish, found = check_finish_options(raw)
+    problems.extend(message for _, message in found)
     return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback,
                       priority=priority, **finish)
 
 
-def check_finish_options(raw: dict[str, Any], problems: list[str]) -> dict[str, Any]:
-    """The finishing and text-to-speech keys, checked (every problem appended)."""
-    before = len(problems)
-    check_finish({k: raw.get(k) for k in ("resolution", "aspect", "fps", "watermark", "subtitles")}, problems)
-    bad = {p.split(":", 1)[0].split(".", 1)[0] for p in problems[before:]}
+def check_finish_options(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The finishing and text-to-speech keys: (the good values, (key, message) for each problem).
+
+    Shared by manifests and the HTTP API, which names the field of each problem."""
+    problems = check_finish({k: raw.get(k) for k in ("resolution", "aspect", "fps", "watermark", "subtitles")})
+    bad = {key for key, _ in problems}
     out: dict[str, Any] = {}
     for key in ("resolution", "aspect", "fps", "subtitles"):
         value = raw.get(key)
-        if value is not None and not any(key in b for b in bad):
+        if value is not None and key not in bad:
             out[key] = float(value) if key == "fps" else value
     mark = raw.get("watermark")
     if mark is not None and "watermark" not in bad:
@@ -252,24 +254,24 @@ def check_finish_options(raw: dict[str, Any], problems: list[str]) -> dict[str, 
         if value is None:
             continue
         if not isinstance(value, str) or not value.lower().endswith(suffixes) or "\x00" in value:
-            problems.append(f"{key}: {value!r} is not {what}")
+            problems.append((key, f"{key}: {value!r} is not {what}"))
         else:
             out[key] = value
     text = raw.get("text")
     if text is not None:
         if not isinstance(text, str) or not text.strip():
-            problems.append("text: must be the words to speak, a non-empty string")
+            problems.append(("text", "text: must be the words to speak, a non-empty string"))
         elif len(text) > MAX_TEXT_CHARS:
-            problems.append(f"text: {len(text)} characters, more than {MAX_TEXT_CHARS}")
+            problems.append(("text", f"text: {len(text)} characters, more than {MAX_TEXT_CHARS}"))
         else:
             out["text"] = text
     voice = raw.get("voice")
     if voice is not None:
         if not isinstance(voice, str) or not voice.strip() or len(voice) > 100 or any(c.isspace() for c in voice):
-            problems.append(f"voice: {voice!r} must be a voice name (espeak-ng) or speaker id (HeyGem)")
+            problems.append(("voice", f"voice: {voice!r} must be a voice name (espeak-ng) or speaker id (HeyGem)"))
         else:
             out["voice"] = voice
-    return out
+    return out, problems
 
 
 # --------------------------------------------------------------------------- confinement
@@ -302,14 +304,21 @@ class PathRules:
         and a PermanentJobError for a symlinked or non-regular inbox file.
         """
         parts = _split_relative(ref, manifest=manifest, field=field)
-        roots: list[tuple[Path, bool]] = [(self.inbox, False)]
-        if template and self.library is not None:
-            roots.append((self.library, True))
-        for root, library in roots:
-            found = self._check_under(root, parts, ref, manifest=manifest, field=field, library=library)
-            if found is not None:
-                return found
-        return None
+        found = self._check_under(self.inbox, parts, ref, manifest=manifest, field=field, library=False)
+        if found is None and template:
+            found = self._in_library(parts, ref, manifest=manifest, field=field)
+        return found
+
+    def in_library(self, ref: str, *, manifest: str, field: str) -> Located | None:
+        """``ref`` in the template library only (clips, watermarks, ``template_name``), by the
+        same rules; None when there is no library or no such file."""
+        return self._in_library(_split_relative(ref, manifest=manifest, field=field), ref, manifest=manifest,
+                                field=field)
+
+    def _in_library(self, parts: list[str], ref: str, *, manifest: str, field: str) -> Located | None:
+        if self.library is None:
+            return None
+        return self._check_under(self.library, parts, ref, manifest=manifest, field=field, library=True)
 
     def _check_under(self, root: Path, parts: list[str], ref: str, *, manifest: str, field: str,
                      library: bool) -> Located | None:

@@ -10,6 +10,7 @@ from lipsync.finish import FinishSpec, Watermark
 
 from daemon.config import Config
 from daemon.errors import MissingPartnerError
+from daemon.intake.manifest import PathRules
 from daemon.intake.names import SUBTITLE_EXTENSIONS
 from daemon.jobs import ClaimedJob
 
@@ -24,28 +25,25 @@ def finish_spec(job: ClaimedJob, cfg: Config) -> FinishSpec:
         resolution=o.resolution or d.resolution,
         aspect=o.aspect or d.aspect,
         fps=float(fps) if fps else None,
-        watermark=Watermark(image=_library_file(cfg, mark["image"], "watermark.image"),
+        watermark=Watermark(image=_library_file(cfg, job, mark["image"], "watermark.image"),
                             **{k: mark[k] for k in ("position", "margin", "opacity", "scale") if k in mark})
         if mark else None,
-        intro=_library_file(cfg, intro, "intro") if intro else None,
-        outro=_library_file(cfg, outro, "outro") if outro else None,
+        intro=_library_file(cfg, job, intro, "intro") if intro else None,
+        outro=_library_file(cfg, job, outro, "outro") if outro else None,
         subtitles=_subtitle_file(job),
         subtitle_mode=o.subtitles or d.subtitles,
     )
 
 
-def _library_file(cfg: Config, name: str, field: str) -> Path:
-    library = cfg.paths.templates
-    parts = [p for p in str(name).replace("\\", "/").split("/") if p not in ("", ".")]
-    if library is None:
+def _library_file(cfg: Config, job: ClaimedJob, name: str, field: str) -> Path:
+    if cfg.paths.templates is None:
         raise MissingPartnerError(f"{field} {name!r}: clips and watermarks come from the template library, "
                                   "but paths.templates is not set", file=str(name))
-    if not parts or ".." in parts or any(p.startswith(".") for p in parts):
-        raise MissingPartnerError(f"{field} {name!r}: name a file inside the template library", file=str(name))
-    path = library.joinpath(*parts)
-    if not path.is_file() or not path.resolve().is_relative_to(library.resolve()):
-        raise MissingPartnerError(f"{field} {name!r} is not in the template library ({library})", file=str(name))
-    return path
+    found = PathRules(cfg).in_library(str(name), manifest=job.manifest_name or job.name, field=field)
+    if found is None:
+        raise MissingPartnerError(f"{field} {name!r} is not in the template library ({cfg.paths.templates})",
+                                  file=str(name))
+    return found.path
 
 
 def _subtitle_file(job: ClaimedJob) -> Path | None:

@@ -279,7 +279,7 @@ def _paint_opening(box: torch.Tensor, field: _MouthField, where: tuple[torch.Ten
     gap = (bottom - top).clamp(min=1e-3)
     _, _, up, lo, _ = field.lip_motion(bu)
     gap0 = (lo - up).clamp(min=0.0)  # the template's own opening here
-    half_open = field.open_half_width()
+    half_open = field.half_open
     drawn = draw_interior((bu - field.uc) / half_open, (depth / gap).clamp(0.0, 1.0), gap, field.w, half_open,
                           colours, bank, choice)
     # the template's own interior, hanging from the upper lip, where it had one
@@ -326,6 +326,10 @@ class _MouthField:
         self.p, self.a = col(pose.protrusion), col(pose.activity)
         # corners: spread out, rounded in, a little in as the jaw opens; all only while speaking
         self.corner_amount = self.a * self.w * (SPREAD * self.s - ROUND * self.p - NARROW_WHEN_OPEN * self.o)
+        # half the width of the opening: between the inner-lip corners (the outer ones are
+        # where the lips meet, never apart), moved with the corners, and pursed to a smaller,
+        # rounder hole when the lips push forward
+        self.half_open = ((self.hw_in + self.corner_amount) * (1.0 - ROUND_OPENING * self.p)).clamp(min=1.0)
         # rounded lips make a rounder, spread ones a flatter opening
         self.lens_power = LENS_POWER - 0.25 * self.p + 0.15 * self.s.clamp(min=0.0)
         _, drop_mid, _, _, _ = self.lip_motion(self.uc)
@@ -341,12 +345,6 @@ class _MouthField:
         x = self.ox + u * self.ax - v * self.ay - self.off_x
         y = self.oy + u * self.ay + v * self.ax - self.off_y
         return torch.stack([x * self.sx - 1.0, y * self.sy - 1.0], dim=1)
-
-    def open_half_width(self) -> torch.Tensor:
-        """Half the width of the opening: between the inner-lip corners (the outer ones are
-        where the lips meet, never apart), moved with the corners, and pursed to a smaller,
-        rounder hole when the lips push forward."""
-        return ((self.hw_in + self.corner_amount) * (1.0 - ROUND_OPENING * self.p)).clamp(min=1.0)
 
     def keep(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """How much of the motion a point keeps: 0 outside the face contour and in a band just
@@ -383,7 +381,7 @@ class _MouthField:
         beyond its inner edge."""
         clamped = torch.minimum(torch.maximum(u, self.u_in0), self.u_in1)
         up, lo = _poly(self.upper, clamped), _poly(self.lower, clamped)
-        x2 = ((u - self.uc) / self.open_half_width()) ** 2
+        x2 = ((u - self.uc) / self.half_open) ** 2
         lens = (1.0 - x2).clamp(min=0.0) ** self.lens_power
         change = self.a * (self.o * MAX_OPENING * self.w * lens - (lo - up).clamp(min=0.0))
         pout = self.a * self.p * POUT * self.w * (1.0 - x2).clamp(min=0.0).sqrt()

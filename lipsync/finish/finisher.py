@@ -23,7 +23,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lipsync.engine import RenderOptions
+from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import LipsyncError, MediaError, NoAudioStreamError
 from lipsync.finish.picture import WatermarkLayer, face_centres, fit_into, plan_reframe, reframe
 from lipsync.finish.picture import scale
@@ -47,16 +47,32 @@ class FinishReport:
 
 @dataclass(frozen=True)
 class _Part:
-    path: Path
     role: str  # intro, video, outro
-    width: int
-    height: int
-    fps: float
-    frames: int
+    info: TemplateInfo  # probed once: probing a long clip counts its packets
+
+    @property
+    def path(self) -> Path:
+        return Path(self.info.path)
+
+    @property
+    def width(self) -> int:
+        return self.info.width
+
+    @property
+    def height(self) -> int:
+        return self.info.height
+
+    @property
+    def fps(self) -> float:
+        return self.info.fps
+
+    @property
+    def frames(self) -> int:
+        return self.info.frame_count
 
     @property
     def duration(self) -> float:
-        return self.frames / self.fps
+        return self.info.duration
 
 
 def finish_video(rendered: Path, output: Path, spec: FinishSpec,
@@ -88,7 +104,7 @@ def _probe(path: Path, role: str, options: RenderOptions) -> _Part:
     info = probe_template(path, options)
     if info.is_still:
         raise MediaError(f"the {role} must be a video clip, not a still image", path=path)
-    return _Part(Path(path), role, info.width, info.height, info.fps, info.frame_count)
+    return _Part(role, info)
 
 
 # --------------------------------------------------------------------------- copy
@@ -154,7 +170,7 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
     fps = float(spec.fps or main.fps)
     plan = None
     if spec.reframes and size != (main.width, main.height):
-        with TemplateReader(probe_template(main.path, options)) as reader:
+        with TemplateReader(main.info) as reader:
             centres, widths = face_centres(reader.iter_forward(), main.fps)
         plan = plan_reframe((main.width, main.height), size, centres, widths, main.fps)
         how = "the window follows the face" if plan.mode == "crop" else "fitted, blurred fill: a crop would cut the face"
@@ -181,7 +197,7 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
         start = 0  # output frames written before this part
         for part in parts:
             count = max(1, int(round(part.duration * fps)))
-            with TemplateReader(probe_template(part.path, options)) as reader:
+            with TemplateReader(part.info) as reader:
                 for j, (k, frame) in enumerate(_retimed(reader.iter_forward(), part, fps, count)):
                     if part.role == "video" and plan is not None:
                         frame = reframe(frame, plan, k)

@@ -119,13 +119,7 @@ def reframe(frame: np.ndarray, plan: FramePlan, i: int) -> np.ndarray:
     if plan.mode == "crop":
         x0, y0, x1, y1 = (int(round(v)) for v in plan.windows[min(i, len(plan.windows) - 1)])
         return scale(frame[y0:y1, x0:x1], ow, oh)
-    sh, sw = frame.shape[:2]
-    fit = min(ow / sw, oh / sh)
-    fw, fh = max(2, round(sw * fit) // 2 * 2), max(2, round(sh * fit) // 2 * 2)
-    canvas = blurred_fill(frame, (ow, oh))
-    x, y = (ow - fw) // 2, (oh - fh) // 2
-    canvas[y:y + fh, x:x + fw] = scale(frame, fw, fh)
-    return canvas
+    return fit_into(frame, plan.out_size)
 
 
 def blurred_fill(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -146,13 +140,17 @@ def blurred_fill(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def fit_into(frame: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
-    """An intro's or outro's frame made the output's size: scaled to cover it when the shapes
-    are close, else fitted with the blurred fill (never stretched)."""
+    """The whole frame, scaled to fit ``out_size`` (never stretched), over a blurred fill."""
     ow, oh = out_size
-    h, w = frame.shape[:2]
-    if (w, h) == (ow, oh):
+    sh, sw = frame.shape[:2]
+    if (sw, sh) == (ow, oh):
         return frame
-    return reframe(frame, FramePlan("fit", np.zeros((1, 4)), out_size), 0)
+    fit = min(ow / sw, oh / sh)
+    fw, fh = max(2, round(sw * fit) // 2 * 2), max(2, round(sh * fit) // 2 * 2)
+    canvas = blurred_fill(frame, (ow, oh))
+    x, y = (ow - fw) // 2, (oh - fh) // 2
+    canvas[y:y + fh, x:x + fw] = scale(frame, fw, fh)
+    return canvas
 
 
 class WatermarkLayer:

@@ -106,52 +106,58 @@ def output_size(source: tuple[int, int], resolution: str, aspect: str) -> tuple[
     return (_even(short * ratio), _even(short)) if ratio >= 1 else (_even(short), _even(short / ratio))
 
 
-def check(spec_values: dict, problems: list[str]) -> None:
-    """Append a message to ``problems`` for every value of a finish option that is wrong.
+def check(spec_values: dict) -> list[tuple[str, str]]:
+    """(option, message) for every value of a finish option that is wrong, all at once.
 
     ``spec_values`` holds the raw values as written (resolution, aspect, fps, watermark
     position/margin/opacity/scale, subtitle mode); files are checked where they are found.
+    Each message starts with what it is about ("watermark.scale: ...").
     """
+    problems: list[tuple[str, str]] = []
     resolution = spec_values.get("resolution")
     if resolution is not None:
         try:
             res = parse_resolution(resolution)
         except ValueError as e:
-            problems.append(f"resolution: {e}")
+            problems.append(("resolution", f"resolution: {e}"))
             res = None
     else:
         res = None
     aspect = spec_values.get("aspect")
     if aspect is not None and aspect not in ASPECTS:
-        problems.append(f"aspect: {aspect!r} is not one of {', '.join(ASPECTS)}")
+        problems.append(("aspect", f"aspect: {aspect!r} is not one of {', '.join(ASPECTS)}"))
     elif isinstance(res, tuple) and aspect not in (None, "keep"):
         ratio = aspect_ratio(aspect)
         if abs(res[0] / res[1] - ratio) > 0.02:
-            problems.append(f"resolution {resolution!r} and aspect {aspect!r} disagree: give one of them, or both "
-                            "of the same shape")
+            problems.append(("resolution", f"resolution {resolution!r} and aspect {aspect!r} disagree: give one "
+                                           "of them, or both of the same shape"))
     fps = spec_values.get("fps")
     if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 1 <= fps <= 120):
-        problems.append(f"fps: {fps!r} must be a number of frames per second from 1 to 120")
+        problems.append(("fps", f"fps: {fps!r} must be a number of frames per second from 1 to 120"))
     mode = spec_values.get("subtitles")
     if mode is not None and mode not in SUBTITLE_MODES:
-        problems.append(f"subtitles: {mode!r} is not one of {', '.join(SUBTITLE_MODES)}")
+        problems.append(("subtitles", f"subtitles: {mode!r} is not one of {', '.join(SUBTITLE_MODES)}"))
     mark = spec_values.get("watermark")
     if mark is not None:
         if isinstance(mark, str):
             mark = {"image": mark}
         if not isinstance(mark, dict):
-            problems.append("watermark: expected an image name or a table {image, position, margin, opacity, scale}")
-            return
+            problems.append(("watermark", "watermark: expected an image name or a table {image, position, margin, "
+                                          "opacity, scale}"))
+            return problems
         unknown = sorted(set(mark) - {"image", "position", "margin", "opacity", "scale"})
         if unknown:
-            problems.append(f"watermark: unknown key(s) {', '.join(unknown)}; allowed: image, position, margin, "
-                            "opacity, scale")
+            problems.append(("watermark", f"watermark: unknown key(s) {', '.join(unknown)}; allowed: image, "
+                                          "position, margin, opacity, scale"))
         image = mark.get("image")
         if not isinstance(image, str) or not image.lower().endswith((".png", ".jpg", ".jpeg")):
-            problems.append("watermark.image: name a .png (transparency kept) or .jpg in the template library")
+            problems.append(("watermark", "watermark.image: name a .png (transparency kept) or .jpg in the "
+                                          "template library"))
         if mark.get("position", "bottom-right") not in POSITIONS:
-            problems.append(f"watermark.position: {mark.get('position')!r} is not one of {', '.join(POSITIONS)}")
+            problems.append(("watermark", f"watermark.position: {mark.get('position')!r} is not one of "
+                                          f"{', '.join(POSITIONS)}"))
         for key, low, high in (("margin", 0.0, 0.25), ("opacity", 0.0, 1.0), ("scale", 0.01, 1.0)):
             v = mark.get(key)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high):
-                problems.append(f"watermark.{key}: {v!r} must be a number from {low:g} to {high:g}")
+                problems.append(("watermark", f"watermark.{key}: {v!r} must be a number from {low:g} to {high:g}"))
+    return problems

@@ -1,0 +1,18 @@
+"""How every benchmark hands over its figures: printed one per line, and written as JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def report(figures: dict[str, Any], path: Path) -> None:
+    """Print ``figures`` (one ``key: value`` line each) and write them to ``path`` as JSON."""
+    width = max((len(k) for k in figures), default=0)
+    for key, value in figures.items():
+        print(f"{key:>{width}}: {value}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {path}")
