@@ -17,6 +17,7 @@ Subtitles are timed against the speech: with an intro they move later by its len
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,33 +47,10 @@ class FinishReport:
 
 
 @dataclass(frozen=True)
-class _Part:
-    role: str  # intro, video, outro
-    info: TemplateInfo  # probed once: probing a long clip counts its packets
+class _Part(TemplateInfo):
+    """One clip of the finished video, probed once (probing a long clip counts its packets)."""
 
-    @property
-    def path(self) -> Path:
-        return Path(self.info.path)
-
-    @property
-    def width(self) -> int:
-        return self.info.width
-
-    @property
-    def height(self) -> int:
-        return self.info.height
-
-    @property
-    def fps(self) -> float:
-        return self.info.fps
-
-    @property
-    def frames(self) -> int:
-        return self.info.frame_count
-
-    @property
-    def duration(self) -> float:
-        return self.info.duration
+    role: str = "video"  # intro, video, outro
 
 
 def finish_video(rendered: Path, output: Path, spec: FinishSpec,
@@ -104,7 +82,7 @@ def _probe(path: Path, role: str, options: RenderOptions) -> _Part:
     info = probe_template(path, options)
     if info.is_still:
         raise MediaError(f"the {role} must be a video clip, not a still image", path=path)
-    return _Part(role, info)
+    return _Part(**dataclasses.asdict(info), role=role)
 
 
 # --------------------------------------------------------------------------- copy
@@ -170,7 +148,7 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
     fps = float(spec.fps or main.fps)
     plan = None
     if spec.reframes and size != (main.width, main.height):
-        with TemplateReader(main.info) as reader:
+        with TemplateReader(main) as reader:
             centres, widths = face_centres(reader.iter_forward(), main.fps)
         plan = plan_reframe((main.width, main.height), size, centres, widths, main.fps)
         how = "the window follows the face" if plan.mode == "crop" else "fitted, blurred fill: a crop would cut the face"
@@ -197,7 +175,7 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
         start = 0  # output frames written before this part
         for part in parts:
             count = max(1, int(round(part.duration * fps)))
-            with TemplateReader(part.info) as reader:
+            with TemplateReader(part) as reader:
                 for j, (k, frame) in enumerate(_retimed(reader.iter_forward(), part, fps, count)):
                     if part.role == "video" and plan is not None:
                         frame = reframe(frame, plan, k)
@@ -269,7 +247,7 @@ def _retimed(frames, part: _Part, fps: float, count: int):
     last = None
     for k, frame in enumerate(frames):
         last = (k, frame)
-        while j < count and min(part.frames - 1, int((j + 0.5) * part.fps / fps)) <= k:
+        while j < count and min(part.frame_count - 1, int((j + 0.5) * part.fps / fps)) <= k:
             yield k, frame
             j += 1
         if j >= count:
