@@ -53,6 +53,10 @@ class PermanentJobError(JobError):
 
 class BadManifestError(PermanentJobError):
     code = "bad_manifest"
+    problems: tuple[str, ...] = ()  # every problem found, each on its own
+    # (field, name, is a template) of the files the manifest names, read leniently so that
+    # they go to failed/ with it; None when it could not be read at all
+    refs: list[tuple[str, str, bool]] | None = None
 
 
 class PathOutsideInboxError(PermanentJobError):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from lipsync.errors import CheckpointError
+from lipsync.errors import CheckpointError, shorten
 
 LISTED = 4  # names shown per kind of mismatch; the count is always given
 # what torch's weights-only unpickler says when a pickle asks for code rather than data
@@ -58,14 +58,15 @@ def read_torch_file(path: Path, *, what: str) -> object:
         if reason:
             raise CheckpointError(
                 "refused to load: the file contains Python objects other than tensors, which could "
-                f"run code when unpickled ({reason[:200]}); use a genuine {what} checkpoint", path=path) from None
+                f"run code when unpickled; use a genuine {what} checkpoint ({shorten(reason, 160)})",
+                path=path) from None
         raise CheckpointError(f"not a readable PyTorch checkpoint ({size_text(size)}): the file is truncated "
                               "or corrupt", path=path) from None
     except Exception as e:  # torch reports damaged files through many exception types
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(
             f"not a readable PyTorch checkpoint ({size_text(size)}): the file is truncated or corrupt "
-            f"({detail[:200]})", path=path) from None
+            f"({shorten(detail, 160)})", path=path) from None
 
 
 def check_entries(state: Mapping[str, object], expected: Mapping[str, tuple[tuple[int, ...], torch.dtype]],

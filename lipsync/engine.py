@@ -31,6 +31,8 @@ from typing import Callable, ClassVar
 
 import numpy as np
 
+from lipsync.media.color import ColorInfo
+
 ProgressFn = Callable[[float], None]
 
 
@@ -69,6 +71,8 @@ class TemplateInfo:
     fps: float  # for a still image: RenderOptions.still_fps
     frame_count: int  # 1 for a still image
     is_still: bool
+    # how its YUV numbers are colours; None: as an untagged source of its size
+    color: ColorInfo | None = None
 
     @property
     def duration(self) -> float:

@@ -12,6 +12,22 @@ import sys
 from pathlib import Path
 
 
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` within ``limit`` characters, cut at a word boundary with "…" (never mid-word,
+    never leaving an open parenthesis): write the essential part first, the detail after."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    cut = cut.rstrip(" ,;:-(")
+    if cut.count("(") > cut.count(")"):
+        cut = cut[: cut.rfind("(")].rstrip(" ,;:-")
+    return cut + "…"
+
+
 class LipsyncError(Exception):
     """Base class. Subclasses set ``code`` and ``permanent``."""
 
@@ -42,6 +58,18 @@ class MediaLimitError(MediaError):
     """Declared size, pixels, duration or frame count exceed the configured limits."""
 
     code = "limit_exceeded"
+
+
+class TextError(LipsyncError):
+    """The text to speak cannot be spoken: empty, not UTF-8, too long."""
+
+    code = "bad_text"
+
+
+class VoiceError(LipsyncError):
+    """The voice asked for does not exist in the text-to-speech backend (user input, not a bug)."""
+
+    code = "bad_voice"
 
 
 class NoFaceError(LipsyncError):

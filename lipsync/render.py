@@ -228,7 +228,7 @@ class _Pipeline:
         channels = 1 if a.channels == 1 else 2
         rate = output_audio_rate(a.sample_rate)
         writer = VideoWriter(self.output, self.template.width, self.template.height, self.template.fps, rate,
-                             self.options, audio_channels=channels)
+                             self.options, audio_channels=channels, color=self.template.color)
         blocks = iter_audio(a.path, rate=rate, layout="mono" if channels == 1 else "stereo", fmt="fltp")
         try:
             while True:

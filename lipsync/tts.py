@@ -9,12 +9,15 @@ Two backends, chosen by configuration:
   The request carries the service's fixed sampling fields; the answer is the WAV itself.
 
 Either way the result is a WAV file, which the caller keeps with the job's inputs.
-Failures are :class:`lipsync.errors.LipsyncError` (bad text, unknown voice: permanent) or
+Failures are permanent -- :class:`lipsync.errors.TextError` (empty or unreadable text),
+:class:`lipsync.errors.VoiceError` (a voice the backend does not have: the message names
+it, and the backend's voices where it can list them) -- or
 :class:`lipsync.errors.TransientRenderError` (the service unreachable or busy: retry).
 """
 
 from __future__ import annotations
 
+import difflib
 import io
 import json
 import shutil
@@ -25,7 +28,7 @@ import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-from lipsync.errors import EngineUnavailableError, LipsyncError, TransientRenderError
+from lipsync.errors import EngineUnavailableError, LipsyncError, TextError, TransientRenderError, VoiceError
 
 BACKENDS = ("espeak-ng", "heygem")
 MAX_TEXT_CHARS = 20_000
@@ -45,20 +48,20 @@ def read_text(path: Path) -> str:
     try:
         data = Path(path).read_bytes()
     except OSError as e:
-        raise LipsyncError(f"cannot read the text: {e.strerror or e}", path=path) from None
+        raise TextError(f"cannot read the text: {e.strerror or e}", path=path) from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise LipsyncError(f"the text is not UTF-8 (byte {e.start})", path=path) from None
+        raise TextError(f"the text is not UTF-8 (byte {e.start})", path=path) from None
     return check_text(text, path)
 
 
 def check_text(text: str, path: Path | None = None) -> str:
     text = text.strip()
     if not text:
-        raise LipsyncError("the text to speak is empty", path=path)
+        raise TextError("the text to speak is empty", path=path)
     if len(text) > MAX_TEXT_CHARS:
-        raise LipsyncError(f"the text to speak is {len(text)} characters, more than {MAX_TEXT_CHARS}", path=path)
+        raise TextError(f"the text to speak is {len(text)} characters, more than {MAX_TEXT_CHARS}", path=path)
     return text
 
 
@@ -90,9 +93,36 @@ def _espeak(text: str, out: Path, settings: TtsSettings, source: Path | None) ->
     done = subprocess.run([exe, "-v", settings.voice, "-s", str(int(settings.rate)), "-w", str(out), "--stdin"],
                           input=text.encode("utf-8"), capture_output=True, timeout=600, check=False)
     err = done.stderr.decode("utf-8", "replace").strip()
-    if done.returncode != 0 or "does not exist" in err:
+    if "does not exist" in err or ("voice" in err.lower() and done.returncode != 0):
+        raise VoiceError(unknown_voice("espeak-ng", settings.voice, espeak_voices()))
+    if done.returncode != 0:
         raise LipsyncError(f"espeak-ng could not speak the text with voice {settings.voice!r}: {err[:300]}",
                            path=source)
+
+
+def espeak_voices() -> list[str]:
+    """The language codes espeak-ng accepts as ``-v`` (``espeak-ng --voices``), [] if unknown."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        return []
+    try:
+        listing = subprocess.run([exe, "--voices"], capture_output=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = [line.split() for line in listing.decode("utf-8", "replace").splitlines()[1:]]
+    return sorted({row[1] for row in rows if len(row) > 1})
+
+
+def unknown_voice(backend: str, voice: str, voices: list[str], detail: str = "") -> str:
+    """The message for a voice the backend lacks: the voice, a near match, the voices."""
+    message = f"{backend} has no voice {voice!r}" + (f" ({detail})" if detail else "")
+    near = difflib.get_close_matches(voice.lower(), voices, n=1, cutoff=0.6)
+    if near:
+        message += f"; did you mean {near[0]!r}?"
+    if voices:
+        shown = ", ".join(voices[:40]) + (f", ... ({len(voices)} in all)" if len(voices) > 40 else "")
+        message += f"{'' if near else '.'} Its voices: {shown}"
+    return message
 
 
 def _heygem(text: str, out: Path, settings: TtsSettings, source: Path | None) -> None:
@@ -112,6 +142,11 @@ def _heygem(text: str, out: Path, settings: TtsSettings, source: Path | None) ->
         detail = e.read(300).decode("utf-8", "replace")
         if e.code >= 500 or e.code == 429:
             raise TransientRenderError(f"the HeyGem TTS service answered {e.code}: {detail}") from None
+        if e.code in (400, 404, 422):
+            # the service lists no voices: a refusal names the speaker id it could not use
+            raise VoiceError(unknown_voice("the HeyGem TTS service", settings.voice, [],
+                                           f"it refused the request, {e.code}: {detail.strip()[:200]}")
+                             + "; a voice is the speaker id of a voice trained on that service") from None
         raise LipsyncError(f"the HeyGem TTS service refused the text ({e.code}): {detail}", path=source) from None
     except (urllib.error.URLError, OSError) as e:
         raise TransientRenderError(f"the HeyGem TTS service at {settings.url} is unreachable: "

@@ -27,7 +27,7 @@ from daemon.api.app import create_app
 from daemon.api.auth import KeyRing
 from daemon.config import Config
 from daemon.storage import ObjectStore
-from tests.daemon_harness import REPO, Daemon, Media, Share, Store, config_text, free_port
+from tests.daemon_harness import LOGGED, REPO, Daemon, Media, Share, Store, config_text, free_port
 
 
 def wait_http(url: str, timeout: float = 30.0, *, alive: Callable[[], bool] = lambda: True) -> None:
@@ -53,6 +53,8 @@ class ApiProcess:
         self.log = log
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
+        self.host = "api"
+        LOGGED.add(self)
 
     @property
     def url(self) -> str:
@@ -80,6 +82,9 @@ class ApiProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return f"--- {self.host} log tail:\n" + "\n".join(self.log_text().splitlines()[-lines:])
 
 
 class ThreadApi:

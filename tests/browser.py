@@ -17,17 +17,32 @@ needs_browser = pytest.mark.skipif(
     reason="needs chromium and chromedriver (scripts/setup --dev installs them with apt where it can)")
 
 
+MIN_WINDOW = 500  # headless chromium widens any window narrower than this
+
+
 def start(width: int = 1280, height: int = 900):
+    """A browser whose page is ``width`` CSS pixels wide. Below MIN_WINDOW the window cannot
+    be that narrow, so the viewport of a phone is emulated (DevTools device metrics)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                f"--window-size={width},{height}", "--autoplay-policy=no-user-gesture-required",
-                "--mute-audio", "--no-first-run", "--disable-extensions"):
+                f"--window-size={max(width, MIN_WINDOW)},{height}", "--autoplay-policy=no-user-gesture-required",
+                "--mute-audio", "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"):
         opts.add_argument(arg)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    if width < MIN_WINDOW:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
+    return driver
+
+
+def page_width(driver) -> int:
+    """The page's layout width in CSS pixels, as its scripts see it."""
+    return int(driver.execute_script("return window.innerWidth"))
 
 
 # In-page checks. Contrast follows WCAG 2.x: relative luminance of the text colour against

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.daemon_harness import Media, Store
+from tests.daemon_harness import LOGGED, Media, Store
 
 pytest_plugins = ["tests.seaweed"]
 
@@ -33,3 +33,16 @@ def store(module_store) -> Store:
 @pytest.fixture(scope="module")
 def media(one_second_media) -> Media:
     return one_second_media
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test shows the last log lines of every daemon and API process it ran with."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and report.when in ("setup", "call"):
+        for proc in list(LOGGED):
+            try:
+                report.sections.append((f"log tail: {proc.host} ({proc.log})", proc.log_tail(60)))
+            except Exception:  # noqa: BLE001 - a report must never fail over a log that went away
+                pass

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -349,6 +350,11 @@ def toml_value(value: Any) -> str:
     return json.dumps(value)  # strings, numbers and booleans are spelled alike in JSON and TOML
 
 
+# every daemon and API process a test started: a failing test prints their log tails
+# (tests/conftest.py), so a failure on a busy CI machine explains itself
+LOGGED: weakref.WeakSet = weakref.WeakSet()
+
+
 class Daemon:
     """``python -m daemon run -c CONFIG`` in a subprocess, logging to a file."""
 
@@ -363,6 +369,7 @@ class Daemon:
         self.env = dict(env or {})
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        LOGGED.add(self)
 
     def start(self, *, failpoints: str = "", extra_env: dict[str, str] | None = None) -> "Daemon":
         assert self.proc is None or self.proc.poll() is not None, "already running"

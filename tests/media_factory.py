@@ -242,3 +242,77 @@ def write_frames_video(path: Path, frames, *, fps: int = 25, crf: int = 12) -> P
         for packet in stream.encode():
             out.mux(packet)
     return path
+
+
+WALK_BACKGROUND = (40, 90, 60)  # a flat green no part of the head is: its pixels are countable in any crop
+
+
+def head_patch(width: int) -> np.ndarray:
+    """The astronaut's head (hair to chin, ear to ear) resized to ``width`` pixels wide; the
+    face the detector finds in it is about 0.6 of that width."""
+    from PIL import Image
+
+    head = Image.fromarray(astronaut()).crop((150, 20, 300, 210))
+    return np.asarray(head.resize((width, round(width * 190 / 150)), Image.BICUBIC))
+
+
+def write_walking_face_video(path: Path, size: tuple[int, int], head_width: int, *, seconds: float = 4.0,
+                             fps: int = 12, x_from: float = 0.2, x_to: float = 0.8) -> tuple[Path, list[tuple]]:
+    """A wide shot: the head patch crossing the frame from ``x_from`` to ``x_to`` of its width
+    on a flat background. Returns the file and each frame's head box (x0, y0, x1, y1)."""
+    w, h = size
+    head = head_patch(head_width)
+    hh, hw = head.shape[:2]
+    frames, boxes = [], []
+    count = int(seconds * fps)
+    for i in range(count):
+        cx = w * (x_from + (x_to - x_from) * i / max(1, count - 1))
+        x0, y0 = int(round(cx - hw / 2)), (h - hh) // 2
+        frame = np.empty((h, w, 3), np.uint8)
+        frame[:] = WALK_BACKGROUND
+        frame[y0:y0 + hh, x0:x0 + hw] = head
+        frames.append(frame)
+        boxes.append((x0, y0, x0 + hw, y0 + hh))
+    return write_frames_video(path, frames, fps=fps, crf=18), boxes
+
+
+def visible_share(frame: np.ndarray, expected_pixels: float) -> float:
+    """How much of the head patch a frame shows: its non-background pixels against the
+    count a whole head has at the frame's scale."""
+    off = np.abs(frame.astype(np.int16) - np.array(WALK_BACKGROUND, np.int16)).max(axis=2) > 40
+    return float(off.sum()) / expected_pixels
+
+
+def decoy_scene(shift: tuple[int, int] = (0, 0), size: tuple[int, int] = (640, 480)) -> tuple[np.ndarray, dict]:
+    """A presenter in front of a large, out-of-focus poster of a face: the poster's face is
+    the larger detection (150 px against 87) and by far the less confident one (about 0.1
+    against 1.6) -- what a face chooser must not take for the speaker. Returns the frame and
+    the mouth centre (x, y) of each: {"presenter": ..., "poster": ...}."""
+    from PIL import Image, ImageFilter
+
+    w, h = size
+    head = astronaut()[0:300, 110:370]  # the photograph's mouth is at (112, 157) of this crop
+    canvas = Image.new("RGB", (w, h), (200, 200, 200))
+    poster = Image.fromarray(head).resize((380, round(380 * 300 / 260)), Image.BICUBIC)
+    poster = poster.point(lambda v: int(200 + (v - 128) * 0.6))
+    canvas.paste(poster.crop((0, 0, min(poster.width, w - 20), min(poster.height, h - 20))), (20, 20))
+    canvas = Image.fromarray(np.asarray(canvas))
+    blurred = canvas.crop((0, 0, 440, h)).filter(ImageFilter.GaussianBlur(4))
+    canvas.paste(blurred, (0, 0))
+    presenter = Image.fromarray(head).resize((230, round(230 * 300 / 260)), Image.BICUBIC)
+    px, py = w - 240 + shift[0], h - presenter.height + shift[1]
+    canvas.paste(presenter, (px, py))
+    k_poster, k_presenter = 380 / 260, 230 / 260
+    mouths = {"poster": (20 + 112 * k_poster, 20 + 157 * k_poster),
+              "presenter": (px + 112 * k_presenter, py + 157 * k_presenter)}
+    return np.asarray(canvas), mouths
+
+
+def write_decoy_video(path: Path, *, frames: int = 12, fps: int = 25) -> tuple[Path, list[dict]]:
+    """The decoy scene with the presenter moving a few pixels; the mouths of every frame."""
+    pictures, mouths = [], []
+    for i in range(frames):
+        frame, where = decoy_scene((int(round(3 * math.sin(i / 2))), int(round(2 * math.cos(i / 3)))))
+        pictures.append(frame)
+        mouths.append(where)
+    return write_frames_video(path, pictures, fps=fps, crf=14), mouths

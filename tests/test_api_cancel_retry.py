@@ -1,5 +1,7 @@
 """Cancel and retry over HTTP, against a daemon whose renders are slowed down (a failpoint
-sleeps at every progress step) and whose first render fails."""
+sleeps at every progress step), whose claims pause between moving a job's files and
+writing its record (where a retried job must not read as its old failure), and whose
+first render fails."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ pytestmark = pytest.mark.xdist_group("api-cancel-retry")
 def stack(tmp_path_factory, store):
     media = Media(tmp_path_factory.mktemp("media-3s"), seconds=3.0)
     with make_stack(tmp_path_factory.mktemp("api-cancel"), store, media,
-                    failpoints="before_render=raise*1,render_progress=sleep:0.25",
+                    failpoints="before_render=raise*1,render_progress=sleep:0.25,claim_moved=sleep:1",
                     render={"chunk_frames": 2}) as s:
         # the first render fails (raise*1): spend it on the job the retry test retries, so
         # that the order in which the tests run does not matter
@@ -34,8 +36,21 @@ def test_a_failed_job_is_retried_from_its_kept_inputs(stack):
     r = httpx.post(f"{stack.url}/api/v1/jobs/{name}/retry", headers=stack.h)
     assert r.status_code == 202, r.text
     assert r.json()["name"] == name  # the new run takes over the failed record
+    # from the retry on, the job reads as waiting, then queued -- the failed attempt kept
+    # as its history -- never as the old failure (a client following it would stop there)
+    seen: list[tuple[str, str | None]] = []
+    while not seen or seen[-1][0] not in ("done", "failed"):
+        doc = httpx.get(f"{stack.url}/api/v1/jobs/{name}", headers=stack.h).json()
+        assert doc.get("id") != failed_id, (doc, seen)
+        if doc["state"] in ("waiting", "queued") and "previous" in doc:
+            assert doc["previous"]["id"] == failed_id and doc["previous"]["error"]["code"] == "internal_error"
+        seen.append((doc["state"], doc.get("id")))
+    states = [state for state, _id in seen]
+    assert "waiting" in states and states[-1] == "done", states
     again = stack.follow(name)[-1]
     assert again["state"] == "done" and again["id"] != failed_id
+    assert any(f"dropped again after the failed run {failed_id}" in n for n in again["notes"])
+    assert not any(str(stack.share.root) in n for n in again["notes"])  # no server path in the record
     assert again["options"] == first["options"]
     # the failed run's record of inputs is kept aside, named by its id
     assert (stack.share.root / "failed" / f"{name}.{failed_id}").is_dir()

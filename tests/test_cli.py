@@ -152,7 +152,7 @@ def test_doctor_checks_the_machine_and_starts_the_embedded_store(tmp_path):
 
 
 def test_doctor_joins_a_live_daemons_embedded_store_and_leaves_it_running(tmp_path):
-    from tests.daemon_harness import Daemon, Share, download, free_port, wait_until
+    from tests.daemon_harness import Daemon, Share, free_port, wait_until
 
     share = Share(tmp_path / "share")
     port = free_port()

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.api_harness import ThreadApi, auth, make_stack, share_config
-from tests.browser import accessibility_problems, needs_browser, screenshot, start, tab_order
+from tests.browser import accessibility_problems, needs_browser, page_width, screenshot, start, tab_order
 from tests.daemon_harness import REPO, Media, Share
 from tests.media_factory import write_face_video
 
@@ -236,7 +236,9 @@ def test_every_page_is_usable_at_desktop_and_phone_width(stack, width, tmp_path_
     folder = tmp_path_factory.mktemp(f"screens-{width}")
     try:
         sign_in(driver, stack)
-        name = stack.upload_job("a11y").json()["name"]
+        assert page_width(driver) == width  # really this narrow: a phone, not a 500 px window
+        # one long word as the name: it must wrap, not push the page sideways
+        name = stack.upload_job(f"team_update_2026_q3_final_cut_{width}").json()["name"]
         stack.share.wait_for([name], daemons=[stack.daemon])
         for path in ("/", "/new", "/templates", f"/jobs/{name}"):
             driver.get(stack.url + path)
@@ -270,3 +272,31 @@ def test_read_only_without_a_key_on_a_trusted_lan(tmp_path, media):
     strict = share_config(tmp_path / "strict", Share(tmp_path / "strict" / "share"), None)
     with ThreadApi(strict) as api:
         assert httpx.get(f"{api.url}/", follow_redirects=False).status_code == 303  # to /signin
+
+
+def test_a_read_only_session_following_a_job_to_done_gets_no_buttons_to_change_it(stack):
+    from selenium.webdriver.common.by import By
+
+    from daemon.api.auth import KeyRing
+
+    reader = KeyRing(stack.api.cfg.api_keys_file).create("console-reader", scope="read")
+    driver = start()
+    try:
+        driver.get(f"{stack.url}/signin")
+        driver.find_element(By.ID, "key").send_keys(reader)
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        wait(driver, lambda d: d.current_url.rstrip("/") == stack.url, 10, "the jobs page")
+        name = stack.upload_job("followed by a reader").json()["name"]
+        driver.get(f"{stack.url}/jobs/{name.replace(' ', '%20')}")
+        wait(driver, lambda d: d.find_element(By.ID, "job").get_attribute("data-state") == "done", 120,
+             "the job page to show done, live")
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#outputs video"), 10, "the outputs swapped in")
+        buttons = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#job button") if b.is_displayed()]
+        assert buttons == [], buttons  # no Delete videos, no Retry, no Cancel for a read-only key
+        # the health strip follows the service: within its refresh, nothing is said to be rendering
+        wait(driver, lambda d: name not in d.find_element(By.ID, "health").text, 15,
+             "the health strip to stop saying the job renders")
+        driver.get(f"{stack.url}/new")
+        assert driver.current_url.rstrip("/") == stack.url  # no New job page for a read-only key
+    finally:
+        driver.quit()

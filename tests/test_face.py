@@ -73,7 +73,7 @@ def test_tracker_follows_a_moving_face_with_few_detections(models, tmp_path):
     errors = []
     for frame, points in zip(frames, tracked):
         gray = np.asarray(frame.mean(axis=2), np.uint8)
-        box = models.detect(gray, 1)[0]
+        box = models.detect(gray, 1)[0].box
         fresh = models.predict(gray, box)
         face = np.linalg.norm(fresh[16] - fresh[0])
         errors.append(np.linalg.norm(points - fresh, axis=1).mean() / face)

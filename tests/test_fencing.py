@@ -145,7 +145,7 @@ def test_a_woken_host_never_rolls_back_a_job_another_host_finished(tmp_path, sto
         for name, data in finals.items():  # every record exactly as its finisher left it
             assert (share.outbox / f"{name}.json").read_bytes() == data, name
         keys = {share.sidecar(n)["outputs"][0]["key"] for n in finals}
-        assert set(store.objects(f"videos/")) == keys  # no object that no sidecar names
+        assert set(store.objects("videos/")) == keys  # no object that no sidecar names
         assert share.work_jobs() == []  # no frozen host's folder left to bounce between daemons
         texts = sleeper.log_text() + taker.log_text()
         assert "work folder without a job record" not in texts

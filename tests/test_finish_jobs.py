@@ -78,6 +78,10 @@ def test_a_manifest_sets_its_own_options_and_a_bad_one_fails_listing_every_probl
     drop(inbox, "bad.job.json", json.dumps({
         "audio": "speech.wav", "templates": ["face.png"], "resolution": "huge", "aspect": "3:7", "fps": 0,
         "watermark": {"image": "logo.bmp"}, "subtitles": "loud"}).encode())
+    write_still(tmp_path / "face2.png", (160, 160))
+    drop(inbox, "nointro.png", tmp_path / "face2.png")
+    drop(inbox, "nointro.wav", SPEECH_SHORT)
+    drop(inbox, "nointro.job.toml", b'audio = "nointro.wav"\ntemplates = ["nointro.png"]\nintro = "nope.mp4"\n')
     assert run_burst(cfg_path, timeout=150) == 0
 
     doc = sidecar_of(tmp_path, "talk")
@@ -97,6 +101,11 @@ def test_a_manifest_sets_its_own_options_and_a_bad_one_fails_listing_every_probl
     message = bad["error"]["message"]
     for key in ("resolution", "aspect", "fps", "watermark.image", "subtitles"):
         assert key in message, message
+
+    # a clip that is not in the library: named as the user named it, the server's folders not at all
+    missing = sidecar_of(tmp_path, "nointro")
+    assert missing["state"] == "failed" and "'nope.mp4' is not in the template library" in missing["error"]["message"]
+    assert str(tmp_path) not in json.dumps(missing) and str(lib) not in json.dumps(missing)
 
 
 @pytest.fixture
@@ -130,7 +139,9 @@ def test_text_instead_of_audio_is_spoken_by_the_heygem_tts_service(tmp_path, sea
     assert np.abs(audio).max() > 0.1  # audible
 
     nobody = sidecar_of(tmp_path, "nobody")
-    assert nobody["state"] == "failed" and "refused" in nobody["error"]["message"]  # a voice never trained
+    error = nobody["error"]  # a voice never trained there: the user's input, said as such
+    assert nobody["state"] == "failed" and error["code"] == "bad_voice" and "'bob'" in error["message"]
+    assert "speaker id" in error["message"] and not error["retryable"]
     assert (tmp_path / "failed" / "nobody" / "nobody.job.json").is_file()  # inputs kept
 
 

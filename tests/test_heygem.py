@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.daemon_harness import Daemon, Media, Share, download, wait_until
 from tests.heygem_standin import CONTAINER_DIR, Behaviour, StandInServer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from daemon import config as config_mod
-from daemon.errors import MissingPartnerError, PathOutsideInboxError
+from daemon.errors import MissingPartnerError
 from daemon.intake.inbox import Inbox, format_duration
 from daemon.intake.names import AUDIO_EXTENSIONS_ORDERED, TEMPLATE_EXTENSIONS_ORDERED
 
@@ -281,10 +281,11 @@ def test_manifest_template_comes_from_library_when_not_in_inbox(tmp_path):
 
 def test_bad_manifest_fails_once_settled(cfg):
     manifest = drop(cfg.paths.inbox, "w.job.toml", b'audio = "s.wav"\ntemplates = "a.mp4"\nspeed = 2\n')
+    named = [drop(cfg.paths.inbox, "s.wav"), drop(cfg.paths.inbox, "a.mp4")]
     inbox = Inbox(cfg)
     assert inbox.scan(now=0) == []
     [spec] = inbox.scan(now=3)
-    assert spec.error.code == "bad_manifest" and spec.files == [manifest]
+    assert spec.error.code == "bad_manifest" and sorted(spec.files) == sorted([manifest, *named])
     assert "speed" in spec.error.message and "templates" in spec.error.message
 
 
@@ -391,3 +392,51 @@ def test_a_bad_priority_is_a_manifest_error(cfg):
     drop(cfg.paths.inbox, "a.wav"), drop(cfg.paths.inbox, "a.mp4")
     spec = next(s for s in settled(Inbox(cfg)) if s.name == "p")
     assert spec.error.code == "bad_manifest" and "priority" in spec.error.message
+
+
+# --------------------------------------------------------------------------- refused manifests
+
+
+@pytest.mark.parametrize("option", ['resolution = "99999x1"', 'aspect = "0:0"', "fps = 0", "fps = 1000",
+                                    'watermark = "../../etc/passwd"'])
+def test_a_refused_manifest_takes_every_file_it_names(cfg, option):
+    root = cfg.paths.inbox
+    manifest = drop(root, "bad-res.job.toml",
+                    f'audio = "bad-res.wav"\ntemplates = ["bad-res.jpg"]\n{option}\n'.encode())
+    audio, picture = drop(root, "bad-res.wav"), drop(root, "bad-res.jpg")
+    [spec] = settled(Inbox(cfg))
+    assert spec.error.code == "bad_manifest" and spec.name == "bad-res"
+    assert sorted(spec.files) == sorted([manifest, audio, picture])  # nothing is left to be paired by stem
+
+
+def test_a_refused_manifest_waits_for_the_files_it_names_like_any_manifest(cfg):
+    root = cfg.paths.inbox
+    manifest = drop(root, "late.job.toml", b'audio = "late.wav"\ntemplates = ["late.mp4"]\nfps = 0\n')
+    inbox = Inbox(cfg)
+    assert inbox.scan(now=0) == [] and inbox.scan(now=3) == []  # its files are still on their way
+    assert [w.reason for w in inbox.waiting] == ["partner"]
+    audio, video = drop(root, "late.wav"), drop(root, "late.mp4")
+    assert inbox.scan(now=100) == []
+    [spec] = inbox.scan(now=103)
+    assert spec.error.code == "bad_manifest" and sorted(spec.files) == sorted([manifest, audio, video])
+
+
+def test_an_unreadable_manifest_takes_the_files_of_its_stem(cfg):
+    root = cfg.paths.inbox
+    manifest = drop(root, "junk.job.toml", b'audio = "junk.wav\ntemplates = [')
+    audio, video = drop(root, "junk.wav"), drop(root, "junk.mp4")
+    other = drop(root, "other.wav")
+    specs = settled(Inbox(cfg))
+    [spec] = [s for s in specs if s.name == "junk"]
+    assert spec.error.code == "bad_manifest" and sorted(spec.files) == sorted([manifest, audio, video])
+    assert other not in spec.files
+
+
+def test_a_refused_manifest_never_takes_a_file_a_valid_manifest_names(cfg):
+    root = cfg.paths.inbox
+    good = drop(root, "talk.job.toml", b'audio = "speech.wav"\ntemplates = ["face.png"]\n')
+    bad = drop(root, "bad.job.toml", b'audio = "speech.wav"\ntemplates = ["face.png"]\nfps = 0\n')
+    audio, face = drop(root, "speech.wav"), drop(root, "face.png")
+    specs = {s.name: s for s in settled(Inbox(cfg))}
+    assert specs["talk"].error is None and sorted(specs["talk"].files) == sorted([good, audio, face])
+    assert specs["bad"].error.code == "bad_manifest" and specs["bad"].files == [bad]

@@ -11,7 +11,6 @@ import os
 import shutil
 import time
 
-import pytest
 
 from tests.daemon_harness import Daemon, Media, Share, download
 

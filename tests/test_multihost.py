@@ -12,7 +12,6 @@ import signal
 import time
 from collections import Counter
 
-import pytest
 
 from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, Share, download, wait_until

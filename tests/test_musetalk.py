@@ -180,6 +180,49 @@ def test_a_bad_weight_file_fails_with_one_error_naming_it(models_folder, tmp_pat
         assert not (tmp_path / "pwned").exists()  # no code ran
 
 
+def test_an_edited_config_is_blamed_not_the_good_weights(models_folder, tmp_path):
+    """A config that departs from the published one names itself and the value that differs;
+    the multi-GB weights it disagrees with are not to be downloaded again."""
+    import json
+
+    folder = tmp_path / "models"
+    shutil.copytree(models_folder, folder)
+    # the weights here are the tiny ones: published sizes, but for block_out_channels, which
+    # the tiny test config sets; an edited in_channels is what the test adds
+    config_file = folder / "musetalkV15" / "musetalk.json"
+    config = json.loads(config_file.read_text())
+    config["in_channels"] = 4
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        MuseTalk.load(folder)
+    message = str(err.value)
+    assert message.startswith(str(config_file)) and "in_channels: 4 (published: 8)" in message, message
+    assert "conv_in.weight" in message and "need no new download" in message
+
+
+def test_a_missing_whisper_folder_names_the_file_the_download_brings(models_folder, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(models_folder, folder)
+    shutil.rmtree(folder / "whisper")
+    with pytest.raises(CheckpointError) as err:
+        MuseTalk.load(folder)
+    assert str(err.value).startswith(str(folder / "whisper" / "pytorch_model.bin"))
+    assert "or model.safetensors" in str(err.value) and "scripts/fetch-models musetalk" in str(err.value)
+
+
+def test_long_messages_are_shortened_at_a_word_boundary():
+    from lipsync.errors import shorten
+
+    detail = ("Weights only load failed. This file can still be loaded, to do so you have two options, do those "
+              "steps only if you trust the source of the checkpoint. (1) In PyTorch 2.6, we changed the default "
+              "value of the weights_only argument (your checkpoint file is) fine")
+    short = shorten(detail, 200)
+    assert len(short) <= 200 and short.endswith("…") and short.count("(") == short.count(")")
+    assert detail.startswith(short[:-1]) and detail[len(short) - 1] == " "  # cut between words
+    assert shorten("short enough", 200) == "short enough"
+
+
+
 # --------------------------------------------------------------------------- the engine
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from tests import outbox_files as sidecar
 from tests.daemon_harness import Daemon, Share, download

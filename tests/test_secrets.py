@@ -11,7 +11,6 @@ import re
 import stat
 from pathlib import Path
 
-import pytest
 
 from daemon.storage.credentials import load_or_create
 from tests.daemon_harness import Daemon, Share, free_port, wait_until

@@ -88,17 +88,25 @@ class JobDesk:
 
     # -- reading -------------------------------------------------------------------------
     def find(self, name: str) -> dict[str, Any] | None:
-        """The job's sidecar; for a drop not claimed yet a small document with state waiting."""
+        """The job's sidecar; for a drop not claimed yet a small document with state waiting.
+
+        A failed job dropped again (a retry) reads as waiting, then queued, from the moment it
+        is back in the inbox -- never as the old failure -- until its new run writes its
+        record; the failed attempt is kept as ``previous``. A claimed job whose first record
+        is not written yet reads as queued.
+        """
         waiting = self._unclaimed(name)
-        if waiting is not None:
-            return waiting
         entry = self.outbox.read(name)
-        if entry is not None:
+        earlier = _attempt(entry.doc) if entry is not None and entry.state is State.FAILED else None
+        if waiting is not None:
+            return {**waiting, "previous": earlier} if earlier else waiting
+        if entry is not None and earlier is None:
             return entry.doc
-        for j in status.claimed_without_sidecar(self.cfg, set(), utcnow()):
-            if j.job == name:  # claimed, its first sidecar not written yet
-                return {"job": name, "state": j.state, "id": j.id, "host": j.host, "notes": j.notes}
-        return None
+        for j in status.claimed_without_sidecar(self.cfg, {entry.id} if entry is not None else set(), utcnow()):
+            if j.job == name:  # claimed, its first record not written yet (or not over the failed one yet)
+                doc = {"job": name, "state": j.state, "id": j.id, "host": j.host, "notes": j.notes}
+                return {**doc, "previous": earlier} if earlier else doc
+        return entry.doc if entry is not None else None
 
     def record_stamp(self, name: str) -> tuple[int, int] | None:
         """(mtime, size) of the job's sidecar, None while it has none: a cheap "changed?"."""
@@ -272,6 +280,12 @@ class JobDesk:
         return target.name
 
 
+def _attempt(doc: dict[str, Any]) -> dict[str, Any]:
+    """A failed run, as a retried job's history shows it."""
+    return {"id": doc.get("id"), "state": doc.get("state"), "error": doc.get("error"),
+            "finished_at": (doc.get("timings") or {}).get("finished_at") or doc.get("updated_at")}
+
+
 def _descending(text: str) -> str:
     # ISO times sort as text; this inverts the order so that newer sorts first
     return "".join(chr(0x10FFFF - ord(c)) for c in text)
@@ -284,6 +298,8 @@ def _encode_cursor(key: tuple) -> str:
 def _decode_cursor(cursor: str) -> tuple:
     try:
         raw = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        if not isinstance(raw, list) or len(raw) != 3 or not all(isinstance(v, (int, str)) for v in raw):
+            raise ValueError
         return int(raw[0]), str(raw[1]), str(raw[2])
-    except (ValueError, TypeError, IndexError):
+    except (ValueError, TypeError, IndexError, RecursionError):
         raise ApiError(400, "bad_cursor", "cursor: not a cursor this server handed out", field="cursor") from None

@@ -4,7 +4,11 @@ python-multipart parses the body as it arrives; text fields go into the request,
 parts to a writer thread that puts them on disk while the event loop goes on receiving
 (network and disk overlap, the loop never waits on a slow share). Sizes are enforced
 byte by byte as they arrive: a part that crosses ``limits.max_file_size`` ends the request
-with 413 at that byte, not after the whole body was stored.
+with 413 at that byte, not after the whole body was stored. A part's headers are at most
+``MAX_HEADER`` bytes; a malformed body is a 400 naming what was wrong.
+
+Files go wherever ``files`` puts them: anything with ``new_file(clean_name) -> Path``
+(a request's staging folder, or the template library's incoming names).
 """
 
 from __future__ import annotations
@@ -16,21 +20,23 @@ from typing import Any
 
 import anyio
 from fastapi import Request as HttpRequest
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from daemon.api.drops import Staging, clean_filename
+from daemon.api.drops import clean_filename
 from daemon.api.errors import ApiError
 from daemon.config import Config
 
 MAX_TEXT = 64 * 1024
 MAX_PARTS = 1000
+MAX_HEADER = 8 * 1024  # bytes of one form part's headers
 _FLUSH = 1024 * 1024  # bytes gathered into one write
 _BACKLOG = 32 * 1024 * 1024  # bytes received but not yet written, at most
 
 
-async def read_multipart(request: HttpRequest, staging: Staging, cfg: Config, req: Any, file_fields: dict[str, str],
+async def read_multipart(request: HttpRequest, files: Any, cfg: Config, req: Any, file_fields: dict[str, str],
                          text_fields: tuple[str, ...], repeatable: set[str]) -> Any:
-    """Fill ``req`` (texts, audio_file, templates) from the body; files land in ``staging``."""
+    """Fill ``req`` (texts, audio_file, templates) from the body; files land where ``files`` says."""
     _ctype, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
@@ -42,17 +48,24 @@ async def read_multipart(request: HttpRequest, staging: Staging, cfg: Config, re
         raise ApiError(413, "too_large", f"the request is {int(declared)} bytes; at most {most} fit the limits "
                        "(limits.max_file_size per file, limits.max_templates_per_job)")
     writer = _DiskWriter()
-    form = _FormWriter(req, staging, limit, cfg.limits.max_templates_per_job, writer, file_fields, text_fields,
+    form = _FormWriter(req, files, limit, cfg.limits.max_templates_per_job, writer, file_fields, text_fields,
                        repeatable)
     parser = MultipartParser(boundary, form.callbacks())
     try:
         async for chunk in request.stream():
-            parser.write(chunk)
+            try:
+                parser.write(chunk)
+            except MultipartParseError as e:
+                form.check()  # a refusal of ours came first
+                raise ApiError(400, "bad_request", f"the multipart body is malformed: {str(e)[:100]}") from None
             form.check()
             if writer.backlog > _BACKLOG:  # the disk is slower than the network: let it catch up
                 await anyio.to_thread.run_sync(writer.wait_below, _BACKLOG // 2)
             writer.check()
-        parser.finalize()
+        try:
+            parser.finalize()
+        except MultipartParseError as e:
+            raise ApiError(400, "bad_request", f"the multipart body is malformed: {str(e)[:100]}") from None
         form.check()
     finally:
         form.close()
@@ -128,9 +141,9 @@ class _DiskWriter:
 class _FormWriter:
     """python-multipart callbacks: text fields into the request, file parts to the writer."""
 
-    def __init__(self, req: Any, staging: Staging, limit: int, max_templates: int, writer: _DiskWriter,
+    def __init__(self, req: Any, files: Any, limit: int, max_templates: int, writer: _DiskWriter,
                  file_fields: dict[str, str], text_fields: tuple[str, ...], repeatable: set[str]):
-        self.req, self.staging, self.limit, self.max_templates = req, staging, limit, max_templates
+        self.req, self.files, self.limit, self.max_templates = req, files, limit, max_templates
         self.writer = writer
         self.file_fields, self.text_fields, self.repeatable = file_fields, text_fields, repeatable
         self.error: ApiError | None = None
@@ -145,6 +158,8 @@ class _FormWriter:
         self._size = 0
         self._text = bytearray()
         self._pending = bytearray()
+        self._header_bytes = 0
+        self._files_of: dict[str, int] = {}
 
     def callbacks(self) -> dict[str, Any]:
         return {"on_part_begin": self._begin, "on_header_field": self._hfield, "on_header_value": self._hvalue,
@@ -165,18 +180,31 @@ class _FormWriter:
             self._fail(ApiError(413, "too_large", f"more than {MAX_PARTS} form fields"))
         self._headers, self._field, self._file_name, self._size = {}, None, None, 0
         self._text = bytearray()
+        self._header_bytes = 0
+
+    def _header_room(self, n: int) -> bool:
+        self._header_bytes += n
+        if self._header_bytes > MAX_HEADER:
+            self._fail(ApiError(400, "bad_request", f"form part {self.parts}: its headers are longer than "
+                                f"{MAX_HEADER} bytes"))
+            return False
+        return True
 
     def _hfield(self, data: bytes, start: int, end: int) -> None:
-        self._header_field += data[start:end]
+        if self._header_room(end - start):
+            self._header_field += data[start:end]
 
     def _hvalue(self, data: bytes, start: int, end: int) -> None:
-        self._header_value += data[start:end]
+        if self._header_room(end - start):
+            self._header_value += data[start:end]
 
     def _hend(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
         self._header_field, self._header_value = b"", b""
 
     def _headers_done(self) -> None:
+        if self.error is not None:
+            return
         _kind, opts = parse_options_header(self._headers.get(b"content-disposition", b""))
         name = opts.get(b"name", b"").decode("utf-8", "replace")
         self._field = name
@@ -186,8 +214,9 @@ class _FormWriter:
                 self._fail(ApiError(400, "bad_request", f"{name}: expected a file (a form part with a filename)",
                                     field=name))
                 return
-            if name == "audio" and self.req.audio_file is not None:
-                self._fail(ApiError(400, "bad_request", "audio: give one audio file", field=name))
+            seen = self._files_of[name] = self._files_of.get(name, 0) + 1
+            if seen > 1 and name not in self.repeatable:
+                self._fail(ApiError(400, "bad_request", f"{name}: give one file", field=name))
                 return
             if name == "template" and len(self.req.templates) >= self.max_templates:
                 self._fail(ApiError(413, "too_large", f"template: more than limits.max_templates_per_job "
@@ -198,13 +227,14 @@ class _FormWriter:
             except ApiError as e:
                 self._fail(e)
                 return
-            path = self.staging.new_file(clean)
+            path = self.files.new_file(clean)
             self._file_name = path.name
             self._file = True
             self.writer.put(("open", path))
         elif name not in self.text_fields:
-            self._fail(ApiError(400, "unknown_field", f"{name or '(unnamed part)'}: unknown field; allowed: "
-                                f"{', '.join([*self.file_fields, *self.text_fields])}", field=name or None))
+            shown = name if len(name) <= 60 else name[:40] + "..."
+            self._fail(ApiError(400, "unknown_field", f"{shown or '(unnamed part)'}: unknown field; allowed: "
+                                f"{', '.join([*self.file_fields, *self.text_fields])}", field=shown or None))
 
     def _data(self, data: bytes, start: int, end: int) -> None:
         if self.error is not None:

@@ -7,11 +7,13 @@ every operation has an operationId and a summary, every parameter a description.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from daemon.api.access import rule_for
 from daemon.api.errors import ERROR_SCHEMA
 
 _ONE_OR_MORE = {"type": "array", "items": {"type": "string"}}
@@ -114,7 +116,7 @@ DELETED = {"description": "what was done: withdrawn, cancel_requested (202), del
 
 
 def install(app: FastAPI) -> None:
-    """Add the shared schemas to the generated document, and the API-key scheme's name."""
+    """Add the shared error schema and the tags' descriptions to the generated document."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -123,50 +125,40 @@ def install(app: FastAPI) -> None:
                           routes=app.routes, servers=app.servers, tags=[
                               {"name": "jobs", "description": "submit and follow lip-sync jobs"},
                               {"name": "uploads", "description": "tus 1.0 resumable uploads for large files"},
+                              {"name": "templates", "description": "the server's template library"},
                               {"name": "links", "description": "permanent links to videos"},
                               {"name": "health", "description": "liveness, readiness, metrics"}])
-        doc.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-        paths = doc.get("paths", {})
-        for path in [p for p in paths if p.endswith("/") and p.rstrip("/") in paths]:
-            del paths[path]  # the tus router answers with and without the slash; document one
+        components = doc.setdefault("components", {})
+        components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+        # who may call what is the access gate's rule table; the document says the same
+        components["securitySchemes"] = {"bearerAuth": {
+            "type": "http", "scheme": "bearer",
+            "description": "an API key from `lipsyncd api-key create NAME` (read-only keys: GET routes only)"}}
+        doc["security"] = [{"bearerAuth": []}]
         for path, ops in doc.get("paths", {}).items():
             for method, op in ops.items():
-                if "operationId" not in op or op["operationId"].endswith(("_post", "_patch", "_head", "_delete",
-                                                                           "_options", "_get")):
-                    op["operationId"] = _tus_operation(method, path)
-                op["summary"] = _TUS_SUMMARIES.get(op["operationId"]) or op.get("summary") or op["operationId"]
-                params = [p for p in op.get("parameters", []) if p.get("name") not in _INTERNAL_PARAMS]
-                for p in params:
-                    if not p.get("description"):
-                        p["description"] = _TUS_PARAMS.get(p["name"].lower(), p["name"].replace("-", " "))
-                if "parameters" in op:
-                    op["parameters"] = params
+                if rule_for(method.upper(), _example_path(path)) in ("public", "open"):
+                    op["security"] = []
         app.openapi_schema = doc
         return doc
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-_INTERNAL_PARAMS = {"post_request"}  # a tuspyserver implementation detail, not part of the protocol
-_TUS_PARAMS = {
-    "uuid": "the upload id (the last part of the Location of createUpload)",
-    "upload-length": "the whole file's size in bytes",
-    "upload-defer-length": "1 when the size is not known yet",
-    "upload-metadata": "tus metadata: `filename <base64>,filetype <base64>`; the filename's extension says the kind",
-    "upload-concat": "tus concatenation (partial / final)",
-    "upload-offset": "the byte offset this request's data starts at (HEAD tells where to resume)",
-    "tus-resumable": "the tus protocol version: 1.0.0",
-    "content-length": "bytes in this request",
-    "content-type": "application/offset+octet-stream",
+def _example_path(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x", template)
+
+
+def tus_headers(*names: str) -> dict[str, Any]:
+    """``openapi_extra`` documenting the tus request headers ``names`` of a route."""
+    return {"parameters": [{"name": n, "in": "header", "required": n in _TUS_REQUIRED,
+                            "description": _TUS_HEADERS[n], "schema": {"type": "string"}} for n in names]}
+
+
+_TUS_REQUIRED = {"Tus-Resumable", "Upload-Length", "Upload-Offset"}
+_TUS_HEADERS = {
+    "Tus-Resumable": "the tus protocol version: 1.0.0",
+    "Upload-Length": "the whole file's size in bytes (at most limits.max_file_size)",
+    "Upload-Metadata": "tus metadata: `filename <base64>,filetype <base64>`; the filename's extension says the kind",
+    "Upload-Offset": "the byte offset this request's data starts at (HEAD tells where to resume)",
 }
-_TUS_SUMMARIES = {"createUpload": "Start a resumable upload (tus 1.0 creation)",
-                  "uploadOffset": "How much of an upload the server has (resume from there)",
-                  "appendToUpload": "Send the next bytes of an upload",
-                  "deleteUpload": "Abandon an upload (tus termination)",
-                  "uploadCapabilities": "The tus versions and extensions supported"}
-
-
-def _tus_operation(method: str, path: str) -> str:
-    names = {("post", False): "createUpload", ("head", True): "uploadOffset", ("patch", True): "appendToUpload",
-             ("delete", True): "deleteUpload", ("options", False): "uploadCapabilities"}
-    return names.get((method, "{uuid}" in path), f"{method}{path.replace('/', '_')}")

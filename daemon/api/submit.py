@@ -15,28 +15,29 @@ Every problem of the options is reported at once (``error.problems``); the first
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from python_multipart.multipart import parse_options_header
 from fastapi import Request as HttpRequest
 
-from lipsync.engine import MediaLimits, RenderOptions
+from lipsync.engine import RenderOptions
 from lipsync.engines import NAMES as ENGINE_NAMES
 from lipsync.errors import LipsyncError
 
 from daemon.api.drops import Staging, clean_filename, clean_job_name
 from daemon.api.multipart import MAX_TEXT, read_multipart
-from daemon.api.errors import ApiError
+from daemon.api.errors import ApiError, bad_name
+from daemon.api.uploads import UploadRefused, UploadStore
 from daemon.api.fetch import check_target, fetch_to
 from daemon.config import Config, parse_duration
 from daemon.intake.manifest import (MAX_LINK_LIFETIME, MIN_LINK_LIFETIME, PRIORITY_RANGE, PathRules,
                                    check_finish_options)
+from daemon.confine import NameRefused, confine
 from daemon.errors import PermanentJobError
+from daemon.pipeline.engines import media_limits
 
 FILE_FIELDS = {"audio": "audio", "template": "template", "subtitle_file": "subtitles"}
 # finishing and text-to-speech: the manifest keys of the same names (watermark_* set the
@@ -84,10 +85,7 @@ async def _read_json(request: HttpRequest) -> Request:
         if len(body) > MAX_TEXT * 4:
             raise ApiError(413, "too_large", f"a JSON submission is at most {MAX_TEXT * 4 // 1024} KiB; "
                            "send files as multipart/form-data or tus uploads")
-    try:
-        data = json.loads(body or b"{}")
-    except ValueError as e:
-        raise ApiError(400, "bad_request", f"the body is not valid JSON: {e}") from None
+    data = parse_json(bytes(body) or b"{}", what="the body")
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request", "the body must be a JSON object")
     req = Request()
@@ -107,6 +105,16 @@ async def _read_json(request: HttpRequest) -> Request:
             if key.startswith("template_"):
                 req.templates.append((key, str(v)))
     return req
+
+
+def parse_json(data: bytes | str, *, what: str, field: str | None = None) -> Any:
+    """JSON from a client; 400 (never a crash) when it is malformed or nested too deep for
+    the parser (``RecursionError``), naming ``what`` and ``field``."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as e:
+        reason = "nested too deep" if isinstance(e, RecursionError) else str(e)[:120]
+        raise ApiError(400, "bad_request", f"{what} is not valid JSON: {reason}", field=field) from None
 
 
 # --------------------------------------------------------------------------- checking
@@ -226,7 +234,7 @@ def _all_of(problems: list[ApiError]) -> ApiError:
     return first
 
 
-def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
+def gather(req: Request, staging: Staging, cfg: Config, *, uploads: UploadStore, owner: str
            ) -> tuple[str | None, list[tuple[str, str]], dict[str, str]]:
     """Bring every source into the staging folder (blocking: run it in a thread).
 
@@ -239,7 +247,7 @@ def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
     if audio is None and req.text("audio_url"):
         audio = fetch_to(req.text("audio_url"), staging.new_file, field="audio_url", kind="audio", **fetch).name
     if audio is None and req.text("audio_upload"):
-        audio = _take_upload(req.text("audio_upload"), staging, uploads_dir, field="audio_upload", kind="audio")
+        audio = _take_upload(req.text("audio_upload"), staging, uploads, owner, field="audio_upload", kind="audio")
     templates: list[tuple[str, str]] = []
     rules = PathRules(cfg)
     for source, value in req.templates:
@@ -249,7 +257,7 @@ def gather(req: Request, staging: Staging, cfg: Config, *, uploads_dir: Path
             templates.append(("staged", fetch_to(value, staging.new_file, field="template_url", kind="template",
                                                  **fetch).name))
         elif source == "template_upload":
-            templates.append(("staged", _take_upload(value, staging, uploads_dir, field="template_upload",
+            templates.append(("staged", _take_upload(value, staging, uploads, owner, field="template_upload",
                                                      kind="template")))
         else:
             templates.append(("library", _library_template(value, cfg, rules)))
@@ -270,7 +278,10 @@ def _library_template(value: str, cfg: Config, rules: PathRules) -> str:
         raise ApiError(400, "no_template_library", "template_name: this server has no template library "
                        "(paths.templates is not set); upload the template instead", field="template_name")
     try:
+        confine(cfg.paths.templates, value, nested=True, where="template library")
         located = rules.in_library(value, manifest="(api)", field="template_name")
+    except NameRefused as e:
+        raise bad_name("template_name", value, e) from None
     except PermanentJobError as e:
         raise ApiError(400, "bad_template_name", f"template_name: {e.message}", field="template_name") from None
     if located is None:
@@ -279,29 +290,22 @@ def _library_template(value: str, cfg: Config, rules: PathRules) -> str:
     return value
 
 
-def _take_upload(value: str, staging: Staging, uploads_dir: Path, *, field: str, kind: str) -> str:
+def _take_upload(value: str, staging: Staging, uploads: UploadStore, owner: str, *, field: str, kind: str) -> str:
     uid = value.rstrip("/").rsplit("/", 1)[-1]
     if not _UPLOAD_ID.match(uid):
         raise ApiError(400, "bad_upload", f"{field}: {value[:80]!r} is not an upload id or URL from "
                        "/api/v1/uploads", field=field)
-    data, info_path = uploads_dir / uid, uploads_dir / f"{uid}.info"
-    try:
-        info = json.loads(info_path.read_text())
-    except (FileNotFoundError, ValueError):
+    upload = uploads.get(uid, owner)
+    if upload is None:
         raise ApiError(404, "unknown_upload", f"{field}: no upload {uid} (finished uploads are kept "
-                       "api.upload_expiry, and each is used once)", field=field) from None
-    if info.get("size") is None or info.get("offset") != info.get("size"):
-        raise ApiError(409, "upload_incomplete", f"{field}: upload {uid} has {info.get('offset', 0)} of "
-                       f"{info.get('size')} bytes; finish it first (HEAD then PATCH)", field=field)
-    metadata = info.get("metadata") or {}
-    filename = clean_filename(metadata.get("filename") or metadata.get("name"), field=field, kind=kind)
+                       "api.upload_expiry, and each is used once)", field=field)
+    filename = clean_filename(upload.filename, field=field, kind=kind)
     target = staging.new_file(filename)
     try:
-        os.rename(data, target)  # each upload is used once: the job owns the bytes now
-    except FileNotFoundError:
+        uploads.take(uid, owner, target)  # each upload is used once: the job owns the bytes now
+    except UploadRefused as e:
         staging.forget(target.name)
-        raise ApiError(404, "unknown_upload", f"{field}: upload {uid} was used by another job", field=field) from None
-    info_path.unlink(missing_ok=True)
+        raise ApiError(e.status, e.code, f"{field}: {e.message}", field=field) from None
     return target.name
 
 
@@ -311,10 +315,7 @@ def probe_staged(staging: Staging, audio: str | None, templates: list[tuple[str,
     from lipsync.media.audio import probe_audio
     from lipsync.media.template import probe_template
 
-    lim = cfg.limits
-    limits = MediaLimits(max_file_bytes=int(lim.max_file_size), max_pixels=lim.max_pixels,
-                         max_template_seconds=float(lim.max_template_seconds),
-                         max_audio_seconds=float(lim.max_audio_seconds))
+    limits = media_limits(cfg)
     options = RenderOptions(device="cpu", still_fps=cfg.render.still_fps, limits=limits)
     problems: list[ApiError] = []
     try:

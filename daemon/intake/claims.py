@@ -160,7 +160,7 @@ def _reserve_record(work_dir: Path, record: dict[str, Any], cfg: Config) -> None
         moved = _move_aside_as(old_inputs, got.replaced.id)
         outbox.add_note(outbox.read(got.name) or Entry(outbox.path_for(got.name), first),
                         f"dropped again after the failed run {got.replaced.id}"
-                        + (f"; that run's inputs are in {moved}" if moved else ""))
+                        + (f"; that run's inputs are in failed/{moved.name}/" if moved else ""))
         log.info("failed job dropped again; its record is replaced", job=got.name, failed_job_id=got.replaced.id,
                  old_inputs=str(moved) if moved else None)
     if got.name != job.name:

@@ -187,12 +187,17 @@ class Inbox:
         by_name: dict[str, list[str]] = defaultdict(list)
         for n in manifests:
             by_name[job_stem(n)].append(n)
-        claimers: dict[str, list[str]] = defaultdict(list)  # inbox name -> manifests naming it
+        claimers: dict[str, list[str]] = defaultdict(list)  # inbox name -> valid manifests naming it
+        refused: dict[str, list[str]] = defaultdict(list)  # ... and refused ones: they take what nobody else does
         for n, m in parsed.items():
-            if isinstance(m, Manifest):
-                for _, ref, _ in _manifest_refs(m):
-                    claimers[_normal(ref)].append(n)
-        reserved = set(claimers)
+            for _, ref, _ in _manifest_refs(m):
+                (claimers if isinstance(m, Manifest) else refused)[_normal(ref)].append(n)
+        reserved = set(claimers) | set(refused)
+        # a manifest that could not be read names nothing we know of: the files of its stem
+        # are its drop, and go with it
+        for n, m in parsed.items():
+            if isinstance(m, BadManifestError) and m.refs is None:
+                reserved |= {f for f, kind in top.items() if kind != "manifest" and job_stem(f) == job_stem(n)}
         # a name a manifest gets wrong ("portrait.jpg" for portrait.jpeg): the file meant is
         # part of that job, never a lone job of its own, and the job fails at once saying so
         self._suggested = _suggestions(parsed, top, claimers, self.cfg.paths.templates)
@@ -233,7 +238,7 @@ class Inbox:
         if self._seen[mkey].is_link:
             return self._failed_if_settled(job, [name], self._link_error(name), now)
         if isinstance(m, BadManifestError):
-            return self._failed_if_settled(job, [name], m, now)
+            return self._refused_manifest_job(name, m, claimers, now)
 
         refs = _manifest_refs(m)
         located: list = []
@@ -304,6 +309,42 @@ class Inbox:
             name=job, audio=audio.path if audio else None, templates=[t.path for t in templates],
             manifest=self.root / name, files=_unique(files), library_templates=[t.path for t in templates if t.library],
             options=m.options, ready_since=ready_since)
+
+    def _refused_manifest_job(self, name: str, err: BadManifestError, claimers: dict[str, list[str]],
+                              now: float) -> JobSpec | None:
+        """A manifest that failed its checks still takes every file it names to failed/NAME/:
+        nothing a manifest names is rendered without it. It is judged like any manifest --
+        once the files it names are there (or its partner grace is over) -- so files still
+        on their way are not left behind to be paired by their stem."""
+        job = job_stem(name)
+        keys = [(False, name)]
+        missing = False
+        if err.refs is None:  # unreadable: its drop is the files of its stem
+            keys += sorted(k for k in self._touched if not k[0] and k[1] != name and job_stem(k[1]) == job
+                           and file_kind(k[1]) not in (None, "manifest"))
+        for field, ref, is_template in err.refs or []:
+            if claimers.get(_normal(ref)):
+                continue  # a valid manifest names it too: it goes with that job
+            try:
+                loc = self.rules.locate(ref, manifest=name, field=field, template=is_template)
+            except JobError:
+                continue  # a path it may not use: nothing there is taken
+            if loc is None:
+                missing = True
+            elif not loc.library and self._observe((False, loc.name), now) is not None:
+                keys.append((False, loc.name))
+        keys = list(dict.fromkeys(keys))
+        if not all([self._stable(k, now) for k in keys]):
+            self._note_waiting(job, keys, "settling", self._settled_at(keys))
+            return None
+        ready_since = self._settled_at(keys)
+        if missing and now < ready_since + self.grace:
+            self._wake_at(ready_since + self.grace)
+            self._note_waiting(job, keys, "partner", ready_since + self.grace)
+            return None
+        return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name,
+                       files=[self.root / k[1] for k in keys], options=JobOptions(), error=err,
+                       ready_since=ready_since)
 
     # ------------------------------------------------------------------ same-stem pairs
 
@@ -391,9 +432,12 @@ class Inbox:
                                  code="bad_media", file=name)
 
 
-def _manifest_refs(m: Manifest) -> list[tuple[str, str, bool]]:
+def _manifest_refs(m: Manifest | BadManifestError) -> list[tuple[str, str, bool]]:
     """(field, name, is a template) of every inbox file a manifest names: its audio (none
-    when it brings text instead), its templates, its subtitles."""
+    when it brings text instead), its templates, its subtitles; for a refused manifest what
+    could be read of them."""
+    if isinstance(m, BadManifestError):
+        return list(m.refs or [])
     refs = [("audio", m.audio, False)] if m.audio else []
     refs += [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
     if m.options.subtitle_file:

@@ -37,6 +37,7 @@ from lipsync.finish.spec import check as check_finish
 from lipsync.tts import MAX_TEXT_CHARS
 
 from daemon.config import Config, parse_duration
+from daemon.confine import NameRefused, confine, name_parts
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
 from daemon.intake.names import file_kind, job_stem
 from daemon.jobs import SYMLINK_INPUT, JobOptions
@@ -98,14 +99,32 @@ def parse_manifest_bytes(path: Path, data: bytes, *, max_templates: int = 100) -
     templates = _check_templates(raw.get("templates"), max_templates, problems)
     options = _check_options(raw, problems)
     if problems:
-        _fail(name, problems)
+        _fail(name, problems, refs=named_files(raw))
     return Manifest(path=path, name=job_stem(name), audio=audio, templates=templates, options=options)
 
 
-def _fail(name: str, problems: list[str]) -> None:
+def named_files(raw: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(field, name, is a template) of every inbox file a manifest names, read leniently:
+    a refused manifest still takes the files it names along to failed/ (none of them may
+    be rendered without it)."""
+    refs: list[tuple[str, str, bool]] = []
+    if isinstance(raw.get("audio"), str):
+        refs.append(("audio", raw["audio"], False))
+    templates = raw.get("templates")
+    templates = [templates] if isinstance(templates, str) else templates
+    if isinstance(templates, list):
+        refs += [(f"templates[{i}]", t, True) for i, t in enumerate(templates) if isinstance(t, str)]
+    if isinstance(raw.get("subtitle_file"), str):
+        refs.append(("subtitle_file", raw["subtitle_file"], False))
+    return refs
+
+
+def _fail(name: str, problems: list[str], *, refs: list[tuple[str, str, bool]] | None = None) -> None:
+    """Raise the manifest's BadManifestError; ``refs`` the files it names (None: unreadable)."""
     count = f"{len(problems)} problems" if len(problems) > 1 else "1 problem"
     err = BadManifestError(f"{name}: {count}: " + "; ".join(problems), file=name)
-    err.problems = list(problems)  # type: ignore[attr-defined]
+    err.problems = tuple(problems)
+    err.refs = refs
     raise err
 
 
@@ -330,12 +349,12 @@ class PathRules:
         except NotADirectoryError:
             return None
         where = "template library" if library else "inbox"
+        try:
+            confine(root, "/".join(parts), nested=True, where=where)
+        except NameRefused as e:
+            raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} {e.reason}", file=manifest) from None
         real = Path(os.path.realpath(candidate))
         real_root = Path(os.path.realpath(root))
-        if not real.is_relative_to(real_root):
-            raise PathOutsideInboxError(
-                f"{manifest}: {field} {ref!r} leads out of the {where} through a symbolic link; "
-                "links are never followed out", file=manifest)
         for folder, what in self._reserved:
             real_folder = Path(os.path.realpath(folder))
             if real.is_relative_to(real_folder) and not real_root.is_relative_to(real_folder):
@@ -353,18 +372,10 @@ class PathRules:
         return Located(path=candidate, name="/".join(parts), library=library)
 
 
-def _split_relative(ref: str, *, manifest: str, field: str) -> list[str]:
-    text = ref.replace("\\", "/")  # people on Windows shares write sub\file.mp4
-    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
-        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} is an absolute path; "
-                                    "name files relative to the inbox", file=manifest)
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} uses '..'; "
-                                    "files must be inside the inbox or the template library", file=manifest)
-    if any(p.startswith(".") for p in parts):
-        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} is inside a hidden (dot) folder or is a "
-                                    "hidden file; those belong to the daemon", file=manifest)
-    if not parts:
-        raise BadManifestError(f"{manifest}: {field} is empty", file=manifest)
-    return parts
+def _split_relative(ref: str, *, manifest: str, field: str, where: str = "inbox") -> list[str]:
+    try:
+        return name_parts(ref, nested=True, where=f"{where} or the template library" if where == "inbox" else where)
+    except NameRefused as e:
+        if e.reason == "is empty":
+            raise BadManifestError(f"{manifest}: {field} is empty", file=manifest) from None
+        raise PathOutsideInboxError(f"{manifest}: {field} {ref!r} {e.reason}", file=manifest) from None

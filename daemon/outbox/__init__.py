@@ -5,7 +5,7 @@ Two kinds of writers touch a sidecar, and each goes through one door here:
 * :class:`Sidecar` -- the record of one run of a job, written only by the daemon that owns
   the job. Its methods are the transitions (``queued``, ``rendering``, ``output_rendered``,
   ``upload_waiting``, ``done``, ``failed`` ...); each one checks the document against
-  ``docs/sidecar.schema.json`` and writes it atomically.
+  ``daemon/outbox/sidecar.schema.json`` and writes it atomically.
 * :class:`Outbox` -- the folder: one :meth:`Outbox.scan` per pass for status, metrics, link
   refresh and cleanup, and :meth:`Outbox.replace_if_unchanged` for their edits of finished
   records (a re-signed link, an expired video).
@@ -30,15 +30,15 @@ A refused write raises :class:`RecordFenced`; the caller drops the job without w
 """
 
 from daemon.outbox.folder import Entry, Outbox, Reservation
-from daemon.outbox.record import (ACTIVE_STATES, FINAL_STATES, SCHEMA_ID, SCHEMA_PATH, OutputState, RecordFenced,
+from daemon.outbox.record import (ACTIVE_STATES, FINAL_STATES, SCHEMA_ID, OutputState, RecordFenced,
                                   State, expire_output, initial_document, isotime, name_notes,
-                                  note_links_refreshed, orphaned, parse_time, read_document, relink_output, utcnow,
-                                  validate)
+                                  note_links_refreshed, orphaned, parse_time, read_document, relink_output, schema_text,
+                                  utcnow, validate)
 from daemon.outbox.sidecar import FENCE_TEMP_PREFIX, PROGRESS_WRITE_INTERVAL, Sidecar, fenced_replace
 
 __all__ = [
-    "ACTIVE_STATES", "FENCE_TEMP_PREFIX", "FINAL_STATES", "PROGRESS_WRITE_INTERVAL", "SCHEMA_ID", "SCHEMA_PATH",
+    "ACTIVE_STATES", "FENCE_TEMP_PREFIX", "FINAL_STATES", "PROGRESS_WRITE_INTERVAL", "SCHEMA_ID",
     "Entry", "Outbox", "OutputState", "RecordFenced", "Reservation", "Sidecar", "State", "expire_output",
     "fenced_replace", "initial_document", "isotime", "name_notes", "note_links_refreshed", "orphaned",
-    "parse_time", "read_document", "relink_output", "utcnow", "validate",
+    "parse_time", "read_document", "relink_output", "schema_text", "utcnow", "validate",
 ]

@@ -10,6 +10,7 @@ import json
 from datetime import datetime, timezone
 from enum import StrEnum
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,12 @@ if TYPE_CHECKING:
     from daemon.jobs import ClaimedJob
 
 SCHEMA_ID = "lipsyncd.sidecar/1"
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "docs" / "sidecar.schema.json"
+SCHEMA_FILE = "sidecar.schema.json"  # package data of daemon.outbox: the JSON Schema users validate against
+
+
+def schema_text() -> str:
+    """The sidecar's JSON Schema, as shipped in the package."""
+    return resources.files("daemon.outbox").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
 class State(StrEnum):
@@ -92,7 +98,7 @@ def parse_time(text: str) -> datetime:
 def _validator():  # noqa: ANN202 - jsonschema's validator type
     import jsonschema  # only where documents are written or checked; status readers skip it
 
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(schema_text())
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 
 

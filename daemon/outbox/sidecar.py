@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from daemon.atomic import write_atomic
 from daemon.errors import JobError
+from lipsync.errors import shorten
 from daemon.logsetup import get_logger
 from daemon.outbox.folder import Outbox
 from daemon.outbox.record import (OutputState, RecordFenced, State, encode, initial_document, isotime, name_notes,
@@ -213,7 +214,7 @@ class Sidecar:
             for out in self.doc["outputs"]:
                 if out.get("state") == OutputState.RENDERING:
                     out["state"] = OutputState.PENDING
-            reason = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+            reason = shorten(error.message, 200)
             self.add_note(f"attempt {attempt} of {attempts} failed ({error.code}: {reason}); retrying at "
                           f"{isotime(when)}")
             self._set(State.QUEUED)

@@ -19,8 +19,16 @@ from daemon.logsetup import get_logger
 log = get_logger(__name__)
 
 
+def media_limits(cfg: Config) -> MediaLimits:
+    """``[limits]`` as the limits every probe and render applies (the API checks uploads by them)."""
+    lim = cfg.limits
+    return MediaLimits(max_file_bytes=int(lim.max_file_size), max_pixels=lim.max_pixels,
+                       max_template_seconds=float(lim.max_template_seconds),
+                       max_audio_seconds=float(lim.max_audio_seconds))
+
+
 def render_options(cfg: Config, *, device: str | None = None) -> RenderOptions:
-    r, lim = cfg.render, cfg.limits
+    r = cfg.render
     return RenderOptions(
         device=device or r.device,
         still_fps=r.still_fps,
@@ -31,12 +39,7 @@ def render_options(cfg: Config, *, device: str | None = None) -> RenderOptions:
         # face analysis of a template is cached by content: a team re-using one
         # presenter video pays for the landmark pass once
         cache_dir=cfg.paths.state / "cache" / "face",
-        limits=MediaLimits(
-            max_file_bytes=int(lim.max_file_size),
-            max_pixels=lim.max_pixels,
-            max_template_seconds=float(lim.max_template_seconds),
-            max_audio_seconds=float(lim.max_audio_seconds),
-        ),
+        limits=media_limits(cfg),
     )
 
 

@@ -41,8 +41,7 @@ def _library_file(cfg: Config, job: ClaimedJob, name: str, field: str) -> Path:
                                   "but paths.templates is not set", file=str(name))
     found = PathRules(cfg).in_library(str(name), manifest=job.manifest_name or job.name, field=field)
     if found is None:
-        raise MissingPartnerError(f"{field} {name!r} is not in the template library ({cfg.paths.templates})",
-                                  file=str(name))
+        raise MissingPartnerError(f"{field} {name!r} is not in the template library", file=str(name))
     return found.path
 
 

@@ -39,6 +39,7 @@ from daemon.atomic import write_atomic
 from daemon.backoff import Backoff
 from daemon.cluster import lease
 from daemon.config import Config
+from daemon.confine import PathScrubber
 from daemon.errors import JobError, PermanentJobError, TransientJobError, job_error_from
 from daemon.failpoints import failpoint
 from daemon.housekeeping.links import link_lifetime
@@ -125,6 +126,7 @@ class JobRunner:
         self.render_backoff = Backoff(float(cfg.render.retry_delay), float(cfg.render.retry_delay_max))
         self.upload_backoff = Backoff(UPLOAD_RETRY_FIRST, float(cfg.storage.retry_backoff_max))
         self._bucket_ready = False
+        self.scrub = PathScrubber.for_config(cfg)  # records never show server paths
 
     # ------------------------------------------------------------------ entry points
 
@@ -198,7 +200,7 @@ class JobRunner:
             if not self.owns(job):
                 # taken over while we stalled: the failure is ours (the folder moved), not the job's
                 raise JobLost("taken over during the render") from exc
-            err = _as_dropped(job_error_from(exc), job)
+            err = job_error_from(exc)
             if err.permanent:
                 if err.code == "internal_error":
                     log.exception("render crashed")
@@ -293,6 +295,7 @@ class JobRunner:
     def _render_later(self, run: JobRun, err: JobError) -> Outcome:
         rec = run.record
         assert rec is not None
+        err = self._as_shown(err, run.job)
         run.render_attempts += 1
         attempts = self.cfg.render.max_attempts
         if run.render_attempts >= attempts:
@@ -355,6 +358,7 @@ class JobRunner:
     def _upload_later(self, run: JobRun, err: JobError) -> Outcome:
         rec = run.record
         assert rec is not None
+        err = self._as_shown(err, run.job)
         run.upload_attempts += 1
         delay = self.upload_backoff.delay(run.upload_attempts)
         log.warning("upload failed, will retry", code=err.code, error=err.message, attempt=run.upload_attempts,
@@ -389,11 +393,25 @@ class JobRunner:
         """Mark the job failed (sidecar first), move its inputs to failed/NAME/ untouched."""
         rec = run.record
         assert rec is not None
+        error = self._as_shown(error, run.job)
         rec.failed(error, retryable=retryable if retryable is not None else not error.permanent)
         self._file_inputs(run.job, State.FAILED)
         log.warning("job failed", code=error.code, error=error.message, file=error.file)
         self._finished(rec)
         return Outcome.FAILED
+
+    def _as_shown(self, err: JobError, job: ClaimedJob) -> JobError:
+        """``err`` naming files as the user dropped them (not by their place in the work
+        area) and folders as users know them: a record never shows a server path."""
+        inside = f"{job.inputs_dir}/"
+        message, file = err.message.replace(inside, ""), err.file
+        if file and file.startswith(inside):
+            file = file[len(inside):]
+        message, file = self.scrub(message), self.scrub(file) if file else file
+        if (message, file) != (err.message, err.file):
+            err.message, err.file = message, file
+            err.args = (message,)
+        return err
 
     def _file_inputs(self, job: ClaimedJob, state: State) -> None:
         # the lease goes first: its folder is about to disappear, which the heartbeat must
@@ -482,18 +500,6 @@ def _generation_on_record(outbox: Outbox, job: ClaimedJob) -> int:
     entry = outbox.read(job.name)
     generation = entry.doc.get("generation") if entry is not None and entry.id == job.id else None
     return generation if isinstance(generation, int) else 1
-
-
-def _as_dropped(err: JobError, job: ClaimedJob) -> JobError:
-    """``err`` naming files as the user dropped them, not by their place in the work area."""
-    inside = f"{job.inputs_dir}/"
-    if inside not in err.message and not (err.file or "").startswith(inside):
-        return err
-    err.message = err.message.replace(inside, "")
-    err.args = (err.message,)
-    if err.file and err.file.startswith(inside):
-        err.file = err.file[len(inside):]
-    return err
 
 
 def _check_inputs_unchanged(job: ClaimedJob) -> None:

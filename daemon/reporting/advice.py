@@ -30,8 +30,14 @@ ERROR_ADVICE: dict[str, tuple[str, str]] = {
         '`lipsyncd cancel NAME` stopped the job',
         'the inputs are in `failed/NAME/`; drop them again to render it'),
     'bad_manifest': (
-        '`NAME.job.toml` / `NAME.job.json` cannot be read or has invalid entries (all listed at once)',
+        '`NAME.job.toml` / `NAME.job.json` cannot be read or has invalid entries (all listed at once); the files it names are kept with it in `failed/NAME/`',
         'fix the manifest'),
+    'bad_voice': (
+        'the text-to-speech backend has no such voice; the message names it and, for espeak-ng, lists the voices there are',
+        'pick a voice from the list (`voice = "en-us"`), or for HeyGem the speaker id of a voice trained on that service'),
+    'bad_text': (
+        'the text to speak is empty, not UTF-8, or longer than 20,000 characters',
+        'fix the text file (UTF-8) and drop it again'),
     'path_outside_inbox': (
         "a manifest path is absolute, uses `..`, names a hidden (dot) file or folder or one of the daemon's own folders, or leads out through a symlink",
         'put the files in the inbox (or `paths.templates`) and name them relatively'),

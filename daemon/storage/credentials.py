@@ -81,7 +81,8 @@ def _ensure_private_dir(path: Path) -> None:
         if stat.S_IMODE(path.stat().st_mode) & 0o077:
             os.chmod(path, 0o700)
     except OSError as e:
-        raise StorageError(f"{path}: cannot create the private state folder: {e.strerror}",
+        raise StorageError(f"{path}: cannot make the private state folder (mode 0700): {e.strerror}; it must "
+                           f"belong to the user lipsyncd runs as (uid {os.getuid()})",
                            code="storage_setup", file=str(path)) from None
 
 

@@ -84,7 +84,10 @@ def load_signer(path: Path, *, create: bool = True) -> LinkSigner:
     except OSError as e:
         raise ConfigError([f"{path}: cannot read the permanent-link secret: {e.strerror}"]) from None
     if os.stat(path).st_mode & 0o077:
-        os.chmod(path, 0o600)  # a copied file may have come with wider rights
+        try:
+            os.chmod(path, 0o600)  # a copied file may have come with wider rights
+        except OSError:
+            pass  # a read-only mount (a Kubernetes Secret): its mode is the mount's to set
     secret = data.strip()
     if len(secret) < 32:
         raise ConfigError([f"{path}: the permanent-link secret is too short (at least 32 characters); "

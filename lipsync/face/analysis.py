@@ -27,7 +27,7 @@ from lipsync.face.tracking import FaceTracker, TrackerSettings
 log = logging.getLogger(__name__)
 
 # Bump when tracking/smoothing changes what an analysis contains: old cache files are ignored.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2  # 2: faces chosen by confidence and continuity, not by size
 _HASH_SHARE = 0.05  # share of the progress bar given to hashing the template file
 
 

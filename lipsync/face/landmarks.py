@@ -52,6 +52,52 @@ def predictor_path() -> Path:
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
 
+# Choosing a face among detections: the most confident one, and then the same one. A
+# detection overlapping the followed face (IoU >= SAME_FACE) is that face; another one
+# takes over only with a confidence JUMP_MARGIN above it -- a badge, a poster or a face in
+# the background is found now and then at a low score, and must not steal the mouth.
+SAME_FACE = 0.3
+JUMP_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: Box
+    score: float  # the HOG detector's confidence: ~1-2 for a clear frontal face, near 0 for a doubtful one
+
+    def scaled(self, factor: float, dx: float = 0.0, dy: float = 0.0) -> Detection:
+        """The detection in other coordinates: ``box * factor + (dx, dy)``."""
+        x0, y0, x1, y1 = self.box
+        return Detection((x0 * factor + dx, y0 * factor + dy, x1 * factor + dx, y1 * factor + dy), self.score)
+
+
+def iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def pick_face(detections: list[Detection], followed: Box | None) -> Detection | None:
+    """The face to use: by confidence, and by continuity with the face ``followed`` so far.
+
+    With nothing followed, the most confident detection. While following, the best
+    detection overlapping the followed face; a jump to another one needs strong evidence
+    (a confidence JUMP_MARGIN higher). None when the followed face was not detected and
+    nothing else is that strong: the caller keeps tracking, or counts the face as lost.
+    """
+    if not detections:
+        return None
+    best = max(detections, key=lambda d: d.score)
+    if followed is None:
+        return best
+    same = [d for d in detections if iou(d.box, followed) >= SAME_FACE]
+    if same:
+        here = max(same, key=lambda d: d.score)
+        return best if best.score > here.score + JUMP_MARGIN else here
+    return best if best.score >= JUMP_MARGIN else None
+
 
 @dataclass(eq=False)
 class LandmarkModels:
@@ -65,12 +111,13 @@ class LandmarkModels:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
 
-    def detect(self, gray: np.ndarray, upsample: int = 0) -> list[Box]:
-        """Face boxes in ``gray`` (H, W) uint8, largest first."""
+    def detect(self, gray: np.ndarray, upsample: int = 0) -> list[Detection]:
+        """Faces in ``gray`` (H, W) uint8 with their confidence, most confident first."""
         with self._lock:
-            rects = self.detector(np.ascontiguousarray(gray), upsample)
-        boxes = [(float(r.left()), float(r.top()), float(r.right()), float(r.bottom())) for r in rects]
-        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+            rects, scores, _kinds = self.detector.run(np.ascontiguousarray(gray), upsample, 0.0)
+        found = [Detection((float(r.left()), float(r.top()), float(r.right()), float(r.bottom())), float(score))
+                 for r, score in zip(rects, scores)]
+        return sorted(found, key=lambda d: d.score, reverse=True)
 
     def predict(self, gray: np.ndarray, box: Box) -> np.ndarray:
         """The 68 landmarks (68, 2) float32 of the face in ``box``."""

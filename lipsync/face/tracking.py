@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from lipsync.face.landmarks import Box, LandmarkModels
+from lipsync.face.landmarks import Box, LandmarkModels, pick_face
 
 _PATCH = 24  # side of the appearance patch compared between frames
 _INNER_FACE = slice(17, 68)  # brows, nose, eyes, mouth: stable under expression changes
@@ -39,14 +39,6 @@ def _bbox(points: np.ndarray) -> Box:
     x0, y0 = points.min(axis=0)
     x1, y1 = points.max(axis=0)
     return float(x0), float(y0), float(x1), float(y1)
-
-
-def _iou(a: Box, b: Box) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _appearance(gray: np.ndarray, points: np.ndarray) -> np.ndarray | None:
@@ -113,15 +105,14 @@ class FaceTracker:
             small = np.asarray(Image.fromarray(gray).resize(size, Image.BILINEAR))
         # small inputs: let dlib upsample once so faces of ~40 px are still found
         upsample = 1 if max(small.shape) < 400 else 0
-        boxes = [tuple(v / scale for v in b) for b in self.models.detect(small, upsample)]
+        found = [d.scaled(1 / scale) for d in self.models.detect(small, upsample)]
         self._since_detection = 0
         self.detections += 1
-        if not boxes:
+        # the most confident face, then the same one: a decoy (a badge, a poster) never takes over
+        chosen = pick_face(found, self._box_from(self._points) if self._points is not None else None)
+        if chosen is None:
             return None
-        box = boxes[0]
-        if self._points is not None:  # keep following the same person when several are in view
-            previous = self._box_from(self._points)
-            box = max(boxes, key=lambda b: _iou(b, previous))
+        box = chosen.box
         points = self.models.predict(gray, box)
         patch = _appearance(gray, points)
         if patch is None:

@@ -26,7 +26,8 @@ import numpy as np
 
 from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import LipsyncError, MediaError, NoAudioStreamError
-from lipsync.finish.picture import WatermarkLayer, face_centres, fit_into, plan_reframe, reframe
+from lipsync.finish.faces import follow_face
+from lipsync.finish.picture import WatermarkLayer, fit_into, plan_reframe, reframe
 from lipsync.finish.picture import scale
 from lipsync.finish.spec import FinishSpec, output_size
 from lipsync.finish.subtitles import Cue, SubtitleBurner, read_cues, shifted
@@ -82,7 +83,7 @@ def _probe(path: Path, role: str, options: RenderOptions) -> _Part:
     info = probe_template(path, options)
     if info.is_still:
         raise MediaError(f"the {role} must be a video clip, not a still image", path=path)
-    return _Part(**dataclasses.asdict(info), role=role)
+    return _Part(**{f.name: getattr(info, f.name) for f in dataclasses.fields(info)}, role=role)
 
 
 # --------------------------------------------------------------------------- copy
@@ -149,10 +150,9 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
     plan = None
     if spec.reframes and size != (main.width, main.height):
         with TemplateReader(main) as reader:
-            centres, widths = face_centres(reader.iter_forward(), main.fps)
-        plan = plan_reframe((main.width, main.height), size, centres, widths, main.fps)
-        how = "the window follows the face" if plan.mode == "crop" else "fitted, blurred fill: a crop would cut the face"
-        notes.append(f"reframed {main.width}x{main.height} -> {size[0]}x{size[1]} ({how})")
+            faces = follow_face(reader.iter_forward(), main.fps)
+        plan = plan_reframe((main.width, main.height), size, faces, main.fps)
+        notes.append(f"reframed {main.width}x{main.height} -> {size[0]}x{size[1]} ({plan.note})")
     elif (main.width, main.height) != size:
         notes.append(f"scaled {main.width}x{main.height} -> {size[0]}x{size[1]}")
     if spec.fps is not None and abs(fps - main.fps) > 1e-3:
@@ -167,8 +167,9 @@ def _redraw(parts: list[_Part], main: _Part, output: Path, spec: FinishSpec, cue
         notes.append(f"soft subtitles: {_cues(cues)}")
 
     channels, rate = _audio_format(parts)
+    # the render's colour description (intro and outro are read with their own)
     writer = VideoWriter(output, size[0], size[1], fps, rate, options, audio_channels=channels,
-                         subtitles=cues if spec.soft_subtitles else ())
+                         subtitles=cues if spec.soft_subtitles else (), color=main.color)
     # x264 on its own thread: decoding and drawing the next frames overlap with encoding
     encoder = _Background()
     try:

@@ -2,11 +2,12 @@
 frame, and compositing a watermark.
 
 Reframing crops a window of the output's shape out of each frame and scales it to the
-output size. The window follows the face the way a camera operator would: it stays put
-while the face moves a little (a dead zone around the centre) and eases towards it when
-it leaves, with a lag, never jumping. Where no window of that shape can hold the face
-(a wide shot turned into a narrow one, the face too big for the crop), the whole frame is
-fitted instead and the rest of the output filled with a blurred, darkened copy of it.
+output size. The window follows the face (found by :mod:`lipsync.finish.faces`, small ones
+included) the way a camera operator would: it stays put while the face moves a little (a
+dead zone around the centre) and eases towards it when it leaves, with a lag, never
+jumping. Where no window of that shape can hold the head (a close-up made 16:9), the whole
+frame is fitted instead and the rest of the output filled with a blurred, darkened copy of
+it. With no face found at all, the window stays in the middle; the note says which.
 """
 
 from __future__ import annotations
@@ -18,89 +19,105 @@ import av
 import numpy as np
 
 from lipsync.errors import MediaError
+from lipsync.finish.faces import FacePath
 from lipsync.finish.spec import Watermark
 
-DETECT_EVERY = 5  # frames between face detections for the path; interpolated between
-DETECT_LONG_SIDE = 480
 DEAD_ZONE = 0.08  # of the window's width: face motion the window ignores
 FOLLOW_SECONDS = 0.6  # time constant with which the window eases towards the face
-FACE_ROOM = 2.0  # the window must hold the detector's face box (brows to chin) grown by this factor
-
-
-def face_centres(frames, fps: float) -> tuple[np.ndarray, np.ndarray]:
-    """(centres (N, 2) x, y, face widths (N,)) of the largest face in each frame, NaN where
-    none was found; detected every DETECT_EVERY frames and interpolated between."""
-    from PIL import Image
-
-    from lipsync.face.landmarks import load_landmark_models
-
-    models = load_landmark_models()
-    found_at, centres, widths = [], [], []
-    n = 0
-    for i, frame in enumerate(frames):
-        n = i + 1
-        if i % DETECT_EVERY:
-            continue
-        h, w = frame.shape[:2]
-        scale = min(1.0, DETECT_LONG_SIDE / max(h, w))
-        gray = Image.fromarray(frame).convert("L")
-        if scale < 1.0:
-            gray = gray.resize((round(w * scale), round(h * scale)), Image.BILINEAR)
-        boxes = models.detect(np.asarray(gray), 1 if max(gray.size) < 400 else 0)
-        if boxes:
-            x0, y0, x1, y1 = (v / scale for v in boxes[0])
-            found_at.append(i)
-            centres.append(((x0 + x1) / 2, (y0 + y1) / 2))
-            widths.append(max(x1 - x0, y1 - y0))
-    out_c = np.full((n, 2), np.nan)
-    out_w = np.full(n, np.nan)
-    if found_at:
-        idx = np.arange(n)
-        c = np.array(centres)
-        out_c[:, 0] = np.interp(idx, found_at, c[:, 0])
-        out_c[:, 1] = np.interp(idx, found_at, c[:, 1])
-        out_w[:] = np.interp(idx, found_at, widths)
-    return out_c, out_w
+# The window must hold the head, not only the detector's box (brows to chin, cheek to
+# cheek): with hair and ears about this much more, on the usual presenter's face.
+HEAD_WIDTH, HEAD_HEIGHT = 1.4, 1.8
+HEAD_ROOM = 1.7  # and the window keeps this much of the face's width clear around it, where it can
+FACE_SIZE_PERCENTILE = 90  # the face size judged: a few larger detections do not decide
 
 
 @dataclass(frozen=True)
 class FramePlan:
-    """How every frame of a video is reframed."""
+    """How every frame of a video is reframed, and why."""
 
     mode: str  # "crop" (windows[i] is cut out) or "fit" (the whole frame, blurred fill around)
     windows: np.ndarray  # (N, 4) float x0, y0, x1, y1 in source pixels (crop mode)
     out_size: tuple[int, int]
+    how: str = ""  # what the note says: followed, centred (no face found) or fitted
+
+    @property
+    def note(self) -> str:
+        return {"followed": "the window follows the face",
+                "centred": "centred: no face was found to follow",
+                "fitted": "fitted over a blurred fill: no window of that shape holds the whole face"}[self.how]
 
 
-def plan_reframe(source: tuple[int, int], out_size: tuple[int, int], centres: np.ndarray, widths: np.ndarray,
-                 fps: float) -> FramePlan:
+def plan_reframe(source: tuple[int, int], out_size: tuple[int, int], faces: FacePath, fps: float) -> FramePlan:
     """Windows of the output's shape that follow the face smoothly (see the module doc)."""
     sw, sh = source
     ow, oh = out_size
     ratio = ow / oh
     cw, ch = (sh * ratio, float(sh)) if ratio < sw / sh else (float(sw), sw / ratio)
+    centres = faces.centres
     n = len(centres)
     known = np.isfinite(centres[:, 0])
-    if known.any() and np.nanmax(widths) * FACE_ROOM > min(cw, ch):
-        return FramePlan("fit", np.zeros((n, 4)), out_size)
+    if known.any():
+        fw, fh = (float(np.percentile(faces.sizes[known, k], FACE_SIZE_PERCENTILE)) for k in range(2))
+        if fw * HEAD_WIDTH > cw or fh * HEAD_HEIGHT > ch:
+            return FramePlan("fit", np.zeros((n, 4)), out_size, "fitted")
     # unknown frames hold the nearest known centre; with no face at all, the middle
     target = np.tile([sw / 2, sh / 2], (n, 1)).astype(np.float64)
+    head = np.zeros((n, 2))
     if known.any():
         idx = np.arange(n)
         for k in range(2):
             target[:, k] = np.interp(idx, idx[known], centres[known, k])
-    alpha = 1.0 - np.exp(-1.0 / max(FOLLOW_SECONDS * fps, 1e-6))
+            head[:, k] = np.interp(idx, idx[known], faces.sizes[known, k])
+        head *= (HEAD_ROOM, HEAD_HEIGHT)
     pos = np.empty_like(target)
-    current = target[0].copy()
-    for i in range(n):
-        gap = target[i] - current
-        dead = np.array([DEAD_ZONE * cw, DEAD_ZONE * ch])
-        moving = np.sign(gap) * np.maximum(np.abs(gap) - dead, 0.0)
-        current = current + alpha * moving
-        pos[i] = current
+    for k, (window, limit) in enumerate(((cw, sw), (ch, sh))):
+        pos[:, k] = _camera_path(target[:, k], head[:, k], window, limit, fps)
     x0 = np.clip(pos[:, 0] - cw / 2, 0, sw - cw)
     y0 = np.clip(pos[:, 1] - ch / 2, 0, sh - ch)
-    return FramePlan("crop", np.stack([x0, y0, x0 + cw, y0 + ch], axis=1), out_size)
+    return FramePlan("crop", np.stack([x0, y0, x0 + cw, y0 + ch], axis=1), out_size,
+                     "followed" if known.any() else "centred")
+
+
+def _camera_path(face: np.ndarray, head: np.ndarray, window: float, limit: float, fps: float) -> np.ndarray:
+    """Window centres along one axis for a face at ``face`` (head ``head`` wide).
+
+    The whole path is known before the first frame is drawn, so the camera can move like an
+    operator who knows where the subject goes: smoothed without lag (forward and backward),
+    still while the face stays within a dead zone, and never leaving the head outside.
+    """
+    tau = max(FOLLOW_SECONDS * fps / 2, 1e-6)
+    smooth = _zero_lag(face, tau)
+    dead = DEAD_ZONE * window
+    path = np.empty_like(smooth)
+    current = smooth[0]
+    for i, want in enumerate(smooth):  # hold still inside the dead zone, catch up beyond it
+        gap = want - current
+        if abs(gap) > dead:
+            current += gap - np.sign(gap) * dead
+        path[i] = current
+    path = _zero_lag(path, tau)
+    # the head inside the window, with room where there is room: the smoothing may not take it out
+    head = np.minimum(head, window)
+    lo, hi = face + head / 2 - window / 2, face - head / 2 + window / 2
+    fits = lo <= hi
+    path[fits] = np.clip(path[fits], lo[fits], hi[fits])
+    return np.clip(path, window / 2, limit - window / 2)
+
+
+def _zero_lag(values: np.ndarray, tau: float) -> np.ndarray:
+    """Exponential smoothing run forward, then backward: smooth, and no lag behind ``values``."""
+    alpha = 1.0 - np.exp(-1.0 / tau)
+    pad = int(np.ceil(3 * tau))  # the ends continue as they went, so neither end lags
+    values = np.asarray(values, np.float64)
+    head = values[0] - (values[1] - values[0]) * np.arange(pad, 0, -1) if len(values) > 1 else np.full(pad, values[0])
+    tail = values[-1] + (values[-1] - values[-2]) * np.arange(1, pad + 1) if len(values) > 1 else np.full(pad,
+                                                                                                       values[-1])
+    out = np.concatenate([head, values, tail])
+    for order in (range(1, len(out)), range(len(out) - 2, -1, -1)):
+        step = 1 if order.step == 1 else -1
+        for i in order:
+            out[i] = out[i - step] + alpha * (out[i] - out[i - step])
+    return out[pad:pad + len(values)]
 
 
 def scale(pixels: np.ndarray, width: int, height: int, interpolation: str = "BICUBIC") -> np.ndarray:

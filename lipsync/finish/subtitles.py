@@ -6,7 +6,7 @@ Japanese and Korean in one file), so nothing depends on the fonts a host happens
 
 from __future__ import annotations
 
-import importlib.util
+from importlib import resources
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,12 +69,13 @@ def shifted(cues: list[Cue], by: float, until: float | None = None) -> list[Cue]
 
 
 def font_path() -> Path:
-    """The packaged CJK font file."""
-    spec = importlib.util.find_spec(FONT_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / "fonts" / FONT_FILE
-        if candidate.is_file():
-            return candidate
+    """The packaged CJK font file (package data of ``notojp_matplotlib``, a dependency)."""
+    try:
+        font = resources.files(FONT_PACKAGE).joinpath("fonts", FONT_FILE)
+        if font.is_file():
+            return Path(str(font))  # an installed package's files are on disk: PIL needs a path
+    except ModuleNotFoundError:
+        pass
     raise EngineUnavailableError(f"the subtitle font {FONT_FILE} was not found; install it with: "
                                  "pip install notojp-matplotlib")
 

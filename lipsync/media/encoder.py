@@ -1,7 +1,10 @@
 """The output writer: H.264 + AAC in an MP4 that streams from a link.
 
-* H.264 (libx264, yuv420p, High profile, BT.709) with a keyframe at least every two
-  seconds, so a player can start anywhere in a presigned link without a long wait.
+* H.264 (libx264, yuv420p, High profile) with a keyframe at least every two seconds, so
+  a player can start anywhere in a presigned link without a long wait. Its colour
+  description (matrix, range, primaries, transfer) is the source's
+  (:class:`~lipsync.media.color.ColorInfo`): frames are converted and tagged with it, so
+  colours survive every encode.
 * AAC audio at the source's rate when players everywhere take it (44.1/48 kHz), else 48 kHz.
 * ``movflags=+faststart``: the index (moov) is moved before the media data (mdat), so a
   browser starts playing before the download ends.
@@ -26,6 +29,7 @@ import av
 import numpy as np
 
 from lipsync.engine import RenderOptions
+from lipsync.media.color import ColorInfo
 
 AAC_RATES = (44100, 48000)
 KEYFRAME_SECONDS = 2.0
@@ -74,7 +78,8 @@ class VideoWriter:
     """Writes one MP4. Use as a context manager, or call :meth:`close` / :meth:`abort`."""
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float, audio_rate: int,
-                 options: RenderOptions = RenderOptions(), *, audio_channels: int = 1, subtitles=()):
+                 options: RenderOptions = RenderOptions(), *, audio_channels: int = 1, subtitles=(),
+                 color: ColorInfo | None = None):
         if width % 2 or height % 2 or width <= 0 or height <= 0:
             raise ValueError(f"H.264 in yuv420p needs an even, positive size; got {width}x{height}")
         if audio_channels not in (1, 2):
@@ -84,6 +89,7 @@ class VideoWriter:
         self.fps = fps_fraction(fps)
         self.audio_rate = int(audio_rate)
         self.audio_channels = audio_channels
+        self.color = (color or ColorInfo.for_size(width, height)).for_output()
         self.frames_written = 0
         self.samples_written = 0  # audio samples per channel handed to the writer
         self._samples_encoded = 0
@@ -108,10 +114,7 @@ class VideoWriter:
         ctx = stream.codec_context
         ctx.time_base = 1 / self.fps
         ctx.gop_size = max(1, round(KEYFRAME_SECONDS * float(self.fps)))
-        ctx.color_range = av.video.reformatter.ColorRange.MPEG
-        ctx.colorspace = av.video.reformatter.Colorspace.ITU709
-        ctx.color_primaries = 1  # BT.709
-        ctx.color_trc = 1  # BT.709
+        self.color.tag(ctx)
         # A fixed GOP (keyframes exactly every KEYFRAME_SECONDS, no scene-cut keyframes, a
         # fixed B-frame pattern): links seek predictably, and x264 chooses the same frame
         # types whatever the engine changed, so untouched regions encode the same way.
@@ -144,10 +147,8 @@ class VideoWriter:
             raise ValueError(f"expected uint8 frames of shape (T, {self.height}, {self.width}, 3), "
                              f"got {frames.dtype} {frames.shape}")
         for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-            # convert here, with the BT.709 matrix the stream is tagged with
-            frame = frame.reformat(format="yuv420p", src_colorspace="itu709", dst_colorspace="itu709",
-                                   dst_color_range=av.video.reformatter.ColorRange.MPEG)
+            # converted here, with the matrix and range the stream is tagged with
+            frame = self.color.to_yuv420p(rgb)
             frame.pts = self.frames_written
             frame.time_base = self._video.codec_context.time_base
             self._mux(self._video.encode(frame))

@@ -19,6 +19,7 @@ import numpy as np
 from lipsync.engine import RenderOptions
 from lipsync.errors import MediaError
 from lipsync.media.audio import iter_audio, probe_audio
+from lipsync.media.color import ColorInfo
 from lipsync.media.encoder import VideoWriter, output_audio_rate
 
 
@@ -91,9 +92,21 @@ def _reencode(video: Path, audio: Path, out: Path, options: RenderOptions) -> Pa
         w, h = v.codec_context.width // 2 * 2, v.codec_context.height // 2 * 2
         fps = float(v.average_rate or 25)
         info = probe_audio(audio, options.limits)
-        with VideoWriter(out, w, h, fps, output_audio_rate(info.sample_rate), options) as writer:
+        color = None
+        writer = None
+        try:
             for frame in src.decode(v):
-                writer.write_frames(frame.to_ndarray(format="rgb24")[None, :h, :w])
+                if writer is None:  # the remote renderer's own colour description, carried on
+                    color = ColorInfo.of_frame(frame)
+                    writer = VideoWriter(out, w, h, fps, output_audio_rate(info.sample_rate), options, color=color)
+                writer.write_frames(color.to_rgb(frame)[None, :h, :w])
+            if writer is None:
+                raise MediaError("has no picture to re-encode", path=video)
             for block in iter_audio(audio, rate=writer.audio_rate, layout="mono", fmt="fltp"):
                 writer.write_audio(block)
+            writer.close()
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
     return out

@@ -26,6 +26,7 @@ import numpy as np
 from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import MediaError, NoVideoStreamError
 from lipsync.media import probe
+from lipsync.media.color import ColorInfo
 from lipsync.media.headers import declared_picture_size
 
 VIDEO_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
@@ -77,7 +78,7 @@ def probe_template(path: str | Path, options: RenderOptions = RenderOptions()) -
         if width < 2 or height < 2:
             raise MediaError(f"the picture is too small ({width}x{height})", path=path)
         return TemplateInfo(path=path, width=width & ~1, height=height & ~1, fps=fps,
-                            frame_count=max(1, frame_count), is_still=is_still)
+                            frame_count=max(1, frame_count), is_still=is_still, color=ColorInfo.of_frame(first))
 
 
 def _video_stream(container, path: Path):
@@ -157,17 +158,16 @@ def _quarter_turns(rotation: float) -> int:
     return int(round(rotation / 90.0)) % 4
 
 
-def to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """A decoded frame as upright RGB uint8 (height, width, 3), cropped to even size."""
+def to_rgb(frame: av.VideoFrame, width: int, height: int, color: ColorInfo | None = None) -> np.ndarray:
+    """A decoded frame as upright RGB uint8 (height, width, 3), cropped to even size, its
+    YUV read with the source's matrix and range (``color``; by default what the frame says)."""
     turns = _quarter_turns(frame.rotation)
     # the size before rotation that gives (width, height) after it
     tw, th = (height, width) if turns % 2 else (width, height)
     size = {}
     if frame.width - tw not in (0, 1) or frame.height - th not in (0, 1):
         size = {"width": tw, "height": th}  # the resolution changed mid-stream: scale to the first
-    # full-range sources (phone cameras, JPEG) say so in the frame; swscale must be told
-    rng = frame.color_range if frame.color_range in (1, 2) else None
-    rgb = frame.to_ndarray(format="rgb24", src_color_range=rng, dst_color_range=2 if rng else None, **size)
+    rgb = (color or ColorInfo.of_frame(frame)).to_rgb(frame, **size)
     if turns:
         rgb = np.rot90(rgb, turns)
     if rgb.shape[0] != height or rgb.shape[1] != width:
@@ -238,7 +238,7 @@ class TemplateReader:
             if self.info.is_still:
                 yield self._still_frame()
             else:
-                yield to_rgb(self._frame(idx), self.info.width, self.info.height)
+                yield to_rgb(self._frame(idx), self.info.width, self.info.height, self.info.color)
 
     @property
     def cached_frames(self) -> int:
@@ -271,7 +271,7 @@ class TemplateReader:
         if self._still is None:
             container = self._open()
             frame = _first_frame(container, self._stream, self.info.path)
-            self._still = to_rgb(frame, self.info.width, self.info.height)
+            self._still = to_rgb(frame, self.info.width, self.info.height, self.info.color)
             self._still.flags.writeable = False
             self.close()
         return self._still

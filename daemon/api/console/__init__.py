@@ -13,6 +13,14 @@ the template library, ``/signin``.
 
 from __future__ import annotations
 
-from daemon.api.console.routes import register
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-__all__ = ["register"]
+from daemon.api.console.routes import router
+
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
+    # package data: the script and style, found through the package wherever it is installed
+    app.mount("/static", StaticFiles(packages=[("daemon.api.console", "static")]), name="static")

@@ -1,167 +1,143 @@
-"""The console's pages, its health summary and the video posters."""
+"""The console's pages and its sign-in.
+
+The access gate (:mod:`daemon.api.access`) has sent a browser without a session to the
+sign-in page before any of these run; a page reads the caller from the request. Names in
+paths are confined like the API's (:func:`daemon.api.deps.job_name`).
+"""
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 import anyio
-from fastapi import Depends, FastAPI, Form, Query, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, select_autoescape
 
 from lipsync import __version__
 from lipsync.engines import NAMES as ENGINE_NAMES
 from lipsync.finish.spec import ASPECTS
 
-from daemon.api import library, previews
+from daemon.api import library
 from daemon.api.auth import SESSION_COOKIE, Principal
+from daemon.api.deps import Caller, ServicesDep, job_name
 from daemon.api.errors import ApiError
 from daemon.api.jobdesk import LIST_STATES
-from daemon.errors import StorageError
 from daemon.outbox import parse_time
 from daemon.reporting import status
 from daemon.reporting.advice import advice
 
-HERE = Path(__file__).resolve().parent
 PAGE_SIZE = 50
-HEALTH_CACHE = 10.0  # seconds; the HeyGem probes take a moment and every page shows the strip
+SIGNIN_BODY = 16 * 1024  # bytes: a key and where to go next
+
+router = APIRouter(include_in_schema=False)
+# the pages ship as package data: found through the package, wherever it is installed
+pages = Jinja2Templates(env=Environment(loader=PackageLoader("daemon.api.console", "templates"),
+                                        autoescape=select_autoescape(["html"])))
 
 
-def register(app: FastAPI, ctx: Any) -> None:
-    cfg, desk = ctx.cfg, ctx.desk
-    pages = Jinja2Templates(directory=str(HERE / "templates"))
-    pages.env.filters.update(duration=_duration, size=_size, age=_age, when=_when)
-    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    health_cache: dict[str, Any] = {"at": 0.0, "value": None}
+def page(request: Request, template: str, who: Principal | None, **values: Any) -> HTMLResponse:
+    cfg = request.app.state.services.cfg
+    return pages.TemplateResponse(request, template, {
+        "who": who, "version": __version__, "auth": cfg.api.auth, "states": LIST_STATES, **values})
 
-    viewer = ctx.viewer
 
-    def page(request: Request, template: str, who: Principal, **values: Any) -> HTMLResponse:
-        return pages.TemplateResponse(request, template, {
-            "who": who, "version": __version__, "auth": cfg.api.auth, "states": LIST_STATES, **values})
+# -- signing in -------------------------------------------------------------------------------
+@router.get("/signin")
+async def signin_form(request: Request, services: ServicesDep, next: str = Query("/", max_length=2048)
+                      ) -> HTMLResponse:
+    return page(request, "signin.html", services.gatekeeper.viewer(request.cookies), next=_local(next), error=None)
 
-    def signed_in(request: Request) -> Principal | RedirectResponse:
-        who = viewer(request)
-        if who is None:
-            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-            return RedirectResponse(f"/signin?{urlencode({'next': target})}", status_code=303)
-        return who
 
-    # -- signing in -------------------------------------------------------------------------
-    @app.get("/signin", include_in_schema=False)
-    async def signin_form(request: Request, next: str = "/") -> HTMLResponse:
-        return page(request, "signin.html", viewer(request), next=_local(next), error=None)
+@router.post("/signin")
+async def signin(request: Request, services: ServicesDep) -> Response:
+    form = await _small_form(request)
+    key, target = (form.get("key") or "").strip(), _local(form.get("next") or "/")
+    cookie = services.sessions.open(key) if key else None
+    if cookie is None:
+        return page(request, "signin.html", None, next=target, error="That key is not valid.")
+    reply = RedirectResponse(target, status_code=303)
+    # no max_age: a session cookie, gone when the browser closes (the server also stops
+    # honouring it after SESSION_HOURS)
+    reply.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
+                     secure=request.url.scheme == "https", path="/")
+    return reply
 
-    @app.post("/signin", include_in_schema=False)
-    async def signin(request: Request, key: str = Form(...), next: str = Form("/")) -> Response:
-        cookie = ctx.sessions.open(key.strip())
-        if cookie is None:
-            return page(request, "signin.html", None, next=_local(next), error="That key is not valid.")
-        reply = RedirectResponse(_local(next), status_code=303)
-        # no max_age: a session cookie, gone when the browser closes (the server also stops
-        # honouring it after SESSION_HOURS)
-        reply.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
-                         secure=request.url.scheme == "https", path="/")
-        return reply
 
-    @app.post("/signout", include_in_schema=False)
-    async def signout() -> Response:
-        reply = RedirectResponse("/signin", status_code=303)
-        reply.delete_cookie(SESSION_COOKIE, path="/")
-        return reply
+@router.post("/signout")
+async def signout() -> Response:
+    reply = RedirectResponse("/signin", status_code=303)
+    reply.delete_cookie(SESSION_COOKIE, path="/")
+    return reply
 
-    # -- pages ------------------------------------------------------------------------------
-    @app.get("/", include_in_schema=False)
-    async def jobs_page(request: Request, state: str | None = Query(None), q: str | None = Query(None),
-                        cursor: str | None = Query(None)) -> Response:
-        who = signed_in(request)
-        if isinstance(who, RedirectResponse):
-            return who
-        state = state if state in LIST_STATES else None
-        try:
-            jobs, next_cursor = await anyio.to_thread.run_sync(
-                lambda: desk.page(state=state, limit=PAGE_SIZE, cursor=cursor, query=q or None))
-        except ApiError:
-            jobs, next_cursor = [], None
-        more = None
-        if next_cursor:
-            more = "/?" + urlencode({k: v for k, v in {"state": state, "q": q, "cursor": next_cursor}.items() if v})
-        return page(request, "jobs.html", who, jobs=[_row(d) for d in jobs], state=state, q=q or "", more=more,
-                    first=cursor is None)
 
-    @app.get("/jobs/{name}", include_in_schema=False)
-    async def job_page(request: Request, name: str) -> Response:
-        who = signed_in(request)
-        if isinstance(who, RedirectResponse):
-            return who
-        doc = await anyio.to_thread.run_sync(desk.find, name)
-        if doc is None:
-            return page(request, "missing.html", who, name=name)
-        return page(request, "job.html", who, job=_row(doc), doc=doc, outputs=_outputs(doc),
-                    advice=advice((doc.get("error") or {}).get("code")))
+async def _small_form(request: Request) -> dict[str, str]:
+    """The sign-in form (urlencoded), read within SIGNIN_BODY bytes."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > SIGNIN_BODY:
+            raise ApiError(413, "too_large", f"the sign-in form is at most {SIGNIN_BODY // 1024} KiB")
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=10, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "bad_request", "the sign-in form is not a urlencoded form") from None
+    return {k: v[0] for k, v in fields.items() if v}
 
-    @app.get("/jobs/{name}/outputs", include_in_schema=False)
-    async def job_outputs(request: Request, name: str) -> Response:
-        """The outputs section alone: the job page swaps it in when the job finishes."""
-        who = signed_in(request)
-        if isinstance(who, RedirectResponse):
-            return Response(status_code=401)
-        doc = await anyio.to_thread.run_sync(desk.find, name)
-        if doc is None:
-            return Response(status_code=404)
-        return page(request, "outputs.html", who, job=_row(doc), doc=doc, outputs=_outputs(doc),
-                    advice=advice((doc.get("error") or {}).get("code")))
 
-    @app.get("/new", include_in_schema=False)
-    async def new_page(request: Request) -> Response:
-        who = signed_in(request)
-        if isinstance(who, RedirectResponse):
-            return who
-        templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
-        return page(request, "new.html", who, engines=ENGINE_NAMES, default_engine=cfg.render.engine,
-                    library=templates, has_library=cfg.paths.templates is not None, aspects=ASPECTS[1:])
+# -- pages ------------------------------------------------------------------------------------
+@router.get("/")
+async def jobs_page(request: Request, services: ServicesDep, who: Caller, state: str | None = Query(None),
+                    q: str | None = Query(None, max_length=200), cursor: str | None = Query(None, max_length=2048)
+                    ) -> Response:
+    state = state if state in LIST_STATES else None
+    try:
+        jobs, next_cursor = await anyio.to_thread.run_sync(
+            lambda: services.desk.page(state=state, limit=PAGE_SIZE, cursor=cursor, query=q or None))
+    except ApiError:
+        jobs, next_cursor = [], None
+    more = None
+    if next_cursor:
+        more = "/?" + urlencode({k: v for k, v in {"state": state, "q": q, "cursor": next_cursor}.items() if v})
+    return page(request, "jobs.html", who, jobs=[_row(d) for d in jobs], state=state, q=q or "", more=more,
+                first=cursor is None)
 
-    @app.get("/templates", include_in_schema=False)
-    async def templates_page(request: Request) -> Response:
-        who = signed_in(request)
-        if isinstance(who, RedirectResponse):
-            return who
-        templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
-        return page(request, "templates.html", who, library=templates, has_library=cfg.paths.templates is not None)
 
-    # -- data the pages load ----------------------------------------------------------------
-    @app.get("/api/v1/status", tags=["health"], operation_id="serviceStatus",
-             summary="The service at a glance: daemons on the share, engines, HeyGem servers, store, queue")
-    async def service_status(_who: Principal = Depends(ctx.reader)) -> dict[str, Any]:
-        if health_cache["value"] is None or time.monotonic() - health_cache["at"] > HEALTH_CACHE:
-            health_cache["value"] = await anyio.to_thread.run_sync(_health, cfg, ctx.store)
-            health_cache["at"] = time.monotonic()
-        return health_cache["value"]
+@router.get("/jobs/{name}")
+async def job_page(request: Request, services: ServicesDep, who: Caller, name: str) -> Response:
+    doc = await anyio.to_thread.run_sync(services.desk.find, job_name(services.cfg, name))
+    if doc is None:
+        return page(request, "missing.html", who, name=name)
+    return page(request, "job.html", who, job=_row(doc), doc=doc, outputs=_outputs(doc),
+                advice=advice((doc.get("error") or {}).get("code")))
 
-    @app.get("/api/v1/jobs/{name}/outputs/{index}/poster", tags=["jobs"], operation_id="outputPoster",
-             summary="A JPEG of an output video's first frame (made once, then cached)",
-             response_class=FileResponse, responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG"}})
-    async def poster(name: str, index: int, _who: Principal = Depends(ctx.reader)) -> FileResponse:
-        def make() -> Path:
-            doc = desk.find(name)
-            outs = (doc or {}).get("outputs") or []
-            if not 0 <= index < len(outs) or outs[index].get("state") != "done" or not outs[index].get("key"):
-                raise ApiError(404, "not_found", f"{name}: no finished output {index}")
-            out = outs[index]
-            url, _ = ctx.store().presign_get(out["key"], lifetime=300)
-            return previews.poster(cfg, url, out["sha256"])
-        try:
-            path = await anyio.to_thread.run_sync(make)
-        except StorageError as e:
-            raise ApiError(503, "storage_unavailable", e.message, headers={"Retry-After": "30"}) from None
-        except (OSError, ValueError) as e:
-            raise ApiError(404, "no_picture", f"{name}: no picture could be read ({e})") from None
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+@router.get("/jobs/{name}/outputs")
+async def job_outputs(request: Request, services: ServicesDep, who: Caller, name: str) -> Response:
+    """The outputs section alone: the job page swaps it in when the job finishes."""
+    doc = await anyio.to_thread.run_sync(services.desk.find, job_name(services.cfg, name))
+    if doc is None:
+        return Response(status_code=404)
+    return page(request, "outputs.html", who, job=_row(doc), doc=doc, outputs=_outputs(doc),
+                advice=advice((doc.get("error") or {}).get("code")))
+
+
+@router.get("/new")
+async def new_page(request: Request, services: ServicesDep, who: Caller) -> Response:
+    cfg = services.cfg
+    templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
+    return page(request, "new.html", who, engines=ENGINE_NAMES, default_engine=cfg.render.engine,
+                library=templates, has_library=cfg.paths.templates is not None, aspects=ASPECTS[1:])
+
+
+@router.get("/templates")
+async def templates_page(request: Request, services: ServicesDep, who: Caller) -> Response:
+    cfg = services.cfg
+    templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
+    return page(request, "templates.html", who, library=templates, has_library=cfg.paths.templates is not None)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -203,18 +179,6 @@ def _outputs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _health(cfg, store) -> dict[str, Any]:
-    try:
-        store().ping()
-        storage = {"ok": True, "detail": f"bucket {cfg.storage.bucket}"}
-    except StorageError as e:
-        storage = {"ok": False, "detail": e.message}
-    jobs = status.collect(cfg)
-    return {"daemons": status.daemons_on_share(cfg), "engine": cfg.render.engine,
-            "heygem": status.remote_servers(cfg, timeout=1.5), "storage": storage,
-            "queue": status.in_line(jobs), "counts": status.counts(jobs)}
-
-
 def _duration(seconds: Any) -> str:
     if seconds is None:
         return ""
@@ -245,3 +209,6 @@ def _when(stamp: Any) -> str:
 
 
 
+
+
+pages.env.filters.update(duration=_duration, size=_size, age=_age, when=_when)

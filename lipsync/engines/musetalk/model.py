@@ -68,12 +68,13 @@ class MuseTalk:
              dtype: torch.dtype = torch.float32) -> MuseTalk:
         files = wf.ModelFiles.find(folder)
         unet = _built(build_unet, files.unet_config)
-        wf.load_into(unet, wf.read_state(files.unet), files.unet, what="MuseTalk 1.5 UNet")
+        wf.load_into(unet, wf.read_state(files.unet), files.unet, what="MuseTalk 1.5 UNet", config=files.unet_config)
         vae = _built(build_vae, files.vae_config)
-        wf.load_into(vae, wf.vae_state(wf.read_state(files.vae_weights)), files.vae_weights, what="sd-vae-ft-mse VAE")
+        wf.load_into(vae, wf.vae_state(wf.read_state(files.vae_weights)), files.vae_weights, what="sd-vae-ft-mse VAE",
+                     config=files.vae_config)
         encoder = _built(build_whisper_encoder, files.whisper_config)
         wf.load_into(encoder, wf.whisper_encoder_state(wf.read_state(files.whisper_weights)), files.whisper_weights,
-                     what="whisper-tiny")
+                     what="whisper-tiny", config=files.whisper_config)
         extractor = feature_extractor(wf.read_config(files.whisper_preprocessor))
         return cls.of(unet, vae, encoder, extractor, device=device, dtype=dtype)
 

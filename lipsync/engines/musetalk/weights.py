@@ -30,13 +30,23 @@ from typing import Any
 
 import torch
 
-from lipsync.checkpoints import check_entries, read_torch_file
+from lipsync.checkpoints import check_entries, listing, read_torch_file
 from lipsync.errors import CheckpointError
 
 UNET = ("musetalkV15", "unet.pth")
 UNET_CONFIG = ("musetalkV15", "musetalk.json")
 VAE_DIR, WHISPER_DIR = "sd-vae", "whisper"
 _VAE_OLD_NAMES = {"query": "to_q", "key": "to_k", "value": "to_v", "proj_attn": "to_out.0"}
+# The values of the published configs that decide the networks' sizes: a config that
+# departs from them, next to weights whose sizes disagree, is what to blame
+PUBLISHED_SIZES: dict[str, dict[str, Any]] = {
+    "MuseTalk 1.5 UNet": {"in_channels": 8, "out_channels": 4, "block_out_channels": [320, 640, 1280, 1280],
+                          "cross_attention_dim": 384, "layers_per_block": 2, "attention_head_dim": 8},
+    "sd-vae-ft-mse VAE": {"in_channels": 3, "out_channels": 3, "latent_channels": 4,
+                          "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2},
+    "whisper-tiny": {"num_mel_bins": 80, "d_model": 384, "encoder_layers": 4, "encoder_attention_heads": 6,
+                     "encoder_ffn_dim": 1536, "max_source_positions": 1500},
+}
 
 
 @dataclass(frozen=True)
@@ -58,17 +68,19 @@ class ModelFiles:
             raise CheckpointError("the MuseTalk models folder does not exist (see scripts/fetch-models musetalk)",
                                   path=root)
 
-        def one(*names: str) -> Path:
-            for name in names:
+        def one(fetched: str, *alternatives: str) -> Path:
+            """``fetched`` (what scripts/fetch-models downloads) or an accepted alternative."""
+            for name in (*alternatives, fetched):
                 if (root / name).is_file():
                     return root / name
-            raise CheckpointError("missing: download the MuseTalk 1.5 files into this folder "
-                                  "(scripts/fetch-models musetalk)", path=root / names[0])
+            also = f" (or {', '.join(a.rsplit('/', 1)[-1] for a in alternatives)})" if alternatives else ""
+            raise CheckpointError(f"missing{also}: download the MuseTalk 1.5 files into this folder "
+                                  "(scripts/fetch-models musetalk)", path=root / fetched)
         return cls(
             unet=one("/".join(UNET)), unet_config=one("/".join(UNET_CONFIG)),
-            vae_weights=one(f"{VAE_DIR}/diffusion_pytorch_model.safetensors", f"{VAE_DIR}/diffusion_pytorch_model.bin"),
+            vae_weights=one(f"{VAE_DIR}/diffusion_pytorch_model.bin", f"{VAE_DIR}/diffusion_pytorch_model.safetensors"),
             vae_config=one(f"{VAE_DIR}/config.json"),
-            whisper_weights=one(f"{WHISPER_DIR}/model.safetensors", f"{WHISPER_DIR}/pytorch_model.bin"),
+            whisper_weights=one(f"{WHISPER_DIR}/pytorch_model.bin", f"{WHISPER_DIR}/model.safetensors"),
             whisper_config=one(f"{WHISPER_DIR}/config.json"),
             whisper_preprocessor=one(f"{WHISPER_DIR}/preprocessor_config.json"),
         )
@@ -127,8 +139,34 @@ def whisper_encoder_state(raw: Mapping[str, torch.Tensor]) -> dict[str, torch.Te
     return out
 
 
-def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, *, what: str) -> None:
-    """Check ``state`` against ``module`` (every problem at once), then load it strictly."""
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path, *, what: str,
+              config: Path | None = None) -> None:
+    """Check ``state`` against ``module`` (every problem at once), then load it strictly.
+
+    ``module`` was built from ``config``: when every entry is there by name and only shapes
+    differ, the config and the weights disagree about the model's sizes, and the error
+    names the config -- the small file that was edited -- rather than a good multi-GB
+    download that would be fetched again for nothing."""
     expected = OrderedDict((k, (tuple(v.shape), v.dtype)) for k, v in module.state_dict().items())
+    shapes = [k for k in expected if k in state and tuple(state[k].shape) != expected[k][0]]
+    edited = _departures(config, what) if config is not None and shapes else []
+    if edited:
+        raise CheckpointError(
+            f"the config departs from the published {what} ({listing(edited)}) and so disagrees with the weights "
+            f"in {path.name} ({len(shapes)} entries differ in size, e.g. {shapes[0]}: "
+            f"{tuple(state[shapes[0]].shape)} in the file, {expected[shapes[0]][0]} by the config); restore the "
+            f"published {config.name} (scripts/fetch-models musetalk), the weights need no new download",
+            path=config)
     check_entries(state, expected, path, what=what)
     module.load_state_dict({k: state[k].to(expected[k][1]) for k in expected}, strict=True)
+
+
+def _departures(config: Path, what: str) -> list[str]:
+    """``key: value (published: value)`` for each size-deciding value of ``config`` that is not
+    the published one."""
+    published = PUBLISHED_SIZES.get(what, {})
+    try:
+        values = read_config(config)
+    except CheckpointError:
+        return []
+    return [f"{k}: {values[k]} (published: {v})" for k, v in published.items() if k in values and values[k] != v]

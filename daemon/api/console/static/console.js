@@ -32,6 +32,7 @@ function liveList() {
     const doc = JSON.parse(ev.data);
     const row = rows.find(r => r.dataset.job === doc.job);
     if (row) setRow(row, doc);
+    if (FINAL.includes(doc.state)) health();
   });
   es.onerror = () => { if (rows.every(r => FINAL.includes(r.dataset.state))) es.close(); };
 }
@@ -55,8 +56,12 @@ function liveJob() {
           b.hidden = !((b.dataset.action === "retry" && doc.state === "failed") ||
                        (b.dataset.action === "delete" && doc.state === "done"));
         });
-        if (doc.state === "failed" && !box.querySelector('[data-action="retry"]')) addButton(box, "retry", "Retry");
-        if (doc.state === "done" && !box.querySelector('[data-action="delete"]')) addButton(box, "delete", "Delete videos");
+        // buttons that change things only for a session that may change things
+        if (box.dataset.canWrite === "1") {
+          if (doc.state === "failed" && !box.querySelector('[data-action="retry"]')) addButton(box, "retry", "Retry");
+          if (doc.state === "done" && !box.querySelector('[data-action="delete"]')) addButton(box, "delete", "Delete videos");
+        }
+        health();
       }
     });
   }
@@ -180,4 +185,8 @@ async function health() {
   } catch (e) { strip.textContent = `Service status unavailable: ${e.message}`; }
 }
 
-document.addEventListener("DOMContentLoaded", () => { liveList(); liveJob(); newJobForm(); templatesPage(); health(); });
+const HEALTH_EVERY = 10000;  // ms: the strip follows the service, not only the page load
+document.addEventListener("DOMContentLoaded", () => {
+  liveList(); liveJob(); newJobForm(); templatesPage(); health();
+  if (document.getElementById("health")) setInterval(health, HEALTH_EVERY);
+});
