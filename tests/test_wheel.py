@@ -83,6 +83,7 @@ def venv(wheel, tmp_path_factory) -> Path:
 def home(tmp_path_factory) -> Path:
     """A user's folder outside the checkout: media, and the config example-config printed."""
     folder = tmp_path_factory.mktemp("user")
+    (folder / "inbox").mkdir()  # the share's inbox: the daemon refuses to start without it
     write_still(folder / "face.png", (192, 192))
     shutil.copy(SPEECH_SHORT, folder / "speech.wav")
     return folder
@@ -108,7 +109,6 @@ def test_the_installed_commands_check_render_and_run_a_burst(venv, home):
     with av.open(str(home / "talk.mp4")) as c:
         assert c.streams.video and c.streams.audio and sum(1 for _ in c.decode(video=0)) > 10
 
-    (home / "inbox").mkdir(exist_ok=True)
     shutil.copy(home / "speech.wav", home / "inbox" / "burst.wav")
     shutil.copy(home / "face.png", home / "inbox" / "burst.png")
     _run([lipsyncd, "run", "--burst"], cwd=home, env=env, timeout=600)
