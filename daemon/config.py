@@ -26,9 +26,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 from apscheduler.triggers.cron import CronTrigger
 
-from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.engines import DEFAULT as DEFAULT_ENGINE, HEYGEM, MUSETALK, NAMES as ENGINE_NAMES, WAV2LIP
 from lipsync.finish.spec import ASPECTS as FINISH_ASPECTS, SUBTITLE_MODES, check as check_finish
-from lipsync.tts import BACKENDS as TTS_BACKENDS
+from lipsync.tts import BACKENDS as TTS_BACKENDS, ESPEAK as TTS_ESPEAK, HEYGEM as TTS_HEYGEM
 
 from daemon.errors import ConfigError
 from daemon.outbox import State
@@ -168,7 +168,7 @@ class HeyGemConfig:
 
 @dataclass
 class RenderConfig:
-    engine: str = opt("warp", choices=ENGINE_NAMES)
+    engine: str = opt(DEFAULT_ENGINE, choices=ENGINE_NAMES)
     device: str = opt("auto")
     devices: list[str] = opt([])  # several GPUs: one render per device at once; ["all"] = every CUDA device
     workers: int = opt(0, min=0, max=64)  # renders at once without a devices list; 0 = what the cores allow
@@ -303,7 +303,7 @@ class OutputConfig:
 class TtsConfig:
     """Text instead of audio (NAME.txt, or text in a manifest or request) is spoken by this."""
 
-    backend: str = opt("espeak-ng", choices=TTS_BACKENDS)
+    backend: str = opt(TTS_ESPEAK, choices=TTS_BACKENDS)
     voice: str = opt("en")  # espeak-ng voice ("en", "en-us", "de", "cmn", ...) or the HeyGem speaker id
     url: str = opt("")  # heygem: the TTS service, e.g. "http://gpu-01:18180"
     rate: int = opt(165, min=80, max=450)  # espeak-ng: words per minute
@@ -575,7 +575,7 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
     finishing = check_finish({"resolution": cfg.output.resolution, "aspect": cfg.output.aspect,
                               "watermark": cfg.output.watermark or None})
     problems.extend(f"{src}: output.{message}" for _, message in finishing)
-    if cfg.tts.backend == "heygem" and not cfg.tts.url.startswith(("http://", "https://")):
+    if cfg.tts.backend == TTS_HEYGEM and not cfg.tts.url.startswith(("http://", "https://")):
         problems.append(f"{src}: tts.url: the HeyGem TTS service's http:// address is required with "
                         "backend = \"heygem\", e.g. \"http://gpu-01:18180\"")
     if not _DEVICE_RE.match(cfg.render.device):
@@ -589,7 +589,7 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
             problems.append(f"{where}: url must be the server's http:// address, e.g. \"http://gpu-01:8383\"")
         if not server.get("host_dir"):
             problems.append(f"{where}: host_dir is required: the server's data folder as this host sees it")
-    uses_heygem = cfg.render.engine == "heygem"
+    uses_heygem = cfg.render.engine == HEYGEM
     if uses_heygem and not cfg.render.heygem.servers:
         problems.append(f"{src}: render.heygem.servers: required when render.engine = \"heygem\"")
     devices = cfg.render.devices
@@ -612,9 +612,9 @@ def _cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
             problems.append(f"{src}: storage.{key}: credentials do not belong in the URL")
     if cfg.storage.prefix.startswith("/"):
         problems.append(f"{src}: storage.prefix: must not start with '/'")
-    if cfg.render.engine == "musetalk" and cfg.render.musetalk.models is None:
+    if cfg.render.engine == MUSETALK and cfg.render.musetalk.models is None:
         problems.append(f"{src}: render.musetalk.models: required when render.engine = \"musetalk\"")
-    if cfg.render.engine == "wav2lip" and cfg.render.wav2lip.checkpoint is None:
+    if cfg.render.engine == WAV2LIP and cfg.render.wav2lip.checkpoint is None:
         problems.append(f"{src}: render.wav2lip.checkpoint: required when render.engine = \"wav2lip\"")
     for i, hook in enumerate(cfg.notify.webhooks):
         url = hook.get("url")

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lipsync.engines import DEFAULT as DEFAULT_ENGINE, HEYGEM
+
 from daemon.config import Config
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -103,7 +105,7 @@ def check_engines(cfg: Config | None) -> list[Check]:
     from lipsync.engines import available_engines  # imported on use, like the libraries it checks
 
     checkpoint = cfg.render.wav2lip.checkpoint if cfg is not None else None
-    wanted = cfg.render.engine if cfg is not None else "warp"
+    wanted = cfg.render.engine if cfg is not None else DEFAULT_ENGINE
     checks = []
     servers = len(cfg.render.heygem.servers) if cfg is not None else 0
     models = cfg.render.musetalk.models if cfg is not None else None
@@ -124,7 +126,7 @@ def check_heygem(cfg: Config) -> list[Check]:
     for raw in cfg.render.heygem.servers:
         server = Server(url=str(raw["url"]), host_dir=str(raw["host_dir"]),
                         container_dir=str(raw.get("container_dir", "/code/data")))
-        essential = cfg.render.engine == "heygem"
+        essential = cfg.render.engine == HEYGEM
         for ok, text in check_server(server):
             checks.append(Check(f"heygem {server.name}", OK if ok else FAIL if essential else WARN, text))
     return checks

@@ -30,7 +30,8 @@ from pathlib import Path
 
 from lipsync.errors import EngineUnavailableError, LipsyncError, TextError, TransientRenderError, VoiceError
 
-BACKENDS = ("espeak-ng", "heygem")
+ESPEAK, HEYGEM = "espeak-ng", "heygem"
+BACKENDS = (ESPEAK, HEYGEM)
 MAX_TEXT_CHARS = 20_000
 
 
@@ -71,9 +72,9 @@ def synthesize(text: str, out: Path, settings: TtsSettings, *, source: Path | No
     out = Path(out)
     tmp = out.with_name(f".{out.name}.part")
     try:
-        if settings.backend == "espeak-ng":
+        if settings.backend == ESPEAK:
             _espeak(text, tmp, settings, source)
-        elif settings.backend == "heygem":
+        elif settings.backend == HEYGEM:
             _heygem(text, tmp, settings, source)
         else:
             raise EngineUnavailableError(f"unknown text-to-speech backend {settings.backend!r}; use one of "

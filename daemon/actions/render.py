@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from lipsync.engines import NAMES as ENGINE_NAMES
+from lipsync.engines import MUSETALK, NAMES as ENGINE_NAMES, WAV2LIP
 from lipsync.engines import summaries as engine_summaries
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -114,11 +114,11 @@ def run(args: argparse.Namespace) -> int:
     logsetup.configure(args.log_level or "warning", "auto", stream=sys.stderr)
 
     engine_name = args.engine or cfg.render.engine
-    if engine_name == "wav2lip" and args.checkpoint is None and cfg.render.wav2lip.checkpoint is None:
+    if engine_name == WAV2LIP and args.checkpoint is None and cfg.render.wav2lip.checkpoint is None:
         return _fail("the wav2lip engine needs --checkpoint PATH (a Wav2Lip .pth file)", EXIT_USAGE)
     if args.models is not None:
         cfg.render.musetalk.models = args.models
-    if engine_name == "musetalk" and cfg.render.musetalk.models is None:
+    if engine_name == MUSETALK and cfg.render.musetalk.models is None:
         return _fail("the musetalk engine needs --models DIR (the MuseTalk 1.5 files)", EXIT_USAGE)
     options = render_options(cfg, device=args.device)
     if args.still_fps:

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from daemon.actions import EXIT_OK, load_config
-from daemon.outbox import State
+from daemon.jobstate import JOB_STATES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("names", nargs="*", metavar="NAME", help="only these jobs (names or glob patterns)")
     p.add_argument("--json", action="store_true", help="machine-readable output (counts and one object per job)")
     p.add_argument("--state", action="append", default=None, metavar="STATE",
-                   choices=["waiting", *(str(s) for s in State)],
+                   choices=list(JOB_STATES),
                    help="only jobs in this state (repeatable)")
     return p
 

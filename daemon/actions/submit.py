@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from daemon.jobstate import State  # the standard library only: submit stays light
 
 DEFAULT_SERVER = "http://127.0.0.1:8480"
 
@@ -105,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             doc, last = accepted, None
             for doc in client.events(name):
                 line = f"{name}: {doc.get('state')}"
-                if doc.get("state") == "rendering" and doc.get("progress") is not None:
+                if doc.get("state") == State.RENDERING and doc.get("progress") is not None:
                     line += f" {int(float(doc['progress']) * 100)}%"
                 if line != last:
                     say(line)

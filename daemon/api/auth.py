@@ -22,11 +22,11 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from daemon.atomic import write_atomic
+from daemon.timestamps import isotime
 
 KEY_PREFIX = "lsk_"
 FORMAT = "lipsyncd.api-keys/1"
@@ -82,7 +82,7 @@ class KeyRing:
             raise ValueError(f"a key called {name!r} exists already (revoke it first, or pick another name)")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         keys.append({"name": name, "sha256": _digest(key), "hint": key[:8] + "...", "scope": scope,
-                     "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+                     "created_at": isotime()})
         self._write(keys)
         return key
 

@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 import httpx
 
+from daemon.jobstate import FINAL_STATES  # the standard library only: the client stays light
+
 RESUMABLE_OVER = 32 * 1024 * 1024
 CHUNK = 8 * 1024 * 1024
 RETRIES = 8
-FINAL = ("done", "failed", "expired")
 
 
 class ClientError(Exception):
@@ -184,7 +185,7 @@ class ApiClient:
                         if kind == "gone":
                             raise ClientError(f"{name}: the job was withdrawn", 404)
                         yield doc
-                        if doc.get("state") in FINAL:
+                        if doc.get("state") in FINAL_STATES:
                             return
             except (httpx.TransportError, httpx.StreamError):
                 pass
@@ -193,7 +194,7 @@ class ApiClient:
                 raise ClientError(f"{self.server}: lost the events stream of {name} and could not reopen it")
             time.sleep(min(30.0, 0.5 * 2 ** failures))
             doc = self.job(name)  # the stream was cut: the sidecar says where things are
-            if doc.get("state") in FINAL:
+            if doc.get("state") in FINAL_STATES:
                 yield doc
                 return
 

@@ -16,7 +16,7 @@ import anyio
 from fastapi import Request
 
 from daemon.api.jobdesk import JobDesk
-from daemon.outbox import FINAL_STATES, State
+from daemon.jobstate import FINAL_STATES, WAITING, State
 
 EVENT_POLL = 0.2  # seconds between looks at a sidecar while streaming its events
 KEEPALIVE = 15.0  # an SSE comment this often keeps proxies from closing a quiet stream
@@ -48,7 +48,7 @@ async def one_job(request: Request, desk: JobDesk, name: str, first: dict[str, A
         await asyncio.sleep(EVENT_POLL)
         quiet += EVENT_POLL
         now = await anyio.to_thread.run_sync(desk.record_stamp, name)
-        if now is not None and now == stamp and doc.get("state") != "waiting":
+        if now is not None and now == stamp and doc.get("state") != WAITING:
             continue
         stamp = now
         doc = await anyio.to_thread.run_sync(desk.find, name)

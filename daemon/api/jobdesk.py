@@ -27,14 +27,14 @@ from daemon.housekeeping.links import expire_objects
 from daemon.intake import claims
 from daemon.intake.inbox import Inbox
 from daemon.intake.names import SUBTITLE_EXTENSIONS, fit_name, job_stem
+from daemon.jobstate import JOB_STATES, WAITING
 from daemon.logsetup import get_logger
 from daemon.outbox import Outbox, OutputState, State, read_document, utcnow
 from daemon.reporting import status
 from daemon.storage import Store
 
 log = get_logger(__name__)
-WAITING = "waiting"
-LIST_STATES = (WAITING, *[s.value for s in State])
+LIST_STATES = JOB_STATES
 CLAIM_RACE_WAIT = 5.0  # seconds to wait for the record of a job a daemon claimed as we withdrew it
 
 

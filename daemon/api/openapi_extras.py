@@ -13,8 +13,11 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from lipsync.engines import NAMES as ENGINE_NAMES
+
 from daemon.api.access import rule_for
 from daemon.api.errors import ERROR_SCHEMA
+from daemon.jobstate import WAITING, State
 
 _ONE_OR_MORE = {"type": "array", "items": {"type": "string"}}
 
@@ -27,7 +30,7 @@ _FIELDS: dict[str, dict[str, Any]] = {
     "template_name": {**_ONE_OR_MORE, "description": "name(s) of templates in the server's template library"},
     "template_upload": {**_ONE_OR_MORE, "description": "id(s) or URL(s) of finished tus uploads holding templates"},
     "name": {"type": "string", "description": "job name (default: the audio's name); a name in use gets -2, -3, ..."},
-    "engine": {"type": "string", "enum": ["auto", "warp", "wav2lip", "passthrough", "heygem"],
+    "engine": {"type": "string", "enum": list(ENGINE_NAMES),
                "description": "lip-sync engine (default: the server's render.engine)"},
     "link_lifetime": {"type": "string", "description": "how long presigned URLs live, e.g. \"3d\" (1m..7d); "
                                                        "permanent links do not expire"},
@@ -99,7 +102,7 @@ _SUBMITTED = {
     "required": ["name", "state", "status_url", "events_url"],
     "properties": {
         "name": {"type": "string", "description": "the job's name: use it in getJob"},
-        "state": {"type": "string", "enum": ["waiting", "queued"]},
+        "state": {"type": "string", "enum": [WAITING, State.QUEUED.value]},
         "status_url": {"type": "string", "format": "uri"},
         "events_url": {"type": "string", "format": "uri"},
     },

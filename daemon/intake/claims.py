@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 from datetime import datetime, timezone
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ from daemon.config import Config
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.failpoints import failpoint
 from daemon.outbox import Entry, Outbox, initial_document, name_notes
+from daemon.timestamps import isotime, utcnow
 from daemon.jobs import (
     ClaimedFile,
     ClaimedJob,
@@ -51,6 +53,14 @@ INPUTS = "inputs"
 OUT = "out"
 
 Outcome = Literal["done", "failed"]
+
+
+class ClaimStep(StrEnum):
+    """How far a claim got, in the work folder's job.json: the files are being moved in
+    (a crash here is rolled back or completed at the next start), or all of them are there."""
+
+    CLAIMING = "claiming"
+    CLAIMED = "claimed"
 
 log = get_logger(__name__)
 
@@ -92,7 +102,7 @@ def claim(spec: JobSpec, cfg: Config, *, now: datetime | None = None) -> Claimed
         plan.append({"name": _relative(path, inbox), "size": st.st_size if st else 0,
                      "mtime_ns": st.st_mtime_ns if st else 0, "moved": False})
 
-    now = now or datetime.now(timezone.utc)
+    now = now or utcnow()
     job_id = new_job_id(spec.name, now)
     host_dir = _host_dir(cfg)
     work_dir = host_dir / job_id
@@ -224,22 +234,22 @@ def _new_record(spec: JobSpec, cfg: Config, job_id: str, now: datetime, plan: li
         "name": spec.name,
         "id": job_id,
         "host": cfg.host_id,
-        "claimed_at": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "state": "claiming",
+        "claimed_at": isotime(now),
+        "state": ClaimStep.CLAIMING,
         "audio": audio,
         "templates": templates,
         "manifest": manifest,
         "options": spec.options.as_dict(),
         "original_name": spec.original_name,
         # when the drop was complete (settled), which is when the job was queued
-        "ready_at": _iso(spec.ready_since) if spec.ready_since > 0 else None,
+        "ready_at": isotime(spec.ready_since) if spec.ready_since > 0 else None,
         "error": job_error_to_dict(spec.error),
         "files": plan,
     }
 
 
 def _mark_claimed(record: dict[str, Any]) -> None:
-    record["state"] = "claimed"
+    record["state"] = ClaimStep.CLAIMED
     gone = [e["name"] for e in record["files"] if not e["moved"]]
     if gone and record["error"] is None:
         err = MissingPartnerError(f"{', '.join(gone)} vanished from the inbox while the job "
@@ -316,7 +326,7 @@ def locate(cfg: Config, job_id: str) -> Path | None:
 
 def request_cancel(work_dir: Path, *, by: str) -> None:
     """Ask the daemon that owns the job in ``work_dir`` to cancel it (FileNotFoundError: gone)."""
-    write_atomic(work_dir / CANCEL_NAME, (json.dumps({"by": by, "at": _iso(datetime.now(timezone.utc).timestamp())})
+    write_atomic(work_dir / CANCEL_NAME, (json.dumps({"by": by, "at": isotime()})
                                           + "\n").encode(), mode=0o644)
 
 
@@ -355,7 +365,7 @@ def _complete_finish(work_dir: Path, record: dict[str, Any], cfg: Config) -> Pat
     dest = Path(record["finish"]["dest"])
     dest.parent.mkdir(parents=True, exist_ok=True)
     final = dict(record, state=record["finish"]["outcome"],
-                 finished_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+                 finished_at=isotime())
     final.pop("finish", None)
     for _attempt in range(10):
         try:
@@ -427,7 +437,7 @@ def recover_one(work_dir: Path, cfg: Config) -> ClaimedJob | None:
     if "finish" in record:
         _complete_finish(work_dir, record, cfg)
         return None
-    if record.get("state") == "claiming" and not _complete_claim(work_dir, record, cfg):
+    if record.get("state") == ClaimStep.CLAIMING and not _complete_claim(work_dir, record, cfg):
         return None
     _reserve_record(work_dir, record, cfg)  # a claim cut short before its record was made
     job = load_claimed(work_dir, cfg)
@@ -549,10 +559,6 @@ def _move(src: Path, dst: Path) -> None:
         shutil.copy2(src, tmp, follow_symlinks=False)
         os.replace(tmp, dst)
         os.unlink(src)
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

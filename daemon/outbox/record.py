@@ -1,4 +1,5 @@
-"""The job record's document: states, times, the published schema, and the rules of change.
+"""The job record's document: the published schema and the rules of change (its states are
+:mod:`daemon.jobstate`'s, its times :mod:`daemon.timestamps`', re-exported here).
 
 Everything here works on plain documents (dicts as in ``outbox/NAME.json``); the folder is
 :mod:`daemon.outbox.folder`, the owner's writes :mod:`daemon.outbox.sidecar`.
@@ -7,12 +8,14 @@ Everything here works on plain documents (dicts as in ``outbox/NAME.json``); the
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
-from enum import StrEnum
+from datetime import datetime
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from daemon.jobstate import ACTIVE_STATES, FINAL_STATES, OutputState, State  # noqa: F401 - re-exported
+from daemon.timestamps import isotime, parse_time, utcnow  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from daemon.jobs import ClaimedJob
@@ -26,69 +29,13 @@ def schema_text() -> str:
     return resources.files("daemon.outbox").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
 
 
-class State(StrEnum):
-    """The job's state, as the sidecar's ``state`` says it."""
-
-    QUEUED = "queued"
-    RENDERING = "rendering"
-    UPLOADING = "uploading"
-    DONE = "done"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-    @property
-    def final(self) -> bool:
-        return self in FINAL_STATES
-
-    @classmethod
-    def of(cls, doc: dict[str, Any]) -> State | None:
-        try:
-            return cls(doc.get("state"))
-        except ValueError:
-            return None
-
-
-ACTIVE_STATES = (State.QUEUED, State.RENDERING, State.UPLOADING)
-FINAL_STATES = frozenset({State.DONE, State.FAILED, State.EXPIRED})
 # what a final record may still become (a fresh link keeps "done"; a deleted video expires it)
 _FINAL_MAY_BECOME = {State.DONE: {State.DONE, State.EXPIRED}, State.FAILED: {State.FAILED, State.EXPIRED},
                      State.EXPIRED: {State.EXPIRED}}
 
 
-class OutputState(StrEnum):
-    """The state of one output video within a job."""
-
-    PENDING = "pending"
-    RENDERING = "rendering"
-    RENDERED = "rendered"
-    UPLOADING = "uploading"
-    DONE = "done"
-    FAILED = "failed"
-    EXPIRED = "expired"
-
-
 class RecordFenced(Exception):
     """A write was refused: another daemon owns the job now, or its record is final."""
-
-
-# --------------------------------------------------------------------------- times
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def isotime(t: datetime | float | None = None) -> str:
-    """ISO-8601 UTC with a Z suffix, second precision (the schema's time format)."""
-    if t is None:
-        t = utcnow()
-    elif isinstance(t, (int, float)):
-        t = datetime.fromtimestamp(t, timezone.utc)
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 # --------------------------------------------------------------------------- documents

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engine import Engine, FileEngine, MediaLimits, RenderOptions
-from lipsync.engines import create_engine
+from lipsync.engines import AUTO, HEYGEM, MUSETALK, WAV2LIP, create_engine
 
 from daemon.config import Config
 from daemon.logsetup import get_logger
@@ -47,20 +47,20 @@ def engine_options(cfg: Config, name: str, *, device: str | None = None,
                    checkpoint: Path | None = None) -> dict[str, Any]:
     """Keyword arguments for ``create_engine(name, **options)``."""
     opts: dict[str, Any] = {"device": device or cfg.render.device}
-    if name in ("wav2lip", "auto"):
+    if name in (WAV2LIP, AUTO):
         w = cfg.render.wav2lip
         ckpt = checkpoint or w.checkpoint
         if ckpt is not None:
             opts["checkpoint"] = Path(ckpt)
         opts["batch_size"] = w.batch_size
         opts["precision"] = w.precision
-    if name in ("musetalk", "auto"):
+    if name in (MUSETALK, AUTO):
         m = cfg.render.musetalk
         if m.models is not None:
             opts["musetalk_models"] = Path(m.models)
         opts["musetalk_batch_size"] = m.batch_size
         opts["musetalk_precision"] = m.precision
-    if name == "heygem":
+    if name == HEYGEM:
         h = cfg.render.heygem
         opts.update(servers=[dict(s) for s in h.servers], poll_interval=float(h.poll_interval),
                     stall_timeout=float(h.stall_timeout), task_timeout=float(h.task_timeout),

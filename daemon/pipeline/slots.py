@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 
 from lipsync.device import DeviceUnavailableError, cuda_device_count, resolve_device
+from lipsync.engines import HEYGEM
 
 from daemon.config import Config
 
@@ -44,7 +45,7 @@ class Slot:
 
 def slot_kind(engine: str) -> str:
     """The kind of slot a job for ``engine`` renders in."""
-    return REMOTE if engine == "heygem" else FRAMES
+    return REMOTE if engine == HEYGEM else FRAMES
 
 
 def render_slots(cfg: Config, *, cuda_count: int | None = None, cpu_count: int | None = None) -> list[Slot]:

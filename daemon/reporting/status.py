@@ -21,10 +21,10 @@ from typing import Any, Iterable
 from daemon.config import Config
 from daemon.intake import claims
 from daemon.intake.inbox import Inbox
+from daemon.jobstate import JOB_STATES, WAITING
 from daemon.outbox import ACTIVE_STATES, Entry, Outbox, State, isotime, parse_time, utcnow
 
-WAITING = "waiting"  # in the inbox, not claimed yet: no sidecar, not a State of the record
-STATE_ORDER = (WAITING, *State)
+STATE_ORDER = JOB_STATES
 RECENT_JOBS = 20  # finished jobs whose render times make the estimates
 # the timing that marks entry into each state (falls back to updated_at)
 _STATE_SINCE = {State.QUEUED: "queued_at", State.RENDERING: "started_at", State.UPLOADING: "rendered_at",

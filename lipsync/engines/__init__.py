@@ -29,20 +29,24 @@ class EngineEntry:
     summary: str  # one line for --help and the docs
 
 
+# the engines' names, defined here once: configuration, manifests, the API and the command line use these
+WARP, MUSETALK, WAV2LIP, PASSTHROUGH, HEYGEM = "warp", "musetalk", "wav2lip", "passthrough", "heygem"
+DEFAULT = WARP  # render.engine when nothing is configured: needs no model
+
 ENGINES: dict[str, EngineEntry] = {
-    "warp": EngineEntry("lipsync.engines.warp", "WarpEngine",
+    WARP: EngineEntry("lipsync.engines.warp", "WarpEngine",
                         "landmark-driven warp of mouth and jaw; no model to download (the default)"),
-    "musetalk": EngineEntry("lipsync.engines.musetalk", "MuseTalkEngine",
+    MUSETALK: EngineEntry("lipsync.engines.musetalk", "MuseTalkEngine",
                             "photoreal 256x256 face, MuseTalk 1.5 weights (usable commercially; render.musetalk.models)"),
-    "wav2lip": EngineEntry("lipsync.engines.wav2lip", "Wav2LipEngine",
+    WAV2LIP: EngineEntry("lipsync.engines.wav2lip", "Wav2LipEngine",
                            "photoreal mouth from a Wav2Lip checkpoint (render.wav2lip.checkpoint)"),
-    "passthrough": EngineEntry("lipsync.engines.passthrough", "PassthroughEngine",
+    PASSTHROUGH: EngineEntry("lipsync.engines.passthrough", "PassthroughEngine",
                                "no lip-sync: the template re-timed to the audio"),
-    "heygem": EngineEntry("lipsync.engines.heygem", "HeyGemEngine",
+    HEYGEM: EngineEntry("lipsync.engines.heygem", "HeyGemEngine",
                           "photoreal renders by HeyGem / Duix.Avatar servers (render.heygem.servers)"),
 }
 AUTO = "auto"  # not an engine of its own: the first of AUTO_ORDER that loads
-AUTO_ORDER = ("musetalk", "wav2lip", "warp")
+AUTO_ORDER = (MUSETALK, WAV2LIP, WARP)
 NAMES: tuple[str, ...] = (AUTO, *ENGINES)
 
 

@@ -26,6 +26,7 @@ from daemon.api.auth import SESSION_COOKIE, Principal
 from daemon.api.deps import Caller, ServicesDep, job_name
 from daemon.api.errors import ApiError
 from daemon.api.jobdesk import LIST_STATES
+from daemon.jobstate import UNFINISHED, State
 from daemon.outbox import parse_time
 from daemon.reporting import status
 from daemon.reporting.advice import advice
@@ -157,13 +158,13 @@ def _library_or_empty(cfg) -> list[dict[str, Any]]:
 
 def _row(doc: dict[str, Any]) -> dict[str, Any]:
     timings = doc.get("timings") or {}
-    state = doc.get("state") or "queued"
+    state = doc.get("state") or State.QUEUED
     return {
         "name": doc.get("job", "?"), "state": state, "progress": doc.get("progress"),
         "engine": doc.get("engine"), "host": doc.get("host"), "created_at": doc.get("created_at"),
         "render_seconds": timings.get("render_seconds"), "total_seconds": timings.get("total_seconds"),
         "url": f"/jobs/{quote(str(doc.get('job', '')), safe='')}",
-        "active": state in ("waiting", "queued", "rendering", "uploading"),
+        "active": state in UNFINISHED,
         "error": doc.get("error"), "notes": doc.get("notes") or [],
     }
 

@@ -23,6 +23,7 @@ from daemon.api.jobdesk import LIST_STATES
 from daemon.api.submit import check_options, gather, probe_staged, read_request
 from daemon.errors import StorageError
 from daemon.intake.names import job_stem
+from daemon.jobstate import WAITING
 from daemon.logsetup import get_logger
 from daemon.storage import Store
 
@@ -40,7 +41,7 @@ def accepted(services: Services, name: str) -> JSONResponse:
     """202 for a job dropped into the inbox (submitted or retried): where to follow it."""
     path = f"{API}/jobs/{quote(name, safe='')}"
     url = f"{services.base_url}{path}"
-    return JSONResponse({"name": name, "state": "waiting", "status_url": url, "events_url": f"{url}/events"},
+    return JSONResponse({"name": name, "state": WAITING, "status_url": url, "events_url": f"{url}/events"},
                         status_code=202, headers={"Location": services.location(path)})
 
 
