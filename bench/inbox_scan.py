@@ -20,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import report  # noqa: E402
-from daemon import claims  # noqa: E402
+from daemon import workarea  # noqa: E402
+from daemon.intake import claims  # noqa: E402
 from daemon.config import from_dict  # noqa: E402
 from daemon.intake.inbox import Inbox  # noqa: E402
 from daemon.logsetup import configure  # noqa: E402
@@ -56,7 +57,7 @@ def run(root: Path, pairs: int, manifests: int) -> dict:
     steady, t_steady = timed(lambda: inbox.scan(now=1))
     specs, t_ready = timed(lambda: inbox.scan(now=3))
     assert first == [] and steady == [] and len(specs) == pairs + manifests
-    claims.prepare_work_area(cfg)
+    workarea.prepare_work_area(cfg)
     per_claim = []
     for spec in specs:
         job, t = timed(lambda s=spec: claims.claim(s, cfg))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from daemon.intake.names import fit_name
+from daemon.names import fit_name
 
 from daemon.errors import (
     BadManifestError,
@@ -143,7 +143,7 @@ class ClaimedJob:
     Layout of ``work_dir`` (``<work>/<host id>/<job id>/``): ``job.json`` (the claim
     record, written before anything moves), ``inputs/`` (the moved inbox files, keeping
     their inbox-relative names), ``out/`` (rendered MP4s until uploaded). The worker may
-    keep other small files there (a lease); ``claims.finish`` removes the whole folder.
+    keep other small files there (a lease); ``workarea.finish`` removes the whole folder.
     """
 
     name: str
@@ -212,7 +212,7 @@ def output_names(job_name: str, templates: list[Path], output_name: str | None) 
     ``talk`` + one template -> ``talk.mp4``; ``welcome`` + anna.mp4, ben.jpg ->
     ``welcome-anna.mp4``, ``welcome-ben.jpg`` -> ``welcome-ben.mp4``. Two templates with
     the same stem (one from the inbox, one from the library) get ``-2``, ``-3``. Names
-    longer than :data:`daemon.intake.names.NAME_BYTES_MAX` bytes are shortened (fit_name).
+    longer than :data:`daemon.names.NAME_BYTES_MAX` bytes are shortened (fit_name).
     """
     base = fit_name(output_name or job_name)
     if len(templates) <= 1:

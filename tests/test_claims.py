@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 
 from daemon.intake import claims
+from daemon import workarea
 from daemon.outbox import Outbox, Sidecar
 from daemon import config as config_mod
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.intake.inbox import Inbox
 from daemon.jobs import JobSpec
-from daemon.intake.names import is_job_id
+from daemon.names import is_job_id
 
 
 def make_cfg(root: Path, host: str = "host-a", **paths) -> config_mod.Config:
@@ -85,7 +86,7 @@ def test_library_templates_are_read_in_place_not_moved(tmp_path):
     job = claims.claim(ready(cfg)["w"], cfg)
     assert anna.is_file() and job.templates == [anna] and job.library_templates == [anna]
     assert job.inputs_document()["templates"] == [{"name": "anna.mp4", "size": 24}]
-    done = claims.finish(job, cfg, "done")
+    done = workarea.finish(job, cfg, "done")
     assert anna.is_file() and not (done / "anna.mp4").exists()
 
 
@@ -156,7 +157,7 @@ def test_failed_spec_is_claimed_with_its_error(cfg):
     assert job.error.code == "bad_manifest" and job.audio is None and not manifest.exists()
     assert job.inputs_document() == {"audio": {"name": "", "size": 0}, "templates": [],
                                      "manifest": {"name": "w.job.toml", "size": 9}}
-    folder = claims.finish(job, cfg, "failed")
+    folder = workarea.finish(job, cfg, "failed")
     assert folder == cfg.paths.failed / "w" and (folder / "w.job.toml").read_bytes() == b"audio = ["
     assert json.loads((folder / "job.json").read_text())["error"]["code"] == "bad_manifest"
 
@@ -225,7 +226,7 @@ def test_a_second_job_with_a_name_in_use_gets_its_own_record_and_folder(cfg):
         job = claims.claim(ready(cfg)["talk"], cfg)
         job.out_dir.mkdir()
         (job.out_dir / "talk.mp4").write_bytes(b"rendered")
-        runs.append((job, claims.finish(job, cfg, "done")))
+        runs.append((job, workarea.finish(job, cfg, "done")))
     (first, first_dest), (second, second_dest) = runs
     done = cfg.paths.done
     assert (first.name, second.name) == ("talk", "talk-2")
@@ -252,7 +253,7 @@ def test_a_failed_job_dropped_again_replaces_its_record_and_keeps_the_old_inputs
         assert job.name == "x"  # a failed record's name is free again for the same job
         rec, _ = Sidecar.open(outbox, job, host=cfg.host_id, engine=None, generation=1, fence=job.work_dir)
         rec.failed(job.error, retryable=False)
-        claims.finish(job, cfg, "failed")
+        workarea.finish(job, cfg, "failed")
         ids.append(job.id)
     names = sorted(p.name for p in cfg.paths.failed.iterdir())
     assert names == sorted(["x", f"x.{ids[0]}", f"x.{ids[1]}"])  # failed/x is the latest run, and only it
@@ -267,8 +268,8 @@ def test_finish_keeps_outputs_only_when_paths_outputs_is_set(tmp_path):
     job = claims.claim(ready(cfg)["talk"], cfg)
     job.out_dir.mkdir()
     (job.out_dir / "talk.mp4").write_bytes(b"rendered")
-    assert claims.output_archive_dir(job, cfg) == cfg.paths.outputs / job.id
-    claims.finish(job, cfg, "done")
+    assert workarea.output_archive_dir(job, cfg) == cfg.paths.outputs / job.id
+    workarea.finish(job, cfg, "done")
     assert (cfg.paths.outputs / job.id / "talk.mp4").read_bytes() == b"rendered"
 
 
@@ -277,7 +278,7 @@ def test_recover_completes_a_finish_cut_short(cfg):
     drop(cfg.paths.inbox, "s.wav")
     drop(cfg.paths.inbox, "a.mp4")
     job = claims.claim(ready(cfg)["w"], cfg)
-    crash(1, claims.finish, job, cfg, "done")  # one input moved to done/w/, then the power went
+    crash(1, workarea.finish, job, cfg, "done")  # one input moved to done/w/, then the power went
     assert claims.recover(cfg) == []  # finished, not re-rendered
     dest = cfg.paths.done / "w"
     assert sorted(p.name for p in dest.iterdir()) == ["a.mp4", "job.json", "s.wav", "w.job.toml"]
@@ -290,7 +291,7 @@ def test_list_claimed_reads_without_changing_anything(cfg):
         drop(cfg.paths.inbox, f"{n}.png")
     specs = ready(cfg)
     jobs = [claims.claim(specs[n], cfg) for n in ("a", "b")]
-    listed = claims.list_claimed(cfg)
+    listed = workarea.list_claimed(cfg)
     assert sorted(j.id for j in listed) == sorted(j.id for j in jobs)
     assert all(j.work_dir.is_dir() for j in listed)
 
@@ -304,8 +305,8 @@ def test_work_area_on_another_filesystem_is_a_config_error(tmp_path):
     with tempfile.TemporaryDirectory(dir=shm) as other:
         cfg = make_cfg(tmp_path, work=other)
         with pytest.raises(ConfigError, match="another filesystem than the inbox"):
-            claims.prepare_work_area(cfg)
-    assert claims.prepare_work_area(make_cfg(tmp_path)) == make_cfg(tmp_path).host_work_dir
+            workarea.prepare_work_area(cfg)
+    assert workarea.prepare_work_area(make_cfg(tmp_path)) == make_cfg(tmp_path).host_work_dir
 
 
 def test_the_claim_writes_the_first_record_queued_since_the_drop_was_complete(cfg):
@@ -336,4 +337,4 @@ def test_a_work_folder_without_a_record_is_removed_or_moved_aside_never_bounced(
     assert claims.recover_one(odd, cfg) is None
     kept = cfg.work_dir / ".orphans" / odd.name / "inputs" / "mystery.wav"
     assert not odd.exists() and kept.read_bytes() == b"RIFF"
-    assert claims.list_claimed(cfg) == []
+    assert workarea.list_claimed(cfg) == []

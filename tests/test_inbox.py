@@ -14,7 +14,7 @@ import pytest
 from daemon import config as config_mod
 from daemon.errors import MissingPartnerError
 from daemon.intake.inbox import Inbox, format_duration
-from daemon.intake.names import AUDIO_EXTENSIONS_ORDERED, TEMPLATE_EXTENSIONS_ORDERED
+from daemon.names import AUDIO_EXTENSIONS_ORDERED, TEMPLATE_EXTENSIONS_ORDERED
 
 
 def make_cfg(root: Path, **watch) -> config_mod.Config:

@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     # imported here, not at the top: `lipsyncd --help` must not load what this command needs
-    from daemon.intake import claims
+    from daemon import workarea
     from daemon.outbox import Outbox
 
     cfg = load_config(args)
@@ -44,20 +44,20 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name}: already {entry.state}; nothing to cancel", file=sys.stderr)
             status = EXIT_FAILURE
             continue
-        folder = claims.locate(cfg, entry.id or "")
+        folder = workarea.locate(cfg, entry.id or "")
         if folder is None:
             print(f"{name}: its work folder is gone; the daemons record it as failed", file=sys.stderr)
             status = EXIT_FAILURE
             continue
         try:
-            claims.request_cancel(folder, by=f"{socket.gethostname()} (lipsyncd cancel)")
+            workarea.request_cancel(folder, by=f"{socket.gethostname()} (lipsyncd cancel)")
         except FileNotFoundError:  # finished or taken over this very moment: look again
-            folder = claims.locate(cfg, entry.id or "")
+            folder = workarea.locate(cfg, entry.id or "")
             if folder is None:
                 print(f"{name}: finished while being cancelled", file=sys.stderr)
                 status = EXIT_FAILURE
                 continue
-            claims.request_cancel(folder, by=f"{socket.gethostname()} (lipsyncd cancel)")
+            workarea.request_cancel(folder, by=f"{socket.gethostname()} (lipsyncd cancel)")
         asked.append((name, entry.id))
         print(f"{name}: cancel requested (owner {folder.parent.name})")
     if args.no_wait:

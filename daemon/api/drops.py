@@ -34,7 +34,7 @@ from typing import Any
 
 from daemon.api.errors import ApiError
 from daemon.config import Config
-from daemon.intake.names import (
+from daemon.names import (
     AUDIO_EXTENSIONS_ORDERED,
     TEMPLATE_EXTENSIONS_ORDERED,
     file_kind,

@@ -25,8 +25,9 @@ from daemon.api.errors import ApiError
 from daemon.config import Config
 from daemon.housekeeping.links import expire_objects
 from daemon.intake import claims
+from daemon import workarea
 from daemon.intake.inbox import Inbox
-from daemon.intake.names import SUBTITLE_EXTENSIONS, fit_name, job_stem
+from daemon.names import SUBTITLE_EXTENSIONS, fit_name, job_stem
 from daemon.jobstate import JOB_STATES, WAITING
 from daemon.logsetup import get_logger
 from daemon.outbox import Outbox, OutputState, State, read_document, utcnow
@@ -175,11 +176,11 @@ class JobDesk:
         if entry is None:
             raise ApiError(404, "not_found", f"no job {name!r}", field="name")
         if entry.active:
-            folder = claims.locate(self.cfg, entry.id or "")
+            folder = workarea.locate(self.cfg, entry.id or "")
             if folder is None:
                 raise ApiError(409, "conflict", f"{name}: its work folder is gone; the daemons record it as failed")
             try:
-                claims.request_cancel(folder, by=by)
+                workarea.request_cancel(folder, by=by)
             except FileNotFoundError:
                 raise ApiError(409, "conflict", f"{name}: finished while being cancelled; look again") from None
             log.info("job cancel requested", job=name, by=by)
@@ -238,7 +239,7 @@ class JobDesk:
             raise ApiError(409, "not_failed", f"{name} is {entry.state}; only a failed job can be retried")
         folder = self.cfg.paths.failed / fit_name(name)
         try:
-            record = json.loads((folder / claims.RECORD_NAME).read_text())
+            record = json.loads((folder / workarea.RECORD_NAME).read_text())
         except (FileNotFoundError, ValueError):
             raise ApiError(409, "inputs_gone", f"{name}: its inputs are no longer in failed/{fit_name(name)}/ "
                            "(cleaned up after cleanup.failed_retention?); submit it again") from None

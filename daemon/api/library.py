@@ -16,7 +16,7 @@ from typing import Any
 from daemon.api.errors import ApiError, bad_name
 from daemon.config import Config
 from daemon.confine import NameRefused, confine
-from daemon.intake.names import file_kind, is_temporary_name
+from daemon.names import file_kind, is_temporary_name
 
 
 def root(cfg: Config) -> Path:

@@ -15,6 +15,7 @@ import time
 from daemon.cluster import lease, leftovers
 from daemon.config import Config
 from daemon.intake import claims
+from daemon import workarea
 from daemon.jobs import ClaimedJob
 from daemon.logsetup import get_logger
 from daemon.outbox import Outbox, orphaned, parse_time
@@ -80,7 +81,7 @@ class ClusterDuties:
                 updated = parse_time(entry.doc.get("updated_at", "")).timestamp()
             except ValueError:
                 continue
-            if share_now - updated <= self.cfg.cluster.lease_timeout or claims.locate(self.cfg, entry.id):
+            if share_now - updated <= self.cfg.cluster.lease_timeout or workarea.locate(self.cfg, entry.id):
                 continue
             message = (f"the job's work folder ({entry.id}) is gone from the share and no daemon holds it "
                        "(removed by hand?); its inputs are gone: drop them again")

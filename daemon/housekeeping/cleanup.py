@@ -31,7 +31,7 @@ from daemon.cluster import lease
 from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.housekeeping import links
-from daemon.intake import claims
+from daemon import workarea
 from daemon.logsetup import get_logger
 from daemon.outbox import Entry, Outbox, OutputState, State
 from daemon.reporting.status import human_duration
@@ -273,7 +273,7 @@ def _clean_work_area(cfg: Config, act: _Activity, now: float, report: CleanupRep
 def _is_claim(job_dir: Path, cfg: Config) -> bool:
     """True when ``job_dir`` holds a valid claim record: a job its daemon will resume."""
     try:
-        claims.load_claimed(job_dir, cfg)
+        workarea.load_claimed(job_dir, cfg)
     except (ValueError, KeyError, TypeError):
         return False
     return True

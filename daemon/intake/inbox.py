@@ -40,7 +40,7 @@ from daemon.errors import BadManifestError, JobError, MissingPartnerError, Perma
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
 from daemon.intake.manifest import Manifest, PathRules, parse_manifest
-from daemon.intake.names import (audio_names_hint, file_kind, is_readme, is_temporary_name, is_text, job_stem,
+from daemon.names import (audio_names_hint, file_kind, is_readme, is_temporary_name, is_text, job_stem,
                                  template_names_hint)
 
 log = get_logger(__name__)

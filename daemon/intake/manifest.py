@@ -39,7 +39,7 @@ from lipsync.tts import MAX_TEXT_CHARS
 from daemon.config import Config, parse_duration
 from daemon.confine import NameRefused, confine, name_parts
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
-from daemon.intake.names import file_kind, job_stem
+from daemon.names import file_kind, job_stem
 from daemon.jobs import SYMLINK_INPUT, JobOptions
 
 MAX_MANIFEST_BYTES = 1024 * 1024

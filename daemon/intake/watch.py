@@ -26,7 +26,7 @@ from watchdog.observers.polling import PollingObserver
 from daemon.config import Config
 from daemon.errors import ConfigError
 from daemon.logsetup import get_logger
-from daemon.intake.names import is_temporary_name
+from daemon.names import is_temporary_name
 
 log = get_logger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.atomic import write_atomic
-from daemon.intake.names import fit_name
+from daemon.names import fit_name
 from daemon.logsetup import get_logger
 from daemon.outbox.record import (ACTIVE_STATES, State, encode, isotime, parse_time, read_document, refusal,
                                   validate)

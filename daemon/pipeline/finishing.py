@@ -11,7 +11,7 @@ from lipsync.finish import FinishSpec, Watermark
 from daemon.config import Config
 from daemon.errors import MissingPartnerError
 from daemon.intake.manifest import PathRules
-from daemon.intake.names import SUBTITLE_EXTENSIONS
+from daemon.names import SUBTITLE_EXTENSIONS
 from daemon.jobs import ClaimedJob
 
 

@@ -43,11 +43,11 @@ from daemon.confine import PathScrubber
 from daemon.errors import JobError, PermanentJobError, TransientJobError, job_error_from
 from daemon.failpoints import failpoint
 from daemon.housekeeping.links import link_lifetime
-from daemon.intake import claims
+from daemon import workarea
 from daemon.jobs import ClaimedJob, PlannedOutput
 from daemon.logsetup import bind_job, get_logger
 from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
-from daemon.intake.names import fit_name, is_text
+from daemon.names import fit_name, is_text
 from daemon.pipeline.engines import EngineCache
 from daemon.pipeline.finishing import finish_spec
 from daemon.pipeline.slots import Slot
@@ -322,7 +322,7 @@ class JobRunner:
             self._ensure_bucket()
             lifetime = link_lifetime(self.cfg, self.store, rec.doc.get("options"))
             claimed = parse_time(job.claimed_at)
-            archive = claims.output_archive_dir(job, self.cfg)
+            archive = workarea.output_archive_dir(job, self.cfg)
             for plan in planned:
                 out = rec.output(plan.name)
                 if out.get("state") == OutputState.DONE and out.get("url"):
@@ -418,7 +418,7 @@ class JobRunner:
         # not mistake for a takeover
         if self.heartbeat is not None:
             self.heartbeat.discard(job.work_dir)
-        claims.finish(job, self.cfg, "done" if state is State.DONE else "failed")
+        workarea.finish(job, self.cfg, "done" if state is State.DONE else "failed")
 
     def _interrupted(self, run: JobRun) -> Outcome:
         """Leave the job claimed, its sidecar back to "queued": the next start resumes it."""
@@ -448,7 +448,7 @@ class JobRunner:
         mine = run.record.generation if run.record is not None else _generation_on_record(self.outbox, job)
         still_ours = (entry is not None and entry.id == job.id and not (entry.state and entry.state.final)
                       and (entry.doc.get("generation") or 1) <= mine)
-        if not still_ours or claims.locate(self.cfg, job.id) is not None:
+        if not still_ours or workarea.locate(self.cfg, job.id) is not None:
             log.warning("job taken over by another daemon; dropped here without writing", reason=why)
             return Outcome.LOST
         # nowhere on the share: removed by hand, not taken over; say so once, in the record
@@ -492,7 +492,7 @@ class JobRunner:
 
     @staticmethod
     def _check_cancel(job: ClaimedJob) -> None:
-        if claims.cancel_requested(job):
+        if workarea.cancel_requested(job):
             raise JobCancelled()
 
 

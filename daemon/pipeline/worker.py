@@ -39,6 +39,7 @@ from daemon.errors import ConfigError, StorageError
 from daemon.extensions import Extensions, default_extensions
 from daemon.failpoints import failpoint
 from daemon.intake import claims
+from daemon import workarea
 from daemon.intake.inbox import Inbox
 from daemon.intake.watch import InboxWatcher
 from daemon.jobs import ClaimedJob, JobSpec
@@ -149,7 +150,7 @@ class Worker:
     def _run(self, burst: bool) -> int:
         cfg = self.cfg
         try:
-            claims.prepare_work_area(cfg)
+            workarea.prepare_work_area(cfg)
             cfg.paths.outbox.mkdir(parents=True, exist_ok=True)
             self.slots = render_slots(cfg)
         except (ConfigError, OSError, DeviceUnavailableError) as e:
@@ -304,7 +305,7 @@ class Worker:
             return
         self._cancel_checked = now
         for run in self._queue + self._uploads:
-            if run.due > now and claims.cancel_requested(run.job):
+            if run.due > now and workarea.cancel_requested(run.job):
                 run.due = 0.0
 
     # ------------------------------------------------------------------ job steps

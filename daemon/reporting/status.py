@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from daemon.config import Config
-from daemon.intake import claims
+from daemon import workarea
 from daemon.intake.inbox import Inbox
 from daemon.jobstate import JOB_STATES, WAITING
 from daemon.outbox import ACTIVE_STATES, Entry, Outbox, State, isotime, parse_time, utcnow
@@ -202,7 +202,7 @@ def _estimate(jobs: list[JobStatus], entries: list[Entry], now: datetime) -> Non
 
 def _claim_records(cfg: Config) -> list[dict[str, Any]]:
     return [{"name": c.name, "id": c.id, "host": c.host, "claimed_at": c.claimed_at}
-            for c in claims.list_claimed(cfg)]
+            for c in workarea.list_claimed(cfg)]
 
 
 def in_line(jobs: Iterable[JobStatus]) -> int:
@@ -307,7 +307,7 @@ def remote_servers(cfg: Config, *, timeout: float = 2.0) -> list[dict[str, Any]]
     for record in cfg.work_dir.glob("*/*/out/.*.heygem.json"):
         try:
             url = json.loads(record.read_text()).get("url")
-            job = claims.load_claimed(record.parent.parent, cfg).name
+            job = workarea.load_claimed(record.parent.parent, cfg).name
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if isinstance(url, str):

@@ -22,7 +22,7 @@ from daemon.api.errors import ApiError, responses
 from daemon.api.jobdesk import LIST_STATES
 from daemon.api.submit import check_options, gather, probe_staged, read_request
 from daemon.errors import StorageError
-from daemon.intake.names import job_stem
+from daemon.names import job_stem
 from daemon.jobstate import WAITING
 from daemon.logsetup import get_logger
 from daemon.storage import Store
