@@ -21,23 +21,19 @@ over by another daemon while this one stalled is dropped with one log line.
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from lipsync import __version__
 from lipsync.device import DeviceUnavailableError
 
-from daemon.atomic import write_atomic
 from daemon.cluster import lease
 from daemon.cluster.takeover import ClusterDuties
 from daemon.config import Config
 from daemon.errors import ConfigError, StorageError
 from daemon.extensions import Extensions, default_extensions
-from daemon.failpoints import failpoint
 from daemon.intake import claims
 from daemon import workarea
 from daemon.intake.inbox import Inbox
@@ -45,6 +41,8 @@ from daemon.intake.watch import InboxWatcher
 from daemon.jobs import ClaimedJob, JobSpec
 from daemon.logsetup import bind_job, get_logger
 from daemon.pipeline.engines import EngineCache, render_options
+from daemon.pipeline.ownership import Ownership
+from daemon.pipeline.presence import Presence
 from daemon.pipeline.runner import JobRun, JobRunner, Outcome, Step
 from daemon.pipeline.slots import Slot, render_slots, slot_kind
 from daemon.sdnotify import Notifier
@@ -55,7 +53,6 @@ log = get_logger(__name__)
 TICK = 0.25  # longest the loop sleeps: bounds how late it reacts to a signal or a finished job
 BURST_UPLOAD_ATTEMPTS = 4  # --burst leaves a job whose upload failed this often in the work area
 ABORT_GRACE = 30.0  # after a second signal, how long a render may take to notice before we exit anyway
-STATUS_INTERVAL = 1.0
 
 EXIT_OK, EXIT_FAILURE = 0, 1
 
@@ -102,14 +99,15 @@ class Worker:
         self._upload: _Task | None = None
         self._specs: list[JobSpec] = []
         self._scan_due = True
-        self.cluster = ClusterDuties(cfg)
-        self._last_ping = 0.0
+        self.cluster = ClusterDuties(cfg)  # takeovers of other hosts' stale jobs
         self._cancel_checked = 0.0
-        self._servers_published: list[dict] = []
-        self._presence: dict | None = None
-        self._presence_at = 0.0
-        self._last_status = ("", 0.0)
+        self.heartbeat = lease.Heartbeat(float(cfg.cluster.heartbeat_interval))
+        self.ownership = Ownership(cfg, self.heartbeat)  # claiming, and holding leases
+        self.presence = Presence(cfg, self.sd, self.engines.remote_servers)
+        # made once storage is open and the watcher started (in _run)
         self.runner: JobRunner | None = None
+        self.inbox: Inbox | None = None
+        self.watcher: InboxWatcher | None = None
 
     # ------------------------------------------------------------------ signals
 
@@ -164,7 +162,6 @@ class Worker:
             return EXIT_FAILURE
         with handle:
             store = handle.store
-            heartbeat = lease.Heartbeat(float(cfg.cluster.heartbeat_interval))
             link_note = None
             if burst and cfg.storage.mode == "embedded":
                 # never hand out a link that cannot work without saying so
@@ -174,12 +171,12 @@ class Worker:
                 log.warning("burst run with the embedded store: links stop working when this run exits",
                             endpoint=handle.endpoint)
             self.runner = JobRunner(cfg, engines=self.engines, options=render_options(cfg), store=store,
-                                    on_finished=self.ext.on_finished, abort=self.abort, heartbeat=heartbeat,
+                                    on_finished=self.ext.on_finished, abort=self.abort, heartbeat=self.heartbeat,
                                     link_note=link_note)
             if self.ext.metrics is not None:
                 self.ext.metrics.slots = lambda: [(s.label, s.job) for s in self.slots]
                 self.ext.metrics.remote_servers = self.engines.remote_servers
-            self.heartbeat = heartbeat.start()
+            self.heartbeat.start()
             stops: list[Callable[[], None]] = []
             watcher = None
             try:
@@ -200,7 +197,7 @@ class Worker:
                 self.sd.stopping("stopping")
                 if watcher is not None:
                     watcher.stop()
-                heartbeat.stop()
+                self.heartbeat.stop()
                 for stop in reversed(stops):
                     try:
                         stop()
@@ -230,9 +227,7 @@ class Worker:
                     done = self._burst_result()
                     if done is not None:
                         return done
-            self._systemd()
-            self._publish_servers()
-            self._publish_presence()
+            self.presence.tick(self.slots, stopping=self._stopping, status=self._status_text())
             if self.watcher.wait(min(TICK, self.sd.watchdog_interval or TICK)):
                 self._scan_due = True
             deadline = self.inbox.next_deadline()
@@ -251,7 +246,7 @@ class Worker:
         self._specs = [s for s in specs if not s.failed]
         for spec in (s for s in specs if s.failed):
             # bad drops fail at once, even while another job renders: nothing to wait for
-            job = self._claim(spec)
+            job = self.ownership.claim(spec)
             if job is None:
                 continue
             run = JobRun(job)
@@ -261,37 +256,9 @@ class Worker:
                 log.exception("failing a bad job did not complete; it stays claimed for the next start",
                               job=job.name, job_id=job.id)
 
-    def _claim(self, spec: JobSpec) -> ClaimedJob | None:
-        try:
-            job = claims.claim(spec, self.cfg)
-        except Exception as e:  # noqa: BLE001 - a claim that went wrong must not end the daemon
-            # e.g. the work folder was pulled away by another daemon's takeover while we stalled
-            log.warning("claim failed", job=spec.name, error=f"{type(e).__name__}: {e}")
-            return None
-        if job is None:
-            return None
-        failpoint("before_lease", job.id)
-        if not self._own(job):
-            return None
-        failpoint("claimed", job.id)
-        return job
-
-    def _own(self, job: ClaimedJob) -> bool:
-        """Write (or keep) our lease on ``job`` and renew it from now on; False when it is gone."""
-        try:
-            current = lease.read_lease(job.work_dir)
-            generation = current.generation if current is not None and current.host == self.cfg.host_id else 1
-            lease.write_lease(job.work_dir, host=self.cfg.host_id, job_id=job.id, generation=generation)
-        except (FileNotFoundError, NotADirectoryError):
-            log.warning("job taken over by another daemon right after its claim; dropped here",
-                        job=job.name, job_id=job.id)
-            return False
-        self.heartbeat.add(job.work_dir)
-        return True
-
     def _adopt(self, job: ClaimedJob) -> None:
         """A job already claimed by us (recovered at start) or taken over: render it next."""
-        if self._own(job):
+        if self.ownership.own(job):
             self._queue.append(JobRun(job))
 
     def _take_over_stale(self) -> None:
@@ -323,7 +290,7 @@ class Worker:
                 if spec is None:
                     break
                 self._specs.remove(spec)
-                job = self._claim(spec)
+                job = self.ownership.claim(spec)
                 run = JobRun(job) if job is not None else None
             if run is None:
                 continue
@@ -357,12 +324,12 @@ class Worker:
                 except Exception:  # noqa: BLE001 - a sidecar write on a flaky share must not stop the daemon
                     # the job stays claimed in the work area: the next start (or a takeover) resumes it
                     log.exception("recording the job's outcome failed; it is left for the next start")
-                    self.heartbeat.discard(task.run.job.work_dir)
+                    self.ownership.release(task.run.job)
 
     def _settle(self, run: JobRun, outcome: Outcome) -> None:
         """Put ``run`` where its outcome says: nowhere (final), the render queue or the upload queue."""
         if outcome.final:
-            self.heartbeat.discard(run.job.work_dir)
+            self.ownership.release(run.job)
         elif run.step is Step.UPLOAD:
             self._uploads.append(run)
         else:
@@ -387,48 +354,7 @@ class Worker:
             return EXIT_FAILURE
         return EXIT_OK
 
-    # ------------------------------------------------------------------ systemd
-
-    def _systemd(self) -> None:
-        now = time.monotonic()
-        interval = self.sd.watchdog_interval
-        if interval is not None and now - self._last_ping >= interval:
-            self.sd.watchdog()
-            self._last_ping = now
-        text = self._status_text()
-        last_text, last_time = self._last_status
-        if text != last_text and now - last_time >= STATUS_INTERVAL:
-            self.sd.status(text)
-            self._last_status = (text, now)
-
-    def _publish_presence(self) -> None:
-        """``<work>/.daemon-HOST.json``: this daemon is alive, its engine and what each render
-        slot is doing -- for the web console's health strip on any host. Rewritten when it
-        changes, and at least every heartbeat interval (its mtime is the daemon's heartbeat)."""
-        now = time.monotonic()
-        slots = [{"slot": s.label, "job": s.job} for s in self.slots]
-        doc = {"host": self.cfg.host_id, "engine": self.cfg.render.engine, "slots": slots,
-               "stopping": self._stopping, "version": __version__}
-        if doc == self._presence and now - self._presence_at < float(self.cfg.cluster.heartbeat_interval):
-            return
-        self._presence, self._presence_at = doc, now
-        try:
-            write_atomic(self.cfg.work_dir / f".daemon-{self.cfg.host_id}.json", json.dumps(doc).encode())
-        except OSError as e:
-            log.warning("could not publish this daemon's presence", error=f"{type(e).__name__}: {e}")
-
-    def _publish_servers(self) -> None:
-        """The remote servers as this daemon sees them (down since when, and why), for `lipsyncd
-        status` on any machine: a small file on the share, rewritten when it changes."""
-        rows = self.engines.remote_servers()
-        if not rows or rows == self._servers_published:
-            return
-        self._servers_published = rows
-        try:
-            write_atomic(self.cfg.work_dir / f".servers-{self.cfg.host_id}.json",
-                         json.dumps({"host": self.cfg.host_id, "at": time.time(), "servers": rows}).encode())
-        except OSError as e:
-            log.warning("could not publish the state of the remote servers", error=f"{type(e).__name__}: {e}")
+    # ------------------------------------------------------------------ status
 
     def _status_text(self) -> str:
         parts = []
