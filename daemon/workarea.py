@@ -20,12 +20,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from daemon.atomic import write_atomic
 from daemon.config import Config
 from daemon.errors import ConfigError, MissingPartnerError
 from daemon.jobs import ClaimedFile, ClaimedJob, JobOptions, job_error_from_dict
+from daemon.jobstate import State
 from daemon.logsetup import get_logger
 from daemon.timestamps import isotime, utcnow
 
@@ -37,7 +38,6 @@ RECORD_FORMAT = "lipsyncd.job/1"
 INPUTS = "inputs"
 OUT = "out"
 
-Outcome = Literal["done", "failed"]
 
 
 # --------------------------------------------------------------------------- the area
@@ -186,7 +186,7 @@ def output_archive_dir(job: ClaimedJob, cfg: Config) -> Path | None:
     return cfg.paths.outputs / job.id if cfg.paths.outputs is not None else None
 
 
-def finish(job: ClaimedJob, cfg: Config, outcome: Outcome) -> Path:
+def finish(job: ClaimedJob, cfg: Config, outcome: State | str) -> Path:
     """Move the job's inputs and job.json to ``done/NAME/`` or ``failed/NAME/``; that folder.
 
     An earlier ``NAME`` folder is first renamed to ``NAME.<its job id>``, so ``done/NAME`` is
@@ -194,12 +194,13 @@ def finish(job: ClaimedJob, cfg: Config, outcome: Outcome) -> Path:
     when ``paths.outputs`` is set and are deleted otherwise (they have been uploaded).
     The work folder is removed last.
     """
-    if outcome not in ("done", "failed"):
+    if outcome not in (State.DONE, State.FAILED):
         raise ValueError(f"outcome must be 'done' or 'failed', not {outcome!r}")
+    outcome = State(outcome).value
     record = read_record(job.work_dir)
     if record is None:
         raise FileNotFoundError(f"{job.work_dir}: the job's {RECORD_NAME} is gone")
-    root = cfg.paths.done if outcome == "done" else cfg.paths.failed
+    root = cfg.paths.done if outcome == State.DONE else cfg.paths.failed
     record["finish"] = {"outcome": outcome, "dest": str(root / job.name)}
     write_record_file(job.work_dir / RECORD_NAME, record)
     return complete_finish(job.work_dir, record, cfg)

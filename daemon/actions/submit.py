@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from daemon.jobstate import State  # the standard library only: submit stays light
+from daemon.joboptions import add_flags, flag_fields  # these two need the standard library only:
+from daemon.jobstate import State  # submit stays light (a client-only install has httpx and nothing else)
 
 DEFAULT_SERVER = "http://127.0.0.1:8480"
 
@@ -34,23 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--server", default=None, help=f"API base URL (default $LIPSYNCD_SERVER or {DEFAULT_SERVER})")
     p.add_argument("--api-key", default=None, help="API key (default $LIPSYNCD_API_KEY)")
     p.add_argument("--name", default=None, help="job name (default: the audio's name)")
-    p.add_argument("--engine", default=None, help="engine for this job (auto, warp, wav2lip, heygem, ...)")
-    p.add_argument("--output-name", default=None, help="file name of the video(s), without .mp4")
-    p.add_argument("--link-lifetime", default=None, help="presigned URL lifetime, e.g. 3d")
-    p.add_argument("--callback-url", default=None, help="webhook called when the job is done or failed")
-    p.add_argument("--priority", type=int, default=None, help="higher runs first (-100..100)")
-    p.add_argument("--text", default=None, help="words to speak instead of an audio (the server's text-to-speech); "
-                                                 "every positional argument is then a template")
-    p.add_argument("--voice", default=None, help="voice for --text (espeak-ng voice or HeyGem speaker id)")
-    p.add_argument("--resolution", default=None, help="finished size: 1080p, 720p, ... or WIDTHxHEIGHT")
-    p.add_argument("--aspect", default=None, help="finished shape: 16:9, 9:16, 1:1, 4:5 (the crop follows the face)")
-    p.add_argument("--fps", type=float, default=None, help="finished frame rate")
-    p.add_argument("--watermark", default=None, help="an image in the server's template library, composited in")
-    p.add_argument("--intro", default=None, help="a clip in the server's template library joined before")
-    p.add_argument("--outro", default=None, help="a clip in the server's template library joined after")
-    p.add_argument("--subtitle-file", default=None, metavar="FILE", help="an .srt or .vtt timed against the speech")
-    p.add_argument("--subtitles", default=None, choices=("soft", "burn", "off"),
-                   help="what the subtitles become: a switchable track, also burned in, or nothing")
+    add_flags(p)  # one flag per job option, from the definition the server judges them by
     p.add_argument("--wait", action="store_true", help="follow the job until it is done or failed")
     p.add_argument("--json", action="store_true", help="print the final JSON (the sidecar with --wait)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -81,10 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(text, file=sys.stderr, flush=True)
 
-    fields = {"name": args.name, "engine": args.engine, "output_name": args.output_name,
-              "link_lifetime": args.link_lifetime, "callback_url": args.callback_url, "priority": args.priority,
-              **{k: getattr(args, k) for k in ("text", "voice", "resolution", "aspect", "fps", "watermark", "intro",
-                                               "outro", "subtitles")}}
+    fields = {"name": args.name, **flag_fields(args)}
     shown: dict[str, int] = {}
 
     def upload_progress(name: str, done: int, total: int) -> None:
@@ -119,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if args.json:
         print(json.dumps(doc, indent=2, ensure_ascii=False))
-    if doc.get("state") == "done":
+    if doc.get("state") == State.DONE:
         if not args.json:
             for link in links_of(doc):
                 print(link)

@@ -13,52 +13,13 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from lipsync.engines import NAMES as ENGINE_NAMES
-
 from daemon.api.access import rule_for
 from daemon.api.errors import ERROR_SCHEMA
+from daemon.joboptions import schema_files, schema_properties
 from daemon.jobstate import WAITING, State
 
-_ONE_OR_MORE = {"type": "array", "items": {"type": "string"}}
-
-_FIELDS: dict[str, dict[str, Any]] = {
-    "audio_url": {"type": "string", "format": "uri",
-                  "description": "http(s) URL of the audio (wav, mp3, m4a, flac, ogg, aac), fetched by the server"},
-    "audio_upload": {"type": "string", "description": "id (or URL) of a finished tus upload holding the audio"},
-    "template_url": {**_ONE_OR_MORE, "description": "http(s) URL(s) of template videos (mp4, mov, mkv, webm) "
-                                                     "or photos (png, jpg)"},
-    "template_name": {**_ONE_OR_MORE, "description": "name(s) of templates in the server's template library"},
-    "template_upload": {**_ONE_OR_MORE, "description": "id(s) or URL(s) of finished tus uploads holding templates"},
-    "name": {"type": "string", "description": "job name (default: the audio's name); a name in use gets -2, -3, ..."},
-    "engine": {"type": "string", "enum": list(ENGINE_NAMES),
-               "description": "lip-sync engine (default: the server's render.engine)"},
-    "link_lifetime": {"type": "string", "description": "how long presigned URLs live, e.g. \"3d\" (1m..7d); "
-                                                       "permanent links do not expire"},
-    "callback_url": {"type": "string", "format": "uri",
-                     "description": "webhook called with the job's JSON when it is done or failed"},
-    "output_name": {"type": "string", "description": "file name of the video(s), without .mp4"},
-    "priority": {"type": "integer", "minimum": -100, "maximum": 100, "description": "higher runs first (default 0)"},
-    "text": {"type": "string", "description": "words to speak instead of an audio (the server's text-to-speech); "
-                                              "give text or an audio, not both"},
-    "voice": {"type": "string", "description": "the voice for text (espeak-ng voice or HeyGem speaker id)"},
-    "resolution": {"type": "string", "description": "finished size: keep, 1080p, 720p, 480p (the shorter side) or "
-                                                    "WIDTHxHEIGHT"},
-    "aspect": {"type": "string", "enum": ["keep", "16:9", "9:16", "1:1", "4:5"],
-               "description": "finished shape; the crop follows the face"},
-    "fps": {"type": "number", "minimum": 1, "maximum": 120, "description": "finished frame rate"},
-    "watermark": {"type": "string", "description": "an image in the template library composited into every frame"},
-    "watermark_position": {"type": "string",
-                           "enum": ["top-left", "top-right", "bottom-left", "bottom-right", "center"]},
-    "watermark_margin": {"type": "number", "description": "share of the frame's shorter side (0..0.25)"},
-    "watermark_opacity": {"type": "number", "description": "0..1"},
-    "watermark_scale": {"type": "number", "description": "the logo's width as a share of the frame's (0.01..1)"},
-    "intro": {"type": "string", "description": "a clip in the template library joined before the video"},
-    "outro": {"type": "string", "description": "a clip in the template library joined after the video"},
-    "subtitle_url": {"type": "string", "format": "uri",
-                     "description": "an .srt or .vtt the server fetches (JSON's way to send subtitles)"},
-    "subtitles": {"type": "string", "enum": ["soft", "burn", "off"],
-                  "description": "what the subtitle file becomes: a switchable track, also burned in, or nothing"},
-}
+# the submission's fields, from the one definition of a job's options and sources
+_FIELDS: dict[str, dict[str, Any]] = schema_properties()
 
 SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
@@ -67,14 +28,7 @@ SUBMIT_BODY: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
-                    "properties": {
-                        "audio": {"type": "string", "format": "binary", "description": "the audio file"},
-                        "template": {"type": "array", "items": {"type": "string", "format": "binary"},
-                                     "description": "template file(s): repeat the field for several"},
-                        "subtitle_file": {"type": "string", "format": "binary",
-                                          "description": "an .srt or .vtt file timed against the speech"},
-                        **_FIELDS,
-                    },
+                    "properties": {**schema_files(), **_FIELDS},
                 },
                 "encoding": {"audio": {"contentType": "application/octet-stream"},
                              "template": {"contentType": "application/octet-stream"}},

@@ -24,7 +24,6 @@ from python_multipart.multipart import parse_options_header
 from fastapi import Request as HttpRequest
 
 from lipsync.engine import RenderOptions
-from lipsync.engines import NAMES as ENGINE_NAMES
 from lipsync.errors import LipsyncError
 
 from daemon.api.drops import Staging, clean_filename, clean_job_name
@@ -32,21 +31,18 @@ from daemon.api.multipart import MAX_TEXT, read_multipart
 from daemon.api.errors import ApiError, bad_name
 from daemon.api.uploads import UploadRefused, UploadStore
 from daemon.api.fetch import check_target, fetch_to
-from daemon.config import Config, parse_duration
-from daemon.intake.manifest import (MAX_LINK_LIFETIME, MIN_LINK_LIFETIME, PRIORITY_RANGE, PathRules,
-                                   check_finish_options)
+from daemon.config import Config
+from daemon.intake.manifest import PathRules
+from daemon.joboptions import api_file_fields, api_repeatable, api_text_fields, from_fields, judge
 from daemon.confine import NameRefused, confine
 from daemon.errors import PermanentJobError
 from daemon.pipeline.engines import media_limits
 
-FILE_FIELDS = {"audio": "audio", "template": "template", "subtitle_file": "subtitles"}
-# finishing and text-to-speech: the manifest keys of the same names (watermark_* set the
-# watermark's other keys in forms, where a field holds text only)
-FINISH_FIELDS = ("resolution", "aspect", "fps", "watermark", "watermark_position", "watermark_margin",
-                 "watermark_opacity", "watermark_scale", "intro", "outro", "subtitles", "subtitle_url", "text", "voice")
-TEXT_FIELDS = ("audio_url", "audio_upload", "template_url", "template_name", "template_upload", "name", "engine",
-               "link_lifetime", "callback_url", "output_name", "priority", *FINISH_FIELDS)
-REPEATABLE = {"template", "template_url", "template_name", "template_upload"}
+# the submission's fields, from the one definition of a job's options and sources
+FILE_FIELDS = api_file_fields()
+TEXT_FIELDS = api_text_fields()
+REPEATABLE = api_repeatable()
+URL_FIELDS = ("audio_url", "template_url", "subtitle_url", "callback_url")  # addresses the server would reach
 _UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -129,57 +125,30 @@ class Checked:
 
 
 def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]]:
-    """The job name asked for and the manifest options; ApiError listing every problem."""
+    """The job name asked for and the manifest options; ApiError listing every problem.
+
+    The options are judged by :func:`daemon.joboptions.judge`, as a manifest's are; what
+    the API adds is its own: URLs it would reach are checked as network targets.
+    """
     problems: list[ApiError] = []
-    options: dict[str, Any] = {}
-    engine = req.text("engine")
-    if engine is not None and engine not in ENGINE_NAMES:
-        problems.append(ApiError(400, "bad_option", f"engine: {engine!r} is not one of {', '.join(ENGINE_NAMES)}",
-                                 field="engine"))
-    elif engine:
-        options["engine"] = engine
-    lifetime = req.text("link_lifetime")
-    if lifetime:
-        try:
-            seconds = parse_duration(lifetime)
-            if not MIN_LINK_LIFETIME <= seconds <= MAX_LINK_LIFETIME:
-                raise ValueError(f"{lifetime!r} is outside 1m..7d")
-            options["link_lifetime"] = seconds
-        except ValueError as e:
-            problems.append(ApiError(400, "bad_option", f"link_lifetime: {e}", field="link_lifetime"))
-    priority = req.text("priority")
-    if priority:
-        try:
-            value = int(priority)
-            if not PRIORITY_RANGE[0] <= value <= PRIORITY_RANGE[1]:
-                raise ValueError
-            options["priority"] = value
-        except ValueError:
-            problems.append(ApiError(400, "bad_option", f"priority: {priority!r} is not a whole number from "
-                                     f"{PRIORITY_RANGE[0]} to {PRIORITY_RANGE[1]}", field="priority"))
-    output_name = req.text("output_name")
-    if output_name is not None:
-        cleaned = clean_job_name(output_name)
-        if cleaned is None:
-            problems.append(ApiError(400, "bad_option", "output_name: nothing usable is left of it", field="output_name"))
-        else:
-            options["output_name"] = cleaned
+    options, found = judge(from_fields({key: values[0] for key, values in req.texts.items() if values}))
+    problems += [ApiError(400, "bad_option", message, field=key) for key, message in found]
     # every URL is checked before any is fetched: a request naming one refused address
     # makes no request anywhere
-    for key in ("audio_url", "template_url", "subtitle_url", "callback_url"):
+    judged_bad = {key for key, _ in found}
+    for key in URL_FIELDS:
+        if key in judged_bad:  # refused already, in the words every door uses
+            continue
         for url in req.texts.get(key, []):
             try:
                 check_target(url, field=key, allow_private=cfg.api.fetch_private_urls)
             except ApiError as e:
                 problems.append(e)
-    callback = req.text("callback_url")
-    if callback and not any(p.field == "callback_url" for p in problems):
-        options["callback_url"] = callback
+                options.pop(key, None)
     raw_name = req.text("name")
     name = clean_job_name(raw_name)
     if raw_name is not None and name is None:
         problems.append(ApiError(400, "bad_option", f"name: nothing usable is left of {raw_name!r}", field="name"))
-    _check_finishing(req, options, problems)
     sources = (req.audio_file is not None) + len(req.texts.get("audio_url", [])) + len(req.texts.get("audio_upload", []))
     sources += "text" in options
     if sources != 1:
@@ -195,37 +164,6 @@ def check_options(req: Request, cfg: Config) -> tuple[str | None, dict[str, Any]
     if problems:
         raise _all_of(problems)
     return name, options
-
-
-def _check_finishing(req: Request, options: dict[str, Any], problems: list[ApiError]) -> None:
-    """The finishing and text fields, checked by the manifest's own rules."""
-    raw: dict[str, Any] = {}
-    for key in ("resolution", "aspect", "intro", "outro", "subtitles", "text", "voice"):
-        if req.text(key) is not None:
-            raw[key] = req.text(key)
-    numbers = {"fps": req.text("fps")} | {f"watermark_{k}": req.text(f"watermark_{k}")
-                                          for k in ("margin", "opacity", "scale")}
-    for key, value in numbers.items():
-        if value is None:
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            problems.append(ApiError(400, "bad_option", f"{key}: {value!r} is not a number", field=key))
-            continue
-        if key == "fps":
-            raw["fps"] = number
-        else:
-            raw.setdefault("watermark", {})[key.removeprefix("watermark_")] = number
-    if req.text("watermark") is not None or req.text("watermark_position") is not None:
-        mark = raw.setdefault("watermark", {})
-        if req.text("watermark") is not None:
-            mark["image"] = req.text("watermark")
-        if req.text("watermark_position") is not None:
-            mark["position"] = req.text("watermark_position")
-    checked, found = check_finish_options(raw)
-    problems.extend(ApiError(400, "bad_option", message, field=key) for key, message in found)
-    options.update(checked)
 
 
 def _all_of(problems: list[ApiError]) -> ApiError:

@@ -27,7 +27,6 @@ Failed jobs come back as specs with ``error`` set and every file of the drop in
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 import time
@@ -40,6 +39,7 @@ from daemon.errors import BadManifestError, JobError, MissingPartnerError, Perma
 from daemon.jobs import SYMLINK_INPUT, JobOptions, JobSpec, ambiguous_job_error
 from daemon.logsetup import get_logger
 from daemon.intake.manifest import Manifest, PathRules, parse_manifest
+from daemon.intake.references import manifest_refs, near_misses, normal_ref
 from daemon.names import (audio_names_hint, file_kind, is_readme, is_temporary_name, is_text, job_stem,
                                  template_names_hint)
 
@@ -190,8 +190,8 @@ class Inbox:
         claimers: dict[str, list[str]] = defaultdict(list)  # inbox name -> valid manifests naming it
         refused: dict[str, list[str]] = defaultdict(list)  # ... and refused ones: they take what nobody else does
         for n, m in parsed.items():
-            for _, ref, _ in _manifest_refs(m):
-                (claimers if isinstance(m, Manifest) else refused)[_normal(ref)].append(n)
+            for _, ref, _ in manifest_refs(m):
+                (claimers if isinstance(m, Manifest) else refused)[normal_ref(ref)].append(n)
         reserved = set(claimers) | set(refused)
         # a manifest that could not be read names nothing we know of: the files of its stem
         # are its drop, and go with it
@@ -200,7 +200,7 @@ class Inbox:
                 reserved |= {f for f, kind in top.items() if kind != "manifest" and job_stem(f) == job_stem(n)}
         # a name a manifest gets wrong ("portrait.jpg" for portrait.jpeg): the file meant is
         # part of that job, never a lone job of its own, and the job fails at once saying so
-        self._suggested = _suggestions(parsed, top, claimers, self.cfg.paths.templates)
+        self._suggested = near_misses(parsed, top, claimers, self.cfg.paths.templates)
         reserved |= set(self._suggested.values())
 
         specs: list[JobSpec] = []
@@ -240,7 +240,7 @@ class Inbox:
         if isinstance(m, BadManifestError):
             return self._refused_manifest_job(name, m, claimers, now)
 
-        refs = _manifest_refs(m)
+        refs = manifest_refs(m)
         located: list = []
         field_of: dict[tuple[bool, str], str] = {}
         missing: list[str] = []
@@ -279,7 +279,7 @@ class Inbox:
         if error is not None:
             return JobSpec(name=job, audio=None, templates=[], manifest=self.root / name, files=_unique(files),
                            options=m.options, error=error, ready_since=ready_since)
-        meant = {ref: self._suggested[_normal(ref)] for ref in missing if _normal(ref) in self._suggested}
+        meant = {ref: self._suggested[normal_ref(ref)] for ref in missing if normal_ref(ref) in self._suggested}
         if meant:
             keys_meant = [(False, n) for n in meant.values()]
             for k in keys_meant:
@@ -323,7 +323,7 @@ class Inbox:
             keys += sorted(k for k in self._touched if not k[0] and k[1] != name and job_stem(k[1]) == job
                            and file_kind(k[1]) not in (None, "manifest"))
         for field, ref, is_template in err.refs or []:
-            if claimers.get(_normal(ref)):
+            if claimers.get(normal_ref(ref)):
                 continue  # a valid manifest names it too: it goes with that job
             try:
                 loc = self.rules.locate(ref, manifest=name, field=field, template=is_template)
@@ -432,52 +432,6 @@ class Inbox:
                                  code="bad_media", file=name)
 
 
-def _manifest_refs(m: Manifest | BadManifestError) -> list[tuple[str, str, bool]]:
-    """(field, name, is a template) of every inbox file a manifest names: its audio (none
-    when it brings text instead), its templates, its subtitles; for a refused manifest what
-    could be read of them."""
-    if isinstance(m, BadManifestError):
-        return list(m.refs or [])
-    refs = [("audio", m.audio, False)] if m.audio else []
-    refs += [(f"templates[{i}]", t, True) for i, t in enumerate(m.templates)]
-    if m.options.subtitle_file:
-        refs.append(("subtitle_file", m.options.subtitle_file, False))
-    return refs
-
-
-def _suggestions(parsed: dict, top: dict[str, str], claimers: dict[str, list[str]],
-                 library: Path | None) -> dict[str, str]:
-    """Manifest references absent from the inbox -> the present file they most likely mean.
-
-    Only a file of the same kind (audio for audio, template for template), named by no
-    manifest and not half of a complete same-stem pair, is suggested: a near miss such as a
-    wrong extension, letter case or one typo (difflib similarity of at least 0.8).
-    """
-    stems: dict[str, set[str]] = defaultdict(set)
-    for n, kind in top.items():
-        if kind != "manifest":
-            stems[job_stem(n)].add(kind)
-    free = {n: k for n, k in top.items() if k != "manifest" and n not in claimers
-            and stems[job_stem(n)] != {"audio", "template"}}
-    out: dict[str, str] = {}
-    for m in parsed.values():
-        if not isinstance(m, Manifest):
-            continue
-        for field, ref, is_template in _manifest_refs(m):
-            kind = "template" if is_template else "audio" if field == "audio" else "subtitles"
-            ref = _normal(ref)
-            if "/" in ref or ref in top or (library is not None and os.path.lexists(library / ref)):
-                continue
-            candidates = [n for n, k in free.items() if k == kind]
-            same_case = [n for n in candidates if n.lower() == ref.lower()]
-            close = same_case or difflib.get_close_matches(ref, candidates, n=1, cutoff=0.8) or \
-                difflib.get_close_matches(job_stem(ref), [job_stem(c) for c in candidates], n=1, cutoff=0.8)
-            if close:
-                match = close[0] if close[0] in candidates else next(c for c in candidates if job_stem(c) == close[0])
-                out[ref] = match
-    return out
-
-
 @dataclass(frozen=True)
 class Waiting:
     """A drop that is not a job yet, as the last scan saw it (for ``lipsyncd status``)."""
@@ -498,11 +452,6 @@ def _special_kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a folder"
     return "not a regular file"
-
-
-def _normal(ref: str) -> str:
-    parts = [p for p in ref.replace("\\", "/").split("/") if p not in ("", ".")]
-    return "/".join(parts)
 
 
 def _unique(paths: list[Path]) -> list[Path]:

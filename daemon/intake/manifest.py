@@ -15,6 +15,7 @@ A manifest names one audio file and one or more templates, plus per-job options:
     subtitle_file = "welcome.srt"  # optional: .srt / .vtt in the inbox (NAME.srt is found by itself)
     text = "Hello!"                # instead of audio: spoken by [tts] (voice = "..." for this job)
 
+The options are defined once, in :mod:`daemon.joboptions`, for every door a job enters by.
 :func:`parse_manifest` checks everything it can without touching other files and raises
 one :class:`BadManifestError` that lists every problem. :class:`PathRules` then locates
 each named file: relative paths only, inside the inbox (audio and templates) or the
@@ -32,23 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lipsync.engines import NAMES as ENGINE_NAMES
-from lipsync.finish.spec import check as check_finish
-from lipsync.tts import MAX_TEXT_CHARS
-
-from daemon.config import Config, parse_duration
+from daemon.config import Config
 from daemon.confine import NameRefused, confine, name_parts
 from daemon.errors import BadManifestError, PathOutsideInboxError, PermanentJobError
 from daemon.names import file_kind, job_stem
 from daemon.jobs import SYMLINK_INPUT, JobOptions
+from daemon.joboptions import KEYS as OPTION_KEYS, judge
 
 MAX_MANIFEST_BYTES = 1024 * 1024
-MIN_LINK_LIFETIME = 60.0
-MAX_LINK_LIFETIME = 7 * 86400.0  # SigV4 presigned URLs cannot live longer
 
-_KEYS = ("audio", "templates", "output_name", "link_lifetime", "engine", "callback_url", "priority", "resolution",
-         "aspect", "fps", "watermark", "intro", "outro", "subtitles", "subtitle_file", "text", "voice")
-PRIORITY_RANGE = (-100, 100)
+_KEYS = ("audio", "templates", *OPTION_KEYS)  # the options: daemon.joboptions, one definition for every door
 
 
 @dataclass(frozen=True)
@@ -97,7 +91,9 @@ def parse_manifest_bytes(path: Path, data: bytes, *, max_templates: int = 100) -
         problems.append("audio and text: give one of them (text is spoken with the configured voice)")
     audio = _check_audio(raw.get("audio"), problems) if raw.get("text") is None else ""
     templates = _check_templates(raw.get("templates"), max_templates, problems)
-    options = _check_options(raw, problems)
+    kept, found = judge(raw)
+    problems.extend(message for _, message in found)
+    options = JobOptions(**kept)
     if problems:
         _fail(name, problems, refs=named_files(raw))
     return Manifest(path=path, name=job_stem(name), audio=audio, templates=templates, options=options)
@@ -197,100 +193,6 @@ def _check_templates(value: Any, max_templates: int, problems: list[str]) -> lis
             seen.add(item)
         out.append(item)
     return out
-
-
-def _check_options(raw: dict[str, Any], problems: list[str]) -> JobOptions:
-    output_name = raw.get("output_name")
-    if output_name is not None:
-        if not isinstance(output_name, str):
-            problems.append(f"output_name: expected a string, got {type(output_name).__name__}")
-            output_name = None
-        else:
-            if output_name.lower().endswith(".mp4"):
-                output_name = output_name[:-4]
-            bad = [c for c in "/\\\x00" if c in output_name]
-            if not output_name.strip() or output_name.startswith(".") or bad or len(output_name) > 200:
-                problems.append(f"output_name: {raw['output_name']!r} is not usable as a file name "
-                                "(non-empty, no / or \\, not starting with '.', at most 200 characters)")
-                output_name = None
-
-    lifetime = raw.get("link_lifetime")
-    if lifetime is not None:
-        try:
-            lifetime = parse_duration(lifetime)
-        except ValueError as e:
-            problems.append(f"link_lifetime: {e}")
-            lifetime = None
-        else:
-            if not MIN_LINK_LIFETIME <= lifetime <= MAX_LINK_LIFETIME:
-                problems.append(f"link_lifetime: {raw['link_lifetime']!r} must be between 60 seconds and 7 days")
-                lifetime = None
-
-    engine = raw.get("engine")
-    if engine is not None and engine not in ENGINE_NAMES:
-        problems.append(f"engine: {engine!r} is not one of {', '.join(ENGINE_NAMES)}")
-        engine = None
-
-    callback = raw.get("callback_url")
-    if callback is not None:
-        if not isinstance(callback, str) or not callback.startswith(("http://", "https://")) \
-                or any(c.isspace() for c in callback) or len(callback) < 10:
-            # the URL may carry a token: name the problem, never echo the value
-            problems.append("callback_url: must be an http:// or https:// URL")
-            callback = None
-
-    priority = raw.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not PRIORITY_RANGE[0] <= priority <= PRIORITY_RANGE[1]):
-        problems.append(f"priority: {priority!r} must be a whole number from {PRIORITY_RANGE[0]} to "
-                        f"{PRIORITY_RANGE[1]} (higher runs first; default 0)")
-        priority = None
-
-    finish, found = check_finish_options(raw)
-    problems.extend(message for _, message in found)
-    return JobOptions(output_name=output_name, link_lifetime=lifetime, engine=engine, callback_url=callback,
-                      priority=priority, **finish)
-
-
-def check_finish_options(raw: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """The finishing and text-to-speech keys: (the good values, (key, message) for each problem).
-
-    Shared by manifests and the HTTP API, which names the field of each problem."""
-    problems = check_finish({k: raw.get(k) for k in ("resolution", "aspect", "fps", "watermark", "subtitles")})
-    bad = {key for key, _ in problems}
-    out: dict[str, Any] = {}
-    for key in ("resolution", "aspect", "fps", "subtitles"):
-        value = raw.get(key)
-        if value is not None and key not in bad:
-            out[key] = float(value) if key == "fps" else value
-    mark = raw.get("watermark")
-    if mark is not None and "watermark" not in bad:
-        out["watermark"] = {"image": mark} if isinstance(mark, str) else dict(mark)
-    for key, suffixes, what in (("intro", (".mp4", ".mov", ".mkv", ".webm"), "a video clip"),
-                                ("outro", (".mp4", ".mov", ".mkv", ".webm"), "a video clip"),
-                                ("subtitle_file", (".srt", ".vtt"), "an .srt or .vtt file")):
-        value = raw.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, str) or not value.lower().endswith(suffixes) or "\x00" in value:
-            problems.append((key, f"{key}: {value!r} is not {what}"))
-        else:
-            out[key] = value
-    text = raw.get("text")
-    if text is not None:
-        if not isinstance(text, str) or not text.strip():
-            problems.append(("text", "text: must be the words to speak, a non-empty string"))
-        elif len(text) > MAX_TEXT_CHARS:
-            problems.append(("text", f"text: {len(text)} characters, more than {MAX_TEXT_CHARS}"))
-        else:
-            out["text"] = text
-    voice = raw.get("voice")
-    if voice is not None:
-        if not isinstance(voice, str) or not voice.strip() or len(voice) > 100 or any(c.isspace() for c in voice):
-            problems.append(("voice", f"voice: {voice!r} must be a voice name (espeak-ng) or speaker id (HeyGem)"))
-        else:
-            out["voice"] = voice
-    return out, problems
 
 
 # --------------------------------------------------------------------------- confinement

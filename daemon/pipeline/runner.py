@@ -5,11 +5,10 @@ The worker hands a :class:`JobRun` to :meth:`JobRunner.run`, which performs its 
 runner decides what a failure means -- retry later (and when), or fail for good -- and
 records it in the job's sidecar; the worker only schedules the run again at ``run.due``.
 
-Each finished render leaves ``out/<name>.mp4`` plus a small record
-``out/.<name>.rendered.json`` (size, sha256, duration, ...). A job that comes back after a
-restart -- an interrupted shutdown, a crash, a store that was down -- skips every output
-whose record still matches its file, so nothing is rendered twice; an upload already in
-the store is skipped by ``upload_file`` itself (same key, size and sha256).
+Rendering is :mod:`daemon.pipeline.rendering`'s: a job that comes back after a restart --
+an interrupted shutdown, a crash, a store that was down -- skips every output whose render
+record still matches its file, so nothing is rendered twice; an upload already in the
+store is skipped by ``upload_file`` itself (same key, size and sha256).
 
 Ownership: every sidecar write is fenced (:mod:`daemon.outbox`): once another daemon has
 taken the job over, the write raises :class:`RecordFenced` and the run ends as ``LOST``
@@ -19,23 +18,15 @@ checked right before each one; a stale upload lands on the same key the new owne
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from lipsync.engine import RenderOptions
-from lipsync.finish import finish_video
-from lipsync.render import render
-from lipsync.tts import TtsSettings, read_text, synthesize
 
-from daemon.atomic import write_atomic
 from daemon.backoff import Backoff
 from daemon.cluster import lease
 from daemon.config import Config
@@ -44,15 +35,14 @@ from daemon.errors import JobError, PermanentJobError, TransientJobError, job_er
 from daemon.failpoints import failpoint
 from daemon.housekeeping.links import link_lifetime
 from daemon import workarea
-from daemon.jobs import ClaimedJob, PlannedOutput
+from daemon.jobs import ClaimedJob
 from daemon.logsetup import bind_job, get_logger
 from daemon.outbox import Outbox, OutputState, RecordFenced, Sidecar, State, parse_time
-from daemon.names import fit_name, is_text
 from daemon.pipeline.engines import EngineCache
-from daemon.pipeline.finishing import finish_spec
+from daemon.pipeline.rendering import JobCancelled, JobInterrupted, OutputRenderer, check_cancel, render_seconds
 from daemon.pipeline.slots import Slot
 from daemon.storage.permalinks import load_signer
-from daemon.storage import Store, object_key, sha256_file
+from daemon.storage import Store, object_key
 
 log = get_logger(__name__)
 
@@ -91,20 +81,8 @@ class JobRun:
     slot: Slot | None = None  # where the worker renders it (device; progress for its status line)
 
 
-class JobInterrupted(BaseException):
-    """Raised from the render's progress callback when the daemon is told to stop now.
-
-    A BaseException, so that no ``except Exception`` between the callback and us can
-    mistake a shutdown for a render error and fail the job.
-    """
-
-
 class JobLost(Exception):
     """The lease says another daemon owns the job (checked before uploads)."""
-
-
-class JobCancelled(Exception):
-    """Someone asked for the job to be cancelled (`lipsyncd cancel`): it fails as ``cancelled``."""
 
 
 class JobRunner:
@@ -112,12 +90,11 @@ class JobRunner:
                  on_finished: Iterable[FinishedHook] = (), abort: threading.Event | None = None,
                  heartbeat: lease.Heartbeat | None = None, link_note: str | None = None) -> None:
         self.cfg = cfg
-        self.engines = engines
-        self.options = options
         self.store = store
         self.outbox = Outbox(cfg.paths.outbox)
         self.on_finished = list(on_finished)
         self.abort = abort or threading.Event()
+        self.renderer = OutputRenderer(cfg, engines=engines, options=options, abort=self.abort)
         self.heartbeat = heartbeat
         # said in every finished job's notes, e.g. that its link dies with a burst run's store
         self.link_note = link_note
@@ -138,7 +115,7 @@ class JobRunner:
                     resumed = self._open(run)
                     if resumed is not None:
                         return resumed
-                self._check_cancel(run.job)
+                check_cancel(run.job)
                 if run.step is Step.UPLOAD:
                     return self._upload(run)
                 return self._render(run)
@@ -193,7 +170,7 @@ class JobRunner:
             return self._fail(run, job.error)
         try:
             rec.queued(inputs=job.inputs_document())
-            self._render_all(run)
+            self.renderer.render_all(job, rec, run.slot)
         except (RecordFenced, JobLost, JobInterrupted, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure becomes a job outcome
@@ -207,90 +184,6 @@ class JobRunner:
                 return self._fail(run, err)
             return self._render_later(run, err)
         return self._upload(run)
-
-    def _render_all(self, run: JobRun) -> None:
-        job, rec = run.job, run.record
-        assert rec is not None
-        planned = job.planned_outputs()
-        slot = run.slot
-        device = slot.device if slot is not None else self.cfg.render.device
-        engine = self.engines.get(job.options.engine or self.cfg.render.engine, device=device,
-                                  slot=slot.index if slot is not None else 0)
-        options = dataclasses.replace(self.options, device=device)
-        rec.rendering(engine=engine.name, outputs=[(p.name, p.template_name) for p in planned],
-                      notes=engine.load_notes, device=device)
-        job.out_dir.mkdir(exist_ok=True)  # never parents: a vanished work folder stays vanished
-        speech = self._speech(job)
-        finishing = finish_spec(job, self.cfg)
-        count = len(planned)
-        for i, plan in enumerate(planned):
-            earlier = _read_rendered(plan)
-            if earlier is not None:
-                rec.output_rendered(plan.name, earlier["output"])
-                continue
-            if self.abort.is_set():
-                raise JobInterrupted()
-            rec.output_rendering(plan.name)
-            failpoint("before_render", job.id)
-            partial = job.out_dir / f".{plan.name}.partial.mp4"
-
-            def progress(fraction: float, _i: int = i) -> None:
-                if self.abort.is_set():
-                    raise JobInterrupted()
-                self._check_cancel(job)  # one stat per chunk: a cancel stops the render at the next one
-                failpoint("render_progress", job.id)
-                done = (_i + fraction) / count
-                if slot is not None:
-                    slot.progress = done
-                rec.progress(done)
-
-            started = time.monotonic()
-            result = render(speech, plan.template, partial, engine=engine, options=options,
-                            progress=progress)
-            shape = (result.duration, result.width, result.height, result.fps)
-            extra: list[str] = []
-            if not finishing.is_noop:
-                finished = job.out_dir / f".{plan.name}.finished.mp4"
-                report = finish_video(partial, finished, finishing, options)
-                os.replace(finished, partial)
-                shape = (report.duration, report.width, report.height, report.fps)
-                extra = report.notes
-            seconds = time.monotonic() - started
-            _check_inputs_unchanged(job)
-            os.replace(partial, plan.path)
-            fields = {
-                "size": plan.path.stat().st_size, "sha256": sha256_file(plan.path),
-                "duration": round(float(shape[0]), 3), "width": int(shape[1]),
-                "height": int(shape[2]), "fps": float(shape[3]), "engine": result.engine,
-            }
-            notes = [n if count == 1 else f"{plan.name}: {n}" for n in [*result.notes, *extra]]
-            rec.output_rendered(plan.name, fields, notes)
-            _write_rendered(plan, {"output": fields, "render_seconds": round(seconds, 3), "notes": notes})
-            log.info("output rendered", output=plan.name, template=plan.template_name, seconds=round(seconds, 2),
-                     frames=result.frames, engine=result.engine)
-            failpoint("after_render", job.id)
-        rec.rendered()
-
-    def _speech(self, job: ClaimedJob) -> Path:
-        """The audio to render: the job's own, or its text spoken by [tts] into a WAV kept
-        with the inputs (made once: a resumed job reuses it)."""
-        text_file = job.audio if job.audio is not None and is_text(job.audio.name) else None
-        if text_file is None and not job.options.text:
-            if job.audio is None:
-                raise PermanentJobError("the job has neither audio nor text", code="bad_media")
-            return job.audio
-        out = job.inputs_dir / f"{fit_name(job.name, 180)}.speech.wav"
-        if out.is_file():
-            return out
-        t = self.cfg.tts
-        settings = TtsSettings(backend=t.backend, voice=job.options.voice or t.voice, url=t.url, rate=t.rate,
-                               timeout=float(t.timeout))
-        text = read_text(text_file) if text_file is not None else job.options.text
-        started = time.monotonic()
-        synthesize(text, out, settings, source=text_file)
-        log.info("text spoken", backend=t.backend, voice=settings.voice, chars=len(text),
-                 seconds=round(time.monotonic() - started, 2))
-        return out
 
     def _render_later(self, run: JobRun, err: JobError) -> Outcome:
         rec = run.record
@@ -329,7 +222,7 @@ class JobRunner:
                     continue
                 if self.abort.is_set():
                     raise JobInterrupted()
-                self._check_cancel(job)
+                check_cancel(job)
                 self._check_owner(job)
                 key = out.get("key") or object_key(self.cfg, job.id, plan.name, claimed)
                 rec.output_uploading(plan.name)
@@ -373,7 +266,7 @@ class JobRunner:
         failpoint("before_sidecar_done", job.id)
         if self.link_note:
             rec.add_note(self.link_note)
-        rec.done(render_seconds=sum(_render_seconds(p) for p in job.planned_outputs()), upload_seconds=upload_seconds)
+        rec.done(render_seconds=sum(render_seconds(p) for p in job.planned_outputs()), upload_seconds=upload_seconds)
         failpoint("after_sidecar_done", job.id)
         self._file_inputs(job, State.DONE)
         failpoint("after_finish", job.id)
@@ -418,11 +311,11 @@ class JobRunner:
         # not mistake for a takeover
         if self.heartbeat is not None:
             self.heartbeat.discard(job.work_dir)
-        workarea.finish(job, self.cfg, "done" if state is State.DONE else "failed")
+        workarea.finish(job, self.cfg, state)
 
     def _interrupted(self, run: JobRun) -> Outcome:
         """Leave the job claimed, its sidecar back to "queued": the next start resumes it."""
-        phase = "uploading" if run.step is Step.UPLOAD else "rendering"
+        phase = State.UPLOADING if run.step is Step.UPLOAD else State.RENDERING
         if run.record is not None:
             try:
                 run.record.interrupted(phase)
@@ -490,10 +383,6 @@ class JobRunner:
         if not self.owns(job):
             raise JobLost("the lease names another daemon")
 
-    @staticmethod
-    def _check_cancel(job: ClaimedJob) -> None:
-        if workarea.cancel_requested(job):
-            raise JobCancelled()
 
 
 def _generation_on_record(outbox: Outbox, job: ClaimedJob) -> int:
@@ -502,49 +391,3 @@ def _generation_on_record(outbox: Outbox, job: ClaimedJob) -> int:
     return generation if isinstance(generation, int) else 1
 
 
-def _check_inputs_unchanged(job: ClaimedJob) -> None:
-    """PermanentJobError when an input differs from what was claimed.
-
-    A copy that paused longer than the settle window and then carried on, or a file
-    replaced through a handle held open, changes under the renderer: the video would
-    mix two versions of it. Size and mtime as recorded at the claim are the reference.
-    """
-    for f in job.files:
-        if not f.moved or f.library:
-            continue
-        try:
-            st = os.stat(job.inputs_dir / f.name)
-        except FileNotFoundError:
-            st = None
-        if st is None or st.st_size != f.size or (f.mtime_ns and st.st_mtime_ns != f.mtime_ns):
-            now = "it is gone" if st is None else f"now {st.st_size} bytes, modified after the claim"
-            raise PermanentJobError(f"{f.name} changed while it was being read (claimed at {f.size} bytes; {now}): "
-                                    "it was still being copied or was replaced. Drop the job again once the file "
-                                    "is complete", code="input_changed", file=f.name)
-
-
-# --------------------------------------------------------------------------- render records
-
-
-def _record_path(plan: PlannedOutput) -> Path:
-    return plan.path.with_name(f".{plan.name}.rendered.json")
-
-
-def _write_rendered(plan: PlannedOutput, data: dict[str, Any]) -> None:
-    write_atomic(_record_path(plan), json.dumps(data).encode())
-
-
-def _read_rendered(plan: PlannedOutput) -> dict[str, Any] | None:
-    """The record of an earlier complete render of ``plan``, if its MP4 is intact."""
-    try:
-        data = json.loads(_record_path(plan).read_text())
-        if plan.path.stat().st_size == data["output"]["size"]:
-            return data
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return None
-
-
-def _render_seconds(plan: PlannedOutput) -> float:
-    data = _read_rendered(plan)
-    return float(data.get("render_seconds", 0.0)) if data else 0.0

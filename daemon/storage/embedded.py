@@ -21,10 +21,8 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,22 +40,14 @@ from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.logsetup import get_logger
 from daemon.storage.credentials import S3Credentials, load_or_create, write_private_json
+from daemon.storage.embedded_ports import HOST, choose_ports, port_free
 
 log = get_logger(__name__)
 
-HOST = "127.0.0.1"
 LOG_FILE = "seaweedfs.log"
 LOG_ROTATE_BYTES = 10 * 1024**2
-PORTS_FILE = "lipsyncd-ports.json"
 PID_FILE = "lipsyncd-weed.pid"
 IDENTITIES_FILE = "s3-identities.json"
-# the services weed mini runs besides the S3 gateway, each on an HTTP and a gRPC port
-INTERNAL_SERVICES = ("master", "volume", "filer", "admin")
-# SeaweedFS assumes gRPC = HTTP + 10000 wherever an address is passed without its gRPC port
-# (its maintenance worker dials the admin server that way), so we keep to that convention
-GRPC_OFFSET = 10000
-# HTTP ports are drawn below the usual ephemeral range (32768+), gRPC ports land 10000 up
-_PORT_RANGE = (20000, 32768)
 _PR_SET_PDEATHSIG = 1
 # Unix socket paths longer than this do not fit in sockaddr_un
 _MAX_SOCKET_PATH = 100
@@ -225,7 +215,7 @@ class EmbeddedSeaweed:
     def _run_once(self) -> str | None:
         """Run weed until it exits or we are stopping; return what went wrong, if anything."""
         try:
-            ports = self._ports()
+            ports = choose_ports(self.data_dir, self.port)
             proc = self._spawn(ports)
         except OSError as e:
             return f"cannot start {self.weed_binary}: {e}"
@@ -357,33 +347,8 @@ class EmbeddedSeaweed:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }]})
 
-    def _ports(self) -> dict[str, int]:
-        """The internal ports: last run's when still free, fresh free ones otherwise."""
-        path = self.data_dir / PORTS_FILE
-        try:
-            saved = {k: int(v) for k, v in json.loads(path.read_text()).items()}
-        except (OSError, ValueError, AttributeError):
-            saved = {}
-        ports: dict[str, int] = {}
-        for service in INTERNAL_SERVICES:
-            http = saved.get(f"{service}.port")
-            taken = set(ports.values()) | {self.port}
-            if not (http and {http, http + GRPC_OFFSET}.isdisjoint(taken)
-                    and _port_free(http) and _port_free(http + GRPC_OFFSET)):
-                http = _free_port_pair(taken)
-            ports[f"{service}.port"] = http
-            ports[f"{service}.port.grpc"] = http + GRPC_OFFSET
-        if self.port + GRPC_OFFSET <= 65535 and _port_free(self.port + GRPC_OFFSET) \
-                and self.port + GRPC_OFFSET not in ports.values():
-            ports["s3.port.grpc"] = self.port + GRPC_OFFSET
-        else:  # nothing derives the S3 gateway's gRPC port from its HTTP port
-            ports["s3.port.grpc"] = _free_port_pair(set(ports.values()) | {self.port}, pair=False)
-        if ports != saved:
-            path.write_text(json.dumps(ports, indent=2) + "\n")
-        return ports
-
     def _check_port_free(self) -> None:
-        if not _port_free(self.port):
+        if not port_free(self.port):
             raise StorageError(f"port {self.port} on {HOST} is already in use (another lipsyncd or "
                                "SeaweedFS?); stop it or set storage.embedded.port", code="storage_setup")
 
@@ -432,21 +397,6 @@ class EmbeddedSeaweed:
         return f"last lines of {self.log_path}:\n{tail}"
 
 
-def _port_free(port: int) -> bool:
-    if not 0 < port <= 65535:
-        return False
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    # as the server will: TIME_WAIT leftovers of an earlier run must not count as "in use"
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((HOST, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def _registered_volumes(master_port: int) -> int:
     """How many volumes the master has heard of (from its topology status page)."""
     no_proxy = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
@@ -456,17 +406,6 @@ def _registered_volumes(master_port: int) -> int:
                for dc in topology.get("DataCenters") or []
                for rack in dc.get("Racks") or []
                for node in rack.get("DataNodes") or [])
-
-
-def _free_port_pair(taken: set[int], *, pair: bool = True) -> int:
-    """A free port p (and p + GRPC_OFFSET free too, when ``pair``) not in ``taken``."""
-    for _ in range(500):
-        p = random.randrange(*_PORT_RANGE)
-        wanted = {p, p + GRPC_OFFSET} if pair else {p}
-        if wanted.isdisjoint(taken) and all(_port_free(q) for q in wanted):
-            return p
-    raise StorageError(f"no free ports for SeaweedFS between {_PORT_RANGE[0]} and {_PORT_RANGE[1]} on {HOST}",
-                       code="storage_setup")
 
 
 def _load_prctl():

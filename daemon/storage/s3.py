@@ -15,7 +15,6 @@ import threading
 import time
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,15 @@ import boto3
 from boto3.exceptions import Boto3Error
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
-                                 NoCredentialsError, ReadTimeoutError)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from daemon.config import Config
 from daemon.errors import StorageError
 from daemon.logsetup import get_logger
 from daemon.storage.credentials import S3Credentials
+from daemon.storage.store import IncompleteUpload, StoredObject
+from daemon.storage.s3_errors import (MALFORMED_RULE, NO_SUCH_UPLOAD, NOT_FOUND, UNSUPPORTED, describe, error_code_of,
+                                      job_code, redact_signatures)
 
 log = get_logger(__name__)
 
@@ -44,44 +45,6 @@ CREDENTIAL_EXPIRY_MARGIN = 60.0
 LIFECYCLE_RULE_ID = "lipsyncd-expire"
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_NOT_FOUND = {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}
-_NO_SUCH_UPLOAD = {"NoSuchUpload", "404"}
-_UNSUPPORTED = {"NotImplemented", "MethodNotAllowed", "501", "405"}
-# how stores refuse a lifecycle rule element they do not know
-_MALFORMED_RULE = {"MalformedXML", "InvalidArgument", "InvalidRequest"}
-# signed query parameters are bearer tokens: a leaked link is a leaked video
-_SIGNED_QUERY_RE = re.compile(r"(X-Amz-(?:Signature|Credential|Security-Token)|Signature|AWSAccessKeyId)=[^&\s\"']+",
-                              re.I)
-
-
-@dataclass(frozen=True)
-class IncompleteUpload:
-    """A multipart upload that was started and neither completed nor aborted.
-
-    Its parts occupy (and on cloud S3 are billed as) storage, yet no object listing shows
-    them; they go only when the upload is aborted.
-    """
-
-    bucket: str
-    key: str
-    upload_id: str
-    initiated: datetime | None  # UTC; None when the store did not say
-
-    def age(self, now: float) -> float | None:
-        """Seconds since it was started, or None when unknown."""
-        return now - self.initiated.timestamp() if self.initiated is not None else None
-
-
-@dataclass(frozen=True)
-class StoredObject:
-    bucket: str
-    key: str
-    size: int
-    sha256: str | None  # None when the store did not say (listings carry no metadata)
-    etag: str | None
-    last_modified: datetime | None
-
-
 def sha256_file(path: str | Path, *, block: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -213,7 +176,7 @@ class ObjectStore:
         try:
             r = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as e:
-            if _code(e) in _NOT_FOUND:
+            if error_code_of(e) in NOT_FOUND:
                 return None
             raise self._error("HEAD", e, key) from None
         except BotoCoreError as e:
@@ -266,7 +229,7 @@ class ObjectStore:
         try:
             return sum(int(part.get("Size", 0)) for page in pages for part in page.get("Parts", []))
         except ClientError as e:
-            if _code(e) in _NO_SUCH_UPLOAD:
+            if error_code_of(e) in NO_SUCH_UPLOAD:
                 return 0
             raise self._error("listing the parts of an unfinished upload", e, upload.key) from None
         except BotoCoreError as e:
@@ -277,7 +240,7 @@ class ObjectStore:
         try:
             self._client.abort_multipart_upload(Bucket=self.bucket, Key=upload.key, UploadId=upload.upload_id)
         except ClientError as e:
-            if _code(e) not in _NO_SUCH_UPLOAD:
+            if error_code_of(e) not in NO_SUCH_UPLOAD:
                 raise self._error("aborting an unfinished upload", e, upload.key) from None
         except BotoCoreError as e:
             raise self._error("aborting an unfinished upload", e, upload.key) from None
@@ -354,7 +317,7 @@ class ObjectStore:
             self._client.head_bucket(Bucket=self.bucket)
             return
         except ClientError as e:
-            if _code(e) not in _NOT_FOUND:
+            if error_code_of(e) not in NOT_FOUND:
                 raise self._error("checking the bucket", e) from None
         except BotoCoreError as e:
             raise self._error("checking the bucket", e) from None
@@ -369,7 +332,7 @@ class ObjectStore:
             self._client.create_bucket(**args)
             log.info("bucket created", bucket=self.bucket, endpoint=self.endpoint or "AWS")
         except ClientError as e:
-            if _code(e) != "BucketAlreadyOwnedByYou":
+            if error_code_of(e) != "BucketAlreadyOwnedByYou":
                 raise self._error("creating the bucket", e) from None
         except BotoCoreError as e:
             raise self._error("creating the bucket", e) from None
@@ -414,9 +377,9 @@ class ObjectStore:
             elif current:
                 self._client.delete_bucket_lifecycle(Bucket=self.bucket)
         except ClientError as e:
-            if _code(e) in _UNSUPPORTED:
+            if error_code_of(e) in UNSUPPORTED:
                 raise self._unsupported_lifecycle() from None
-            if refusal_ok and _code(e) in _MALFORMED_RULE:
+            if refusal_ok and error_code_of(e) in MALFORMED_RULE:
                 return False
             raise self._error("writing lifecycle rules", e) from None
         except BotoCoreError as e:
@@ -434,9 +397,9 @@ class ObjectStore:
         try:
             return self._client.get_bucket_lifecycle_configuration(Bucket=self.bucket).get("Rules", [])
         except ClientError as e:
-            if _code(e) == "NoSuchLifecycleConfiguration":
+            if error_code_of(e) == "NoSuchLifecycleConfiguration":
                 return []
-            if _code(e) in _UNSUPPORTED:
+            if error_code_of(e) in UNSUPPORTED:
                 raise self._unsupported_lifecycle() from None
             raise self._error("reading lifecycle rules", e) from None
         except BotoCoreError as e:
@@ -452,12 +415,12 @@ class ObjectStore:
                             "old videos are only removed by lipsyncd's own cleanup", code="lifecycle_unsupported")
 
     def _error(self, what: str, exc: BaseException, key: str | None = None) -> StorageError:
-        text = f"{what} failed for {self._where(key)}: {_describe(exc)}"
-        return StorageError(self._scrub(text), code=_error_code(exc))
+        text = f"{what} failed for {self._where(key)}: {describe(exc)}"
+        return StorageError(self._scrub(text), code=job_code(exc))
 
     def _scrub(self, text: str) -> str:
         """Remove every credential we know of, and any signature, from ``text``."""
-        text = _SIGNED_QUERY_RE.sub(lambda m: f"{m.group(1)}=<redacted>", text)
+        text = redact_signatures(text)
         for secret in self._known_secrets():
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "<redacted>")
@@ -475,38 +438,6 @@ class ObjectStore:
             stored = vars(creds)
             found += [stored.get(f"_{n}") or stored.get(n) or "" for n in ("access_key", "secret_key", "token")]
         return found
-
-
-def _code(e: ClientError) -> str:
-    err = e.response.get("Error", {})
-    return str(err.get("Code") or e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        msg = err.get("Message") or ""
-        return f"{err.get('Code', 'error')} (HTTP {status}){': ' + msg if msg else ''}"
-    if isinstance(exc, NoCredentialsError):
-        return ("no credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                "an AWS profile, or run with an instance role)")
-    if isinstance(exc, EndpointConnectionError):
-        return "cannot connect (is the store running and the endpoint right?)"
-    if isinstance(exc, ConnectTimeoutError):
-        return "connection timed out"
-    if isinstance(exc, ReadTimeoutError):
-        return "no answer before storage.read_timeout"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _error_code(exc: BaseException) -> str:
-    if isinstance(exc, NoCredentialsError):
-        return "storage_credentials"
-    if isinstance(exc, ClientError) and _code(exc) in {"AccessDenied", "InvalidAccessKeyId",
-                                                        "SignatureDoesNotMatch", "403"}:
-        return "storage_access_denied"
-    return "storage_unavailable"
 
 
 def _is_loopback(url: str) -> bool:

@@ -9,11 +9,38 @@ test double of a closed service) has one list of methods to provide.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from daemon.storage.s3 import IncompleteUpload, StoredObject
+
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """A multipart upload that was started and neither completed nor aborted.
+
+    Its parts occupy (and on cloud S3 are billed as) storage, yet no object listing shows
+    them; they go only when the upload is aborted.
+    """
+
+    bucket: str
+    key: str
+    upload_id: str
+    initiated: datetime | None  # UTC; None when the store did not say
+
+    def age(self, now: float) -> float | None:
+        """Seconds since it was started, or None when unknown."""
+        return now - self.initiated.timestamp() if self.initiated is not None else None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    bucket: str
+    key: str
+    size: int
+    sha256: str | None  # None when the store did not say (listings carry no metadata)
+    etag: str | None
+    last_modified: datetime | None
 
 
 @runtime_checkable

@@ -15,10 +15,12 @@ import importlib
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lipsync.engine import Engine
 from lipsync.errors import CheckpointError, EngineUnavailableError
+
+if TYPE_CHECKING:  # the names are read by light callers (a client's --engine choices): no numpy here
+    from lipsync.engine import Engine
 
 
 

@@ -18,15 +18,14 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from lipsync import __version__
-from lipsync.engines import NAMES as ENGINE_NAMES
-from lipsync.finish.spec import ASPECTS
 
 from daemon.api import library
 from daemon.api.auth import SESSION_COOKIE, Principal
 from daemon.api.deps import Caller, ServicesDep, job_name
 from daemon.api.errors import ApiError
 from daemon.api.jobdesk import LIST_STATES
-from daemon.jobstate import UNFINISHED, State
+from daemon.joboptions import form_fields
+from daemon.jobstate import UNFINISHED, OutputState, State
 from daemon.outbox import parse_time
 from daemon.reporting import status
 from daemon.reporting.advice import advice
@@ -130,8 +129,9 @@ async def job_outputs(request: Request, services: ServicesDep, who: Caller, name
 async def new_page(request: Request, services: ServicesDep, who: Caller) -> Response:
     cfg = services.cfg
     templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
-    return page(request, "new.html", who, engines=ENGINE_NAMES, default_engine=cfg.render.engine,
-                library=templates, has_library=cfg.paths.templates is not None, aspects=ASPECTS[1:])
+    defaults = {"engine": cfg.render.engine, "aspect": cfg.output.aspect, "subtitles": cfg.output.subtitles}
+    return page(request, "new.html", who, fields=form_fields(), defaults=defaults, library=templates,
+                has_library=cfg.paths.templates is not None)
 
 
 @router.get("/templates")
@@ -176,7 +176,7 @@ def _outputs(doc: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({**o, "index": i, "href": link,
                     "download": (o["link"] + "?download=1") if o.get("link") else o.get("url"),
                     "poster": f"/api/v1/jobs/{quote(str(doc.get('job', '')), safe='')}/outputs/{i}/poster"
-                    if o.get("state") == "done" else None})
+                    if o.get("state") == OutputState.DONE else None})
     return out
 
 
