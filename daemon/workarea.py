@@ -220,7 +220,9 @@ def complete_finish(work_dir: Path, record: dict[str, Any], cfg: Config) -> Path
                 break  # ours, from a finish that was cut short
             _move_aside(dest)
             continue
-        write_record_file(dest / RECORD_NAME, final)  # marks the folder as ours before anything moves
+        # marks the folder as ours before anything moves; finished_at comes with the last write,
+        # so that a job.json that has it says every input is there
+        write_record_file(dest / RECORD_NAME, {k: v for k, v in final.items() if k != "finished_at"})
         break
     else:
         raise FileExistsError(f"{dest}: kept reappearing while moving older runs aside")

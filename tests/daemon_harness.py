@@ -262,12 +262,13 @@ class Share:
 
     def wait_for(self, jobs: Iterable[str], states: tuple[str, ...] = ("done", "failed"), *, timeout: float = 60,
                  daemons: Iterable["Daemon"] = ()) -> dict[str, dict]:
-        """Wait until every job's sidecar is in one of ``states``; their sidecars."""
+        """Wait until every job's sidecar is in one of ``states`` -- and, for done and failed,
+        its inputs are filed; their sidecars."""
         jobs = list(jobs)
         deadline = time.monotonic() + timeout
         while True:
             got = {j: self.sidecar(j) for j in jobs}
-            if all(d is not None and d.get("state") in states for d in got.values()):
+            if all(d is not None and d.get("state") in states and self.filed(d) for d in got.values()):
                 return got
             for d in daemons:
                 d.check_alive()
@@ -276,6 +277,16 @@ class Share:
                 tails = "\n".join(d.log_tail() for d in daemons)
                 raise AssertionError(f"timed out waiting for {states}: {dict(list(missing.items())[:10])}\n{tails}")
             time.sleep(0.1)
+
+    def filed(self, doc: dict) -> bool:
+        """Whether a finished job's inputs have left the work area for done/ or failed/.
+
+        The final sidecar is written first -- its fenced write needs the job's work folder,
+        which filing removes -- so a job reads "done" a moment before done/NAME/ exists.
+        """
+        if doc.get("state") not in ("done", "failed") or not doc.get("id") or not self.work.is_dir():
+            return True
+        return not any(self.work.glob(f"*/{doc['id']}"))
 
     def files(self) -> list[Path]:
         """Every file anywhere in the share (work areas included), as relative paths."""

@@ -90,6 +90,30 @@ def test_library_templates_are_read_in_place_not_moved(tmp_path):
     assert anna.is_file() and not (done / "anna.mp4").exists()
 
 
+def test_done_job_json_says_finished_only_once_every_input_is_there(cfg, monkeypatch):
+    drop(cfg.paths.inbox, "talk.wav")
+    drop(cfg.paths.inbox, "talk.mp4")
+    job = claims.claim(ready(cfg)["talk"], cfg)
+    real_move, moved = workarea._move, []
+
+    def cut_short(src, dst):
+        if moved:
+            raise OSError("the share went away")
+        moved.append(src)
+        real_move(src, dst)
+
+    monkeypatch.setattr(workarea, "_move", cut_short)
+    with pytest.raises(OSError):
+        workarea.finish(job, cfg, "done")
+    early = json.loads((cfg.paths.done / "talk" / "job.json").read_text())
+    assert "finished_at" not in early and len(list((cfg.paths.done / "talk").iterdir())) == 2  # job.json + one input
+    monkeypatch.setattr(workarea, "_move", real_move)
+    workarea.complete_finish(job.work_dir, workarea.read_record(job.work_dir), cfg)  # as recovery does
+    final = json.loads((cfg.paths.done / "talk" / "job.json").read_text())
+    assert final["finished_at"] and sorted(p.name for p in (cfg.paths.done / "talk").iterdir()) == \
+        ["job.json", "talk.mp4", "talk.wav"]
+
+
 def test_second_claim_of_the_same_spec_backs_off_without_traces(cfg):
     drop(cfg.paths.inbox, "talk.wav")
     drop(cfg.paths.inbox, "talk.mp4")

@@ -130,6 +130,8 @@ def test_the_daemon_takes_a_dropped_job_to_done_and_stops_as_under_systemd(image
         shutil.copy(folder / "face.png", share / "inbox" / "first.png")
         doc = _wait_for(share / "outbox" / "first.json", ("done", "failed"), name)
         assert doc["state"] == "done", doc
+        # the inputs are filed just after the sidecar says done: job.json's finished_at says when
+        _wait_for(share / "done" / "first" / "job.json", (), name, 60, key="finished_at")
         assert (share / "done" / "first" / "first.wav").is_file()
         health = podman("healthcheck", "run", name, check=False)
         assert health.returncode == 0, (health.stdout, health.stderr, _logs(name))
@@ -154,12 +156,14 @@ def _logs(name: str) -> str:
     return podman("logs", "--tail", "60", name, check=False).stdout[-6000:]
 
 
-def _wait_for(path: Path, states: tuple[str, ...], name: str, timeout: float = 600) -> dict:
+def _wait_for(path: Path, states: tuple[str, ...], name: str, timeout: float = 600, *,
+              key: str = "state") -> dict:
+    """``path``'s JSON once its ``key`` is one of ``states`` (any value when ``states`` is empty)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             doc = json.loads(path.read_text())
-            if doc.get("state") in states:
+            if doc.get(key) and (not states or doc.get(key) in states):
                 return doc
         except (FileNotFoundError, ValueError):
             pass
