@@ -30,6 +30,7 @@ from lipsync.finish.spec import ASPECTS, POSITIONS, SUBTITLE_MODES, check as che
 from lipsync.tts import MAX_TEXT_CHARS
 
 from daemon.config.values import parse_duration
+from daemon.i18n import N_
 
 # what a value is; says how text from a form or flag is read, and its OpenAPI type
 TEXT, INTEGER, NUMBER, DURATION, CHOICE, URL, CLIP, FILE, TABLE = (
@@ -51,6 +52,7 @@ class Part:
 
     key: str
     kind: str
+    label: str  # the console's label
     help: str
     choices: tuple[str, ...] = ()
     minimum: float | None = None
@@ -182,55 +184,58 @@ def _voice(value: Any) -> str:
 # --------------------------------------------------------------------------- the options
 
 WATERMARK_PARTS = (
-    Part("image", CLIP, "a .png (transparency kept) or .jpg"),
-    Part("position", CHOICE, "the corner (or centre) it sits in", choices=POSITIONS),
-    Part("margin", NUMBER, "gap to the edges, as a share of the frame's shorter side", minimum=0, maximum=0.25),
-    Part("opacity", NUMBER, "0 (invisible) to 1, times the image's own transparency", minimum=0, maximum=1),
-    Part("scale", NUMBER, "the logo's width as a share of the frame's", minimum=0.01, maximum=1),
+    Part("image", CLIP, N_("Watermark"), N_("a .png (transparency kept) or .jpg")),
+    Part("position", CHOICE, N_("Watermark position"), N_("the corner (or centre) it sits in"), choices=POSITIONS),
+    Part("margin", NUMBER, N_("Watermark margin"), N_("gap to the edges, as a share of the frame's shorter side"),
+         minimum=0, maximum=0.25),
+    Part("opacity", NUMBER, N_("Watermark opacity"), N_("0 (invisible) to 1, times the image's own transparency"),
+         minimum=0, maximum=1),
+    Part("scale", NUMBER, N_("Watermark scale"), N_("the logo's width as a share of the frame's"),
+         minimum=0.01, maximum=1),
 )
 
 # in this order in the API's field list, the console's form and --help
 OPTIONS: tuple[Option, ...] = (
-    Option("engine", CHOICE, "Engine", "the lip-sync engine", "the server's render.engine", "warp",
+    Option("engine", CHOICE, N_("Engine"), N_("the lip-sync engine"), "the server's render.engine", "warp",
            _checked("engine", _engine), choices=ENGINE_NAMES, console="main"),
-    Option("link_lifetime", DURATION, "Link lifetime", "how long the presigned URLs live: seconds or e.g. \"3d\" "
-           "(1m..7d); permanent links do not expire", "the server's links.lifetime", "3d",
+    Option("link_lifetime", DURATION, N_("Link lifetime"), N_("how long the presigned URLs live: seconds or e.g. "
+           "\"3d\" (1m..7d); permanent links do not expire"), "the server's links.lifetime", "3d",
            _checked("link_lifetime", _link_lifetime), minimum=MIN_LINK_LIFETIME, maximum=MAX_LINK_LIFETIME,
            console="main"),
-    Option("callback_url", URL, "Callback URL", "a webhook called with the job's JSON when it is done or failed",
-           "none; the server's notify.webhooks still apply", "https://hooks.example.com/lipsyncd",
+    Option("callback_url", URL, N_("Callback URL"), N_("a webhook called with the job's JSON when it is done or "
+           "failed"), "none; the server's notify.webhooks still apply", "https://hooks.example.com/lipsyncd",
            _checked("callback_url", _callback_url)),
-    Option("output_name", TEXT, "Video file name", "the video's file name, without .mp4 (several templates: "
-           "NAME-TEMPLATE.mp4)", "the job's name", "welcome", _checked("output_name", _output_name)),
-    Option("priority", INTEGER, "Priority", "higher runs first", "0", 10, _checked("priority", _priority),
+    Option("output_name", TEXT, N_("Video file name"), N_("the video's file name, without .mp4 (several "
+           "templates: NAME-TEMPLATE.mp4)"), "the job's name", "welcome", _checked("output_name", _output_name)),
+    Option("priority", INTEGER, N_("Priority"), N_("higher runs first"), "0", 10, _checked("priority", _priority),
            minimum=PRIORITY_RANGE[0], maximum=PRIORITY_RANGE[1]),
-    Option("resolution", TEXT, "Size", "the finished size: keep, 1080p, 720p, 480p (the shorter side) or "
-           "WIDTHxHEIGHT", "the server's output.resolution", "1080p", _finish("resolution")),
-    Option("aspect", CHOICE, "Shape", "the finished shape; the crop follows the face", "the server's output.aspect",
-           "9:16", _finish("aspect"), choices=ASPECTS),
-    Option("fps", NUMBER, "Frame rate", "the finished frame rate", "the server's output.fps (0: the render's own)",
-           25, _finish("fps"), minimum=1, maximum=120),
-    Option("watermark", TABLE, "Watermark", "an image from the template library composited into every frame",
-           "the server's output.watermark", {"image": "logo.png", "position": "bottom-right"},
+    Option("resolution", TEXT, N_("Size"), N_("the finished size: keep, 1080p, 720p, 480p (the shorter side) or "
+           "WIDTHxHEIGHT"), "the server's output.resolution", "1080p", _finish("resolution")),
+    Option("aspect", CHOICE, N_("Shape"), N_("the finished shape; the crop follows the face"),
+           "the server's output.aspect", "9:16", _finish("aspect"), choices=ASPECTS),
+    Option("fps", NUMBER, N_("Frame rate"), N_("the finished frame rate"),
+           "the server's output.fps (0: the render's own)", 25, _finish("fps"), minimum=1, maximum=120),
+    Option("watermark", TABLE, N_("Watermark"), N_("an image from the template library composited into every "
+           "frame"), "the server's output.watermark", {"image": "logo.png", "position": "bottom-right"},
            _finish("watermark"), parts=WATERMARK_PARTS),
-    Option("intro", CLIP, "Intro clip", "a clip in the server's template library joined before the video",
+    Option("intro", CLIP, N_("Intro clip"), N_("a clip in the server's template library joined before the video"),
            "the server's output.intro", "intro.mp4",
            _checked("intro", _file_name(CLIP_SUFFIXES, "a video clip"))),
-    Option("outro", CLIP, "Outro clip", "a clip in the server's template library joined after the video",
+    Option("outro", CLIP, N_("Outro clip"), N_("a clip in the server's template library joined after the video"),
            "the server's output.outro", "outro.mp4",
            _checked("outro", _file_name(CLIP_SUFFIXES, "a video clip"))),
-    Option("subtitles", CHOICE, "Subtitles become", "what the subtitle file becomes: a track viewers can switch "
-           "on (soft), also burned into the picture (burn), or nothing (off)", "the server's output.subtitles",
-           "soft", _finish("subtitles"), choices=SUBTITLE_MODES),
-    Option("subtitle_file", FILE, "Subtitles (.srt or .vtt)", "an .srt or .vtt file timed against the speech",
-           "none (a manifest's NAME.srt / NAME.vtt is found by itself)", "welcome.srt",
+    Option("subtitles", CHOICE, N_("Subtitles become"), N_("what the subtitle file becomes: a track viewers can "
+           "switch on (soft), also burned into the picture (burn), or nothing (off)"),
+           "the server's output.subtitles", "soft", _finish("subtitles"), choices=SUBTITLE_MODES),
+    Option("subtitle_file", FILE, N_("Subtitles (.srt or .vtt)"), N_("an .srt or .vtt file timed against the "
+           "speech"), "none (a manifest's NAME.srt / NAME.vtt is found by itself)", "welcome.srt",
            _checked("subtitle_file", _file_name(SUBTITLE_SUFFIXES, "an .srt or .vtt file")),
            url_field="subtitle_url"),
-    Option("text", TEXT, "Text to speak (instead of an audio file)", "words to speak instead of an audio, with "
-           "the server's text-to-speech; give text or an audio, not both", "none", "Hello, and welcome!",
+    Option("text", TEXT, N_("Text to speak (instead of an audio file)"), N_("words to speak instead of an audio, "
+           "with the server's text-to-speech; give text or an audio, not both"), "none", N_("Hello, and welcome!"),
            _checked("text", _text)),
-    Option("voice", TEXT, "Voice", "the voice for text: an espeak-ng voice (en, de, cmn, ...) or a HeyGem "
-           "speaker id", "the server's tts.voice", "en-us", _checked("voice", _voice)),
+    Option("voice", TEXT, N_("Voice"), N_("the voice for text: an espeak-ng voice (en, de, cmn, ...) or a HeyGem "
+           "speaker id"), "the server's tts.voice", "en-us", _checked("voice", _voice)),
 )
 BY_KEY: dict[str, Option] = {o.key: o for o in OPTIONS}
 KEYS: tuple[str, ...] = tuple(BY_KEY)
@@ -425,17 +430,19 @@ def _schema_type(kind: str, choices: tuple[str, ...]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class FormField:
-    """One input of the console's New job form."""
+    """One input of the console's New job form. ``label`` and ``hint`` are English messages
+    of the catalog (the console translates them); ``example`` is shown as written."""
 
     name: str
     label: str
     input: str  # "select", "number", "text", "textarea", "file", "url"
-    hint: str
+    hint: tuple[str, ...]  # messages, shown joined
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
     placement: str = "more"
     attrs: dict[str, str] = field(default_factory=dict)
+    example: str | None = None
 
 
 def form_fields() -> list[FormField]:
@@ -446,22 +453,26 @@ def form_fields() -> list[FormField]:
             continue
         if option.kind == FILE:
             accept = ",".join(SUBTITLE_SUFFIXES)
-            out.append(FormField(option.key, option.label, "file", option.help, placement=option.console,
+            out.append(FormField(option.key, option.label, "file", (option.help,), placement=option.console,
                                  attrs={"accept": accept}))
             continue
-        for name, kind, help_text, choices in _flat(option):
-            part = next((p for p in option.parts if p.field_name(option.key) == name), None)
-            label = option.label if part is None or part.key == "image" else f"{option.label} {part.key}"
-            low, high = (part.minimum, part.maximum) if part else (option.minimum, option.maximum)
+        pieces = [(option.key, option.kind, option.label, (option.help,), option.choices, option.minimum,
+                   option.maximum)]
+        if option.kind == TABLE:
+            pieces = [(p.field_name(option.key), p.kind, p.label,
+                       (option.help, p.help) if p.key == "image" else (p.help,), p.choices, p.minimum, p.maximum)
+                      for p in option.parts]
+        for name, kind, label, hint, choices, low, high in pieces:
             widget = "select" if choices else "number" if kind in (INTEGER, NUMBER) else \
                 "textarea" if option.key == "text" else "url" if kind == URL else "text"
             attrs = {"maxlength": str(MAX_TEXT_CHARS)} if option.key == "text" else {}
             if kind == NUMBER:
                 attrs["step"] = "any"
             example = option.example if name == option.key and not isinstance(option.example, dict) else None
-            if widget in ("text", "url") and example is not None:
-                attrs["placeholder"] = f"e.g. {example}"
+            if widget not in ("text", "url"):
+                example = None
             if widget != "number":
                 low = high = None
-            out.append(FormField(name, label, widget, help_text, choices, low, high, option.console, attrs))
+            out.append(FormField(name, label, widget, hint, choices, low, high, option.console, attrs,
+                                 None if example is None else str(example)))
     return out

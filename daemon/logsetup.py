@@ -76,6 +76,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     Safe to call again (tests, ``run`` after the config is loaded): it replaces the
     previous configuration instead of adding handlers.
     """
+    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream is not None else _StdoutHandler()
     stream = stream if stream is not None else sys.stdout
     fmt = resolve_format(fmt, stream)
     numeric = LEVELS.get(level, logging.INFO)
@@ -99,7 +100,6 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         foreign_pre_chain=shared,
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
     )
-    handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
     handler.set_name("lipsyncd")
     root = logging.getLogger()
@@ -120,6 +120,20 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         cache_logger_on_first_use=False,
     )
     return fmt
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record is emitted, not the object it was
+    at configure time: a thread still logging after stdout was replaced (a test's capture,
+    since closed) must not fail with "I/O operation on closed file"."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it
+        pass
 
 
 def _colors_ok(stream: TextIO) -> bool:

@@ -20,7 +20,7 @@ needs_browser = pytest.mark.skipif(
 MIN_WINDOW = 500  # headless chromium widens any window narrower than this
 
 
-def start(width: int = 1280, height: int = 900):
+def start(width: int = 1280, height: int = 900, language: str | None = None):
     """A browser whose page is ``width`` CSS pixels wide. Below MIN_WINDOW the window cannot
     be that narrow, so the viewport of a phone is emulated (DevTools device metrics)."""
     from selenium import webdriver
@@ -34,6 +34,9 @@ def start(width: int = 1280, height: int = 900):
                 "--disable-component-update", "--disable-sync"):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    if language:  # what the browser asks pages for (Accept-Language), and navigator.language
+        agent = driver.execute_script("return navigator.userAgent")
+        driver.execute_cdp_cmd("Emulation.setUserAgentOverride", {"userAgent": agent, "acceptLanguage": language})
     if width < MIN_WINDOW:
         driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
             "width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})

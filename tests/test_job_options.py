@@ -145,13 +145,24 @@ def test_lipsyncd_submit_is_refused_with_the_manifest_doors_words(server, media,
 
 
 class _Inputs(HTMLParser):
+    """The inputs of the New job form (not the page's other forms: sign out, language)."""
+
     def __init__(self):
         super().__init__()
         self.found: dict[str, dict] = {}
         self._select: str | None = None
+        self._in_form = False
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self._in_form = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "form":
+            self._in_form = a.get("id") == "new-job"
+        elif not self._in_form:
+            return
         if tag in ("input", "select", "textarea") and a.get("name"):
             self.found.setdefault(a["name"], {"tag": tag, **a, "options": []})
             self._select = a["name"] if tag == "select" else None

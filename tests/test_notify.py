@@ -229,6 +229,19 @@ def test_from_config_reads_webhooks_timeout_and_retries(tmp_path: Path, receiver
     assert receiver.bodies("/ok")[0]["text"]["content"].startswith("video ready: talk.mp4 ")
 
 
+def test_a_wecom_robot_gets_chinese_text_when_notify_language_says_so(tmp_path: Path, receiver):
+    cfg = config_mod.from_dict({"notify": {"language": "zh-CN", "webhooks": [
+        {"url": receiver.url("/ok"), "format": "wecom"}, {"url": receiver.url("/json"), "format": "json"}]}},
+        base=tmp_path)
+    n = Notifier.from_config(cfg)
+    n(done_doc())
+    n.close()
+    url = done_doc()["outputs"][0]["url"]
+    assert receiver.bodies("/ok")[0]["text"]["content"].startswith(f"视频已生成：talk.mp4 {url}（链接有效期至 ")
+    body = receiver.bodies("/json")[0]
+    assert body["text"].startswith("视频已生成") and body["state"] == "done"  # fields and states stay as they are
+
+
 # --------------------------------------------------------------------------- in the real daemon
 
 

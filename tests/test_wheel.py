@@ -140,6 +140,8 @@ def test_the_daemon_serve_and_a_client_only_install_carry_a_job_to_a_link_that_p
         _wait(lambda: _ok(f"{base}/healthz"), 60, "lipsyncd serve", tails)
         signin = httpx.get(f"{base}/signin")
         assert signin.status_code == 200 and "<form" in signin.text, tails()  # the console's pages are in the wheel
+        chinese = httpx.get(f"{base}/signin", headers={"Accept-Language": "zh-CN"})
+        assert '<html lang="zh-CN">' in chinese.text and "登录" in chinese.text, tails()  # and its catalogs
         assert httpx.get(f"{base}/static/console.css").status_code == 200
         assert "/api/v1/jobs" in httpx.get(f"{base}/api/v1/openapi.json").json()["paths"]
         key = _run([lipsyncd, "api-key", "create", "wheel-test"], cwd=home, env=env).stdout.split()[-1]

@@ -14,7 +14,7 @@ path                                                   methods             rule
 ``/healthz``, ``/l/…``, ``/static/…``,                 GET, HEAD           public
 ``/api/v1/openapi.json``, ``/api/v1/docs``
 ``/signin``                                            GET, HEAD, POST     public
-``/signout``                                           POST                public
+``/signout``, ``/language`` (the language switch)      POST                public
 ``/new`` (the console's New job page)                  GET, HEAD           console, full
 ``/``, ``/jobs/…``, ``/templates`` (console pages)     GET, HEAD           console
 anything else                                          GET, HEAD, OPTIONS  read
@@ -68,6 +68,7 @@ RULES: tuple[Rule, ...] = (
     _rule(r"/readyz", ("GET", "HEAD"), "open"),
     _rule(r"/signin", ("GET", "HEAD", "POST"), "public"),
     _rule(r"/signout", ("POST",), "public"),
+    _rule(r"/language", ("POST",), "public"),  # a preference cookie, before signing in too
     _rule(r"/new", ("GET", "HEAD"), "console_full"),
     _rule(r"/|/jobs/.*|/templates", ("GET", "HEAD"), "console"),
 )

@@ -16,6 +16,7 @@ from lipsync.finish.spec import ASPECTS as FINISH_ASPECTS, SUBTITLE_MODES
 from lipsync.tts import BACKENDS as TTS_BACKENDS, ESPEAK as TTS_ESPEAK
 
 from daemon.config.values import ByteSize, Cron, Duration
+from daemon.i18n import LANGUAGES
 
 
 def opt(default: Any, **meta: Any) -> Any:
@@ -153,6 +154,7 @@ class NotifyConfig:
     webhooks: list[dict] = opt([])
     timeout: Duration = opt(Duration(10), min=0.1)
     retries: int = opt(3, min=0, max=20)
+    language: str = opt("en", choices=tuple(LANGUAGES))  # of the chat messages (wecom, dingtalk) and json's "text"
 
 
 @dataclass
@@ -187,6 +189,7 @@ class ApiConfig:
     fetch_timeout: Duration = opt(Duration(300), min=1)  # the longest one URL fetch may take
     link_redirect_lifetime: Duration = opt(Duration(3600), min=60, max=7 * 86400)  # of the URL /l/ redirects to
     upload_expiry: Duration = opt(Duration(86400), min=60)  # unfinished or unused resumable uploads are deleted
+    console_language: str = opt("en", choices=tuple(LANGUAGES))  # when the browser asks for none we speak
     console_read_only_without_key: bool = opt(False)  # the web console (and GET routes) without a key, read-only
     keys_file: Path | None = opt(None)  # default <state>/api-keys.json (hashes only)
     link_secret_file: Path | None = opt(None)  # default <state>/link-secret; the same file on every host

@@ -11,7 +11,8 @@ Formats:
   else its presigned URL), ``links`` and ``error_message`` for workflow tools (also used for
   a job's own ``callback_url``);
 * ``wecom`` / ``dingtalk``: the chat-robot text message ``{"msgtype": "text", "text":
-  {"content": "video ready: talk.mp4 https://..."}}`` that both robots accept.
+  {"content": "video ready: talk.mp4 https://..."}}`` that both robots accept, in
+  ``notify.language`` (``视频已生成：talk.mp4 https://...``).
 
 Webhook URLs often carry their key in the query string, so logs name only the host.
 """
@@ -30,6 +31,7 @@ from urllib.parse import urlsplit
 
 from daemon.backoff import Backoff
 from daemon.config import Config
+from daemon.i18n import SOURCE, gettext_for
 from daemon.outbox import OutputState, State
 from daemon.logsetup import get_logger
 
@@ -77,36 +79,43 @@ def safe_host(url: str) -> str:
 # --------------------------------------------------------------------------- messages
 
 
-def message_text(doc: dict[str, Any]) -> str:
-    """The one-glance chat line(s) for a finished or failed job."""
+def message_text(doc: dict[str, Any], language: str = SOURCE) -> str:
+    """The one-glance chat line(s) for a finished or failed job, in ``language``. Names,
+    links and the record's error message are quoted as they are."""
+    _ = gettext_for(language)
     job = doc.get("job", "?")
     if doc.get("state") == State.FAILED:
         err = doc.get("error") or {}
-        reason = err.get("message") or err.get("code") or "unknown error"
-        return f"video failed: {job}: {reason}"
+        reason = err.get("message") or err.get("code") or _("unknown error")
+        return _("video failed: {name}: {reason}").format(name=job, reason=reason)
     lines = []
     for out in doc.get("outputs", []):
+        name = out.get("name", job)
         if out.get("link"):  # permanent: the chat message stays useful after 7 days
-            lines.append(f"video ready: {out.get('name', job)} {out['link']}")
+            lines.append(_("video ready: {name} {link}").format(name=name, link=out["link"]))
         elif out.get("url"):
             until = out.get("url_expires_at")
-            tail = f" (link valid until {until.replace('T', ' ').replace('Z', ' UTC')})" if until else ""
-            lines.append(f"video ready: {out.get('name', job)} {out['url']}{tail}")
+            line = _("video ready: {name} {link}").format(name=name, link=out["url"])
+            if until:
+                line += _(" (link valid until {time})").format(time=until.replace("T", " ").replace("Z", " UTC"))
+            lines.append(line)
         elif out.get("state") == OutputState.FAILED:
-            lines.append(f"video failed: {out.get('name', job)}: {out.get('error') or 'render failed'}")
-    return "\n".join(lines) or f"video ready: {job}"
+            lines.append(_("video failed: {name}: {reason}").format(name=name,
+                                                                    reason=out.get("error") or _("render failed")))
+    return "\n".join(lines) or _("video ready: {name}").format(name=job)
 
 
-def render_payload(fmt: str, doc: dict[str, Any]) -> dict[str, Any]:
+def render_payload(fmt: str, doc: dict[str, Any], language: str = SOURCE) -> dict[str, Any]:
     if fmt == "json":
         # the sidecar, plus flat fields a workflow tool (Dify, Zapier, n8n) can map without
-        # walking the outputs: the first video's link, every link, the error message
+        # walking the outputs: the first video's link, every link, the error message, and the
+        # chat line in the configured language
         links = [o.get("link") or o.get("url") for o in doc.get("outputs", []) if o.get("link") or o.get("url")]
         err = doc.get("error") or {}
         return {**doc, "name": doc.get("job"), "link": links[0] if links else None, "links": links,
-                "error_message": err.get("message")}
+                "error_message": err.get("message"), "text": message_text(doc, language)}
     if fmt in _ROBOT_FORMATS:
-        return {"msgtype": "text", "text": {"content": message_text(doc)}}
+        return {"msgtype": "text", "text": {"content": message_text(doc, language)}}
     raise ValueError(f"unknown webhook format {fmt!r} (use one of {', '.join(FORMATS)})")
 
 
@@ -198,8 +207,9 @@ class Notifier:
     """
 
     def __init__(self, webhooks: Iterable[Webhook] = (), *, timeout: float = 10.0, retries: int = 3,
-                 backoff: float = 2.0, backoff_max: float = 60.0, threads: int = 4):
+                 backoff: float = 2.0, backoff_max: float = 60.0, threads: int = 4, language: str = SOURCE):
         self.webhooks = list(webhooks)
+        self.language = language
         for h in self.webhooks:
             if h.format not in FORMATS:
                 raise ValueError(f"webhook {h.host}: unknown format {h.format!r}")
@@ -213,7 +223,8 @@ class Notifier:
 
     @classmethod
     def from_config(cls, cfg: Config, **kwargs: Any) -> Notifier:
-        return cls(configured_webhooks(cfg), timeout=cfg.notify.timeout, retries=cfg.notify.retries, **kwargs)
+        return cls(configured_webhooks(cfg), timeout=cfg.notify.timeout, retries=cfg.notify.retries,
+                   language=cfg.notify.language, **kwargs)
 
     def __call__(self, doc: dict[str, Any]) -> None:
         try:
@@ -230,7 +241,7 @@ class Notifier:
         """Deliver one message with retries; True when the webhook accepted it."""
         job, event = doc.get("job"), doc.get("state")
         try:
-            payload = render_payload(hook.format, doc)
+            payload = render_payload(hook.format, doc, self.language)
         except ValueError as e:
             log.error("webhook failed", job=job, webhook=hook.host, reason=str(e))
             return False

@@ -7,7 +7,9 @@ paths are confined like the API's (:func:`daemon.api.deps.job_name`).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import re
+from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -16,40 +18,59 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup, escape
 
 from lipsync import __version__
 
 from daemon.api import library
 from daemon.api.auth import SESSION_COOKIE, Principal
+from daemon.api.console.words import CHOICE_NAMES, KIND_NAMES, STATE_NAMES, script_messages
 from daemon.api.deps import Caller, ServicesDep, job_name
 from daemon.api.errors import ApiError
 from daemon.api.jobdesk import LIST_STATES
+from daemon.i18n import LANGUAGES, negotiate, supported, translations
+from daemon.i18n import formats
 from daemon.joboptions import form_fields
 from daemon.jobstate import UNFINISHED, OutputState, State
 from daemon.outbox import parse_time
-from daemon.reporting import status
 from daemon.reporting.advice import advice
 
 PAGE_SIZE = 50
 SIGNIN_BODY = 16 * 1024  # bytes: a key and where to go next
 
+LANGUAGE_COOKIE = "lipsyncd_lang"
+LANGUAGE_COOKIE_DAYS = 365
+
 router = APIRouter(include_in_schema=False)
-# the pages ship as package data: found through the package, wherever it is installed
-pages = Jinja2Templates(env=Environment(loader=PackageLoader("daemon.api.console", "templates"),
-                                        autoescape=select_autoescape(["html"])))
+
+
+def language_of(request: Request) -> str:
+    """The page's language: the switch's cookie, else the browser's Accept-Language, else
+    ``[api] console_language``."""
+    chosen = supported(request.cookies.get(LANGUAGE_COOKIE))
+    if chosen in LANGUAGES:
+        return chosen
+    return negotiate(request.headers.get("accept-language"), request.app.state.services.cfg.api.console_language)
 
 
 def page(request: Request, template: str, who: Principal | None, **values: Any) -> HTMLResponse:
     cfg = request.app.state.services.cfg
-    return pages.TemplateResponse(request, template, {
-        "who": who, "version": __version__, "auth": cfg.api.auth, "states": LIST_STATES, **values})
+    lang = language_of(request)
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    reply = pages(lang).TemplateResponse(request, template, {
+        "who": who, "version": __version__, "auth": cfg.api.auth, "states": LIST_STATES, "lang": lang,
+        "languages": LANGUAGES, "here": here, "messages": script_messages(translations(lang).gettext), **values})
+    reply.headers["Content-Language"] = lang
+    reply.headers["Vary"] = "Accept-Language, Cookie"
+    return reply
 
 
 # -- signing in -------------------------------------------------------------------------------
 @router.get("/signin")
 async def signin_form(request: Request, services: ServicesDep, next: str = Query("/", max_length=2048)
                       ) -> HTMLResponse:
-    return page(request, "signin.html", services.gatekeeper.viewer(request.cookies), next=_local(next), error=None)
+    return page(request, "signin.html", services.gatekeeper.viewer(request.cookies), next=_local(next), error=None,
+                command=_code("lipsyncd api-key create NAME"))
 
 
 @router.post("/signin")
@@ -58,12 +79,25 @@ async def signin(request: Request, services: ServicesDep) -> Response:
     key, target = (form.get("key") or "").strip(), _local(form.get("next") or "/")
     cookie = services.sessions.open(key) if key else None
     if cookie is None:
-        return page(request, "signin.html", None, next=target, error="That key is not valid.")
+        return page(request, "signin.html", None, next=target, error="invalid_key",
+                    command=_code("lipsyncd api-key create NAME"))
     reply = RedirectResponse(target, status_code=303)
     # no max_age: a session cookie, gone when the browser closes (the server also stops
     # honouring it after SESSION_HOURS)
     reply.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="strict",
                      secure=request.url.scheme == "https", path="/")
+    return reply
+
+
+@router.post("/language")
+async def choose_language(request: Request) -> Response:
+    """The language switch: kept in a cookie (a preference, not a credential), back to the page."""
+    form = await _small_form(request)
+    reply = RedirectResponse(_local(form.get("next") or "/"), status_code=303)
+    lang = supported(form.get("lang"))
+    if lang in LANGUAGES:
+        reply.set_cookie(LANGUAGE_COOKIE, lang, max_age=LANGUAGE_COOKIE_DAYS * 86400, samesite="lax",
+                         secure=request.url.scheme == "https", path="/")
     return reply
 
 
@@ -138,7 +172,8 @@ async def new_page(request: Request, services: ServicesDep, who: Caller) -> Resp
 async def templates_page(request: Request, services: ServicesDep, who: Caller) -> Response:
     cfg = services.cfg
     templates = await anyio.to_thread.run_sync(_library_or_empty, cfg)
-    return page(request, "templates.html", who, library=templates, has_library=cfg.paths.templates is not None)
+    return page(request, "templates.html", who, library=templates, has_library=cfg.paths.templates is not None,
+                option=_code("paths.templates"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -180,36 +215,53 @@ def _outputs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _duration(seconds: Any) -> str:
-    if seconds is None:
-        return ""
-    return status.human_duration(float(seconds))
+def _code(text: str) -> Markup:
+    return Markup("<code>%s</code>") % text
 
 
-def _size(n: Any) -> str:
-    if n is None:
-        return ""
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
+_CODE_SPAN = re.compile(r"`([^`]+)`")
+_LINK = re.compile(r"\[([^\]]+)\]\([^)]+\)")
 
 
-def _age(stamp: Any) -> str:
-    try:
-        seconds = (datetime.now(timezone.utc) - parse_time(str(stamp))).total_seconds()
-    except (ValueError, TypeError):
-        return ""
-    return status.human_duration(max(0.0, seconds)) + " ago"
+def _markdown_inline(text: str) -> Markup:
+    """The advice table's Markdown, as little of it as it uses: `code` spans, [links](to the README)."""
+    plain = _LINK.sub(lambda m: m.group(1), str(text))
+    out, last = Markup(""), 0
+    for m in _CODE_SPAN.finditer(plain):
+        out += escape(plain[last:m.start()]) + _code(m.group(1))
+        last = m.end()
+    return out + escape(plain[last:])
 
 
 def _when(stamp: Any) -> str:
     return str(stamp).replace("T", " ").replace("Z", " UTC") if stamp else ""
 
 
+def _stamp(value: Any) -> datetime | None:
+    try:
+        return parse_time(str(value))
+    except (ValueError, TypeError):
+        return None
 
 
-
-pages.env.filters.update(duration=_duration, size=_size, age=_age, when=_when)
+@lru_cache(maxsize=None)
+def pages(lang: str) -> Jinja2Templates:
+    """The pages in one language: its catalog and its number formats, built once."""
+    # the pages ship as package data: found through the package, wherever it is installed
+    env = Environment(loader=PackageLoader("daemon.api.console", "templates"),
+                      autoescape=select_autoescape(["html"]), extensions=["jinja2.ext.i18n"])
+    catalog = translations(lang)
+    env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+    _ = catalog.gettext
+    env.filters.update(
+        duration=lambda s: formats.duration(None if s is None else float(s), lang),
+        size=lambda n: formats.size(n, lang),
+        number=lambda v: formats.number(v, lang),
+        age=lambda stamp: formats.age(_stamp(stamp), lang),
+        when=_when,
+        state_name=lambda state: _(STATE_NAMES[state]) if state in STATE_NAMES else state,
+        choice_name=lambda c: _(CHOICE_NAMES[c]) if c in CHOICE_NAMES else c,
+        kind_name=lambda k: _(KIND_NAMES[k]) if k in KIND_NAMES else k,
+        markdown_inline=_markdown_inline,
+    )
+    return Jinja2Templates(env=env)

@@ -3,18 +3,25 @@
 "use strict";
 const HEADER = {"X-Lipsyncd-Console": "1"};
 const FINAL = ["done", "failed", "expired"];
+// the page's words in its language (daemon/api/console/words.py), filled in by the server
+const MESSAGES = JSON.parse((document.getElementById("messages") || {}).textContent || "{}");
+function t(key, values) {
+  const text = MESSAGES[key] || key;
+  return text.replace(/\{(\w+)\}/g, (all, k) => (values && k in values ? String(values[k]) : all));
+}
+const stateName = state => (MESSAGES.states || {})[state] || state;
 
 async function api(method, url, body) {
   const r = await fetch(url, {method, body, headers: HEADER, credentials: "same-origin"});
   let data = null;
   try { data = await r.json(); } catch (e) { /* not JSON */ }
-  if (!r.ok) throw new Error((data && data.error && data.error.message) || `HTTP ${r.status}`);
+  if (!r.ok) throw new Error((data && data.error && data.error.message) || t("http_error", {status: r.status}));
   return data;
 }
 
 function setRow(el, doc) {
   const state = el.querySelector('[data-field="state"]');
-  if (state) { state.textContent = doc.state; state.className = `state s-${doc.state}`; }
+  if (state) { state.textContent = stateName(doc.state); state.className = `state s-${doc.state}`; }
   const bar = el.querySelector('[data-field="progress"]');
   if (bar) bar.value = doc.progress != null ? doc.progress : (doc.state === "done" ? 1 : 0);
   const pct = el.querySelector('[data-field="percent"]');
@@ -58,8 +65,8 @@ function liveJob() {
         });
         // buttons that change things only for a session that may change things
         if (box.dataset.canWrite === "1") {
-          if (doc.state === "failed" && !box.querySelector('[data-action="retry"]')) addButton(box, "retry", "Retry");
-          if (doc.state === "done" && !box.querySelector('[data-action="delete"]')) addButton(box, "delete", "Delete videos");
+          if (doc.state === "failed" && !box.querySelector('[data-action="retry"]')) addButton(box, "retry", t("retry"));
+          if (doc.state === "done" && !box.querySelector('[data-action="delete"]')) addButton(box, "delete", t("delete"));
         }
         health();
       }
@@ -70,11 +77,11 @@ function liveJob() {
     if (!action) return;
     const url = `/api/v1/jobs/${encodeURIComponent(name)}`;
     if ((action === "delete" || action === "cancel") &&
-        !confirm(action === "delete" ? "Delete this job's videos? Their links stop working." : "Cancel this job?")) return;
+        !confirm(action === "delete" ? t("confirm_delete") : t("confirm_cancel"))) return;
     ev.target.disabled = true;
     try {
       const r = action === "retry" ? await api("POST", `${url}/retry`) : await api("DELETE", url);
-      message.textContent = action === "retry" ? "Dropped into the inbox again…" : (r.action || "").replace("_", " ");
+      message.textContent = action === "retry" ? t("retried") : ((MESSAGES.actions || {})[r.action] || r.action || "");
       setTimeout(() => location.reload(), 800);
     } catch (e) { message.textContent = e.message; ev.target.disabled = false; }
   });
@@ -94,8 +101,8 @@ document.addEventListener("click", async ev => {
   const field = document.getElementById(id);
   try { await navigator.clipboard.writeText(field.value); }
   catch (e) { field.select(); document.execCommand("copy"); }
-  ev.target.textContent = "Copied";
-  setTimeout(() => { ev.target.textContent = "Copy link"; }, 2000);
+  ev.target.textContent = t("copied");
+  setTimeout(() => { ev.target.textContent = t("copy_link"); }, 2000);
 });
 
 function upload(form, url, onDone) {
@@ -115,10 +122,10 @@ function upload(form, url, onDone) {
     try { body = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
     if (xhr.status >= 200 && xhr.status < 300) { onDone(body); return; }
     const err = body && body.error;
-    msg.textContent = err ? (err.problems || [err]).map(p => p.message).join(" · ") : `HTTP ${xhr.status}`;
+    msg.textContent = err ? (err.problems || [err]).map(p => p.message).join(" · ") : t("http_error", {status: xhr.status});
     msg.hidden = false; button.disabled = false; bar.hidden = true;
   };
-  xhr.onerror = () => { msg.textContent = "The upload failed (network)."; msg.hidden = false; button.disabled = false; };
+  xhr.onerror = () => { msg.textContent = t("upload_failed"); msg.hidden = false; button.disabled = false; };
   button.disabled = true; msg.hidden = true;
   xhr.send(data);
 }
@@ -144,11 +151,11 @@ function newJobForm() {
     const msg = document.getElementById("form-message");
     const text = document.getElementById("text");
     if (!audio.files.length && !(text && text.value.trim())) {
-      msg.textContent = "Add an audio file, or write the text to speak.";
+      msg.textContent = t("need_audio");
       msg.hidden = false; return;
     }
     if (!templates.files.length && !picked) {
-      msg.textContent = "Add at least one template: a video or photo, or one from the library.";
+      msg.textContent = t("need_template");
       msg.hidden = false; return;
     }
     upload(form, "/api/v1/jobs", body => { location.href = `/jobs/${encodeURIComponent(body.name)}`; });
@@ -159,7 +166,7 @@ function templatesPage() {
   const form = document.getElementById("add-template");
   if (form) form.addEventListener("submit", ev => { ev.preventDefault(); upload(form, "/api/v1/templates", () => location.reload()); });
   document.querySelectorAll("[data-delete-template]").forEach(b => b.addEventListener("click", async () => {
-    if (!confirm(`Delete ${b.dataset.deleteTemplate} from the library?`)) return;
+    if (!confirm(t("confirm_delete_template", {name: b.dataset.deleteTemplate}))) return;
     try { await api("DELETE", `/api/v1/templates/${encodeURIComponent(b.dataset.deleteTemplate)}`); location.reload(); }
     catch (e) { alert(e.message); }
   }));
@@ -173,16 +180,21 @@ async function health() {
     const dot = ok => `<span class="dot ${ok ? "ok" : "bad"}" aria-hidden="true"></span>`;
     const esc = s => String(s == null ? "" : s).replace(/[&<>"]/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]));
     const parts = [];
-    if (!h.daemons.length) parts.push(`${dot(false)}no daemon has been seen on the share`);
+    if (!h.daemons.length) parts.push(`${dot(false)}${esc(t("no_daemon"))}`);
     for (const d of h.daemons) {
       const busy = d.slots.filter(s => s.job).map(s => s.job);
-      parts.push(`${dot(d.alive)}${esc(d.host)} (${esc(d.engine)}): ${d.alive ? (busy.length ? "rendering " + esc(busy.join(", ")) : "idle") : "not seen"} · ${Math.round(d.seen_seconds_ago)} s ago`);
+      const values = {host: d.host, engine: d.engine, jobs: busy.join(", "), seconds: Math.round(d.seen_seconds_ago)};
+      const key = !d.alive ? "daemon_gone" : busy.length ? "daemon_rendering" : "daemon_idle";
+      parts.push(`${dot(d.alive)}${esc(t(key, values))}`);
     }
-    for (const s of h.heygem) parts.push(`${dot(s.state !== "down")}HeyGem ${esc(s.server)}: ${esc(s.state)}${s.job ? " " + esc(s.job) : ""}`);
-    parts.push(`${dot(h.storage.ok)}store: ${h.storage.ok ? "reachable" : esc(h.storage.detail)}`);
-    parts.push(`queue: ${h.queue}`);
+    for (const s of h.heygem) {
+      const values = {server: s.server, state: (MESSAGES.servers || {})[s.state] || s.state, job: s.job};
+      parts.push(`${dot(s.state !== "down")}${esc(t(s.job ? "heygem_job" : "heygem", values))}`);
+    }
+    parts.push(`${dot(h.storage.ok)}${esc(h.storage.ok ? t("store_ok") : t("store_down", {detail: h.storage.detail}))}`);
+    parts.push(esc(t("queue", {count: h.queue})));
     strip.innerHTML = parts.map(p => `<span>${p}</span>`).join("");
-  } catch (e) { strip.textContent = `Service status unavailable: ${e.message}`; }
+  } catch (e) { strip.textContent = t("status_unavailable", {message: e.message}); }
 }
 
 const HEALTH_EVERY = 10000;  // ms: the strip follows the service, not only the page load
