@@ -76,8 +76,10 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     Safe to call again (tests, ``run`` after the config is loaded): it replaces the
     previous configuration instead of adding handlers.
     """
-    handler: logging.StreamHandler = logging.StreamHandler(stream) if stream is not None else _StdoutHandler()
     stream = stream if stream is not None else sys.stdout
+    # the process's own stdout/stderr are looked up when a record is emitted, not kept
+    standard = "stdout" if stream is sys.stdout else "stderr" if stream is sys.stderr else None
+    handler = _StandardStreamHandler(standard) if standard else logging.StreamHandler(stream)
     fmt = resolve_format(fmt, stream)
     numeric = LEVELS.get(level, logging.INFO)
 
@@ -122,14 +124,19 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     return fmt
 
 
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stdout`` is when a record is emitted, not the object it was
-    at configure time: a thread still logging after stdout was replaced (a test's capture,
-    since closed) must not fail with "I/O operation on closed file"."""
+class _StandardStreamHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is when a record is emitted, not
+    the object it was at configure time: a thread still logging after the stream was
+    replaced (a test's capture, since closed) must not fail with "I/O operation on closed
+    file"."""
+
+    def __init__(self, name: str):
+        self._attribute = name  # not _name: logging.Handler keeps its own name there
+        super().__init__()
 
     @property  # type: ignore[override]
     def stream(self) -> TextIO:
-        return sys.stdout
+        return getattr(sys, self._attribute)
 
     @stream.setter
     def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it
