@@ -9,6 +9,7 @@ marked ``translate="no"`` in the pages and stay as they are; so do `code` spans.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import time
@@ -19,12 +20,14 @@ import pytest
 from daemon.joboptions import OPTIONS
 from lipsync.engines import NAMES as ENGINE_NAMES
 from tests.api_harness import make_stack
-from tests.browser import accessibility_problems, needs_browser, page_width, start
-from tests.daemon_harness import Media
+from tests.browser import accessibility_problems, needs_browser, page_width, screenshot, start
+from tests.daemon_harness import REPO, Media
 from tests.media_factory import write_face_video
 from tests.test_console import sign_in, wait
 
 pytestmark = [needs_browser, pytest.mark.xdist_group("console")]
+DOCS_IMG = REPO / "docs" / "img"
+SHOWN = {("jobs", 1280), ("job-failed", 390)}  # the screenshots README.zh-CN.md shows
 CHINESE = "zh-CN,zh;q=0.9,en;q=0.5"
 CJK = re.compile(r"[\u4e00-\u9fff]")
 # words that are names or codes in any language: the product and its parts, protocols,
@@ -56,9 +59,12 @@ def stack(tmp_path_factory, store):
     folder = tmp_path_factory.mktemp("console-zh-media")
     media = Media(folder, seconds=2.0)
     media.template = write_face_video(folder / "presenter.mp4", seconds=2.0, size=(320, 240))
-    with make_stack(tmp_path_factory.mktemp("console-zh"), store, media, failpoints="before_render=raise*1") as s:
-        failed = s.upload_job("失败的任务").json()["name"]  # the daemon's first render fails (raise*1)
-        s.share.wait_for([failed], daemons=[s.daemon])
+    with make_stack(tmp_path_factory.mktemp("console-zh"), store, media) as s:
+        # a job that fails as people's jobs do: text to speak in a voice the server lacks
+        with open(media.template, "rb") as t:
+            failed = s.submit(files=[("template", ("presenter.mp4", t, "video/mp4"))],
+                              data={"name": "欢迎词", "text": "大家好", "voice": "xx-nosuchvoice"}).json()["name"]
+        assert s.share.wait_for([failed], daemons=[s.daemon])[failed]["error"]["code"] == "bad_voice"
         done = s.upload_job("产品介绍").json()["name"]
         s.share.wait_for([done], daemons=[s.daemon])
         library = s.daemon.config.parent / "library"
@@ -103,7 +109,7 @@ def settle(driver) -> None:
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_a_chinese_reader_meets_no_english_at_desktop_and_phone_width(stack, width):
+def test_a_chinese_reader_meets_no_english_at_desktop_and_phone_width(stack, width, tmp_path):
     failed, done = stack.names
     driver = start(width=width, height=900, language=CHINESE)
     try:
@@ -119,6 +125,11 @@ def test_a_chinese_reader_meets_no_english_at_desktop_and_phone_width(stack, wid
             assert driver.execute_script("return document.documentElement.lang") == "zh-CN", path
             assert english_words(driver, stack) == [], (width, path)
             assert accessibility_problems(driver) == [], (width, path)  # labels, contrast, no sideways scrolling
+            page_name = "jobs" if path == "/" else "job-failed" if path.endswith(failed) else \
+                "job-done" if path.endswith(done) else path.strip("/")
+            shot = screenshot(driver, tmp_path, f"console-zh-{page_name}-{width}")
+            if os.environ.get("LIPSYNCD_UPDATE_SCREENSHOTS") == "1" and (page_name, width) in SHOWN:
+                (DOCS_IMG / shot.name).write_bytes(shot.read_bytes())  # what README.zh-CN.md shows
         # what a failed job's reader needs, in Chinese: the state, why, what to do
         driver.get(f"{stack.url}/jobs/{failed}")
         page = driver.find_element("tag name", "main").text

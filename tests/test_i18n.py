@@ -44,6 +44,15 @@ def test_the_advice_for_every_error_code_reads_in_chinese_with_its_code_spans():
             assert re.findall(r"`[^`]+`", chinese) == re.findall(r"`[^`]+`", english), code
 
 
+def test_every_state_and_every_worded_choice_has_a_name_people_read():
+    from daemon.api.console.words import CHOICE_NAMES, STATE_NAMES
+    from daemon.jobstate import JOB_STATES, OutputState
+    from lipsync.finish.spec import POSITIONS, SUBTITLE_MODES
+
+    assert set(JOB_STATES) | set(OutputState) <= set(STATE_NAMES)
+    assert {"auto", "keep", *POSITIONS, *SUBTITLE_MODES} <= set(CHOICE_NAMES)
+
+
 @pytest.mark.parametrize("header, default, expected", [
     ("zh-CN,zh;q=0.9,en;q=0.8", "en", "zh-CN"),
     ("zh", "en", "zh-CN"),
