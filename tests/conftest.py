@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests.daemon_harness import LOGGED, Media, Store
+from tests.daemon_harness import LOGGED, Media, Store, drop_bucket
 
 pytest_plugins = ["tests.seaweed"]
 
@@ -16,7 +16,9 @@ def module_store(seaweed, request) -> Store:
     """The session's SeaweedFS (tests/seaweed.py), with a bucket of this test module's own.
     ``store`` is the same for daemon tests (a module that needs a store it can stop makes its own)."""
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_").replace("_", "-")
-    return Store.attach(seaweed, f"{module}-{uuid.uuid4().hex[:12]}")
+    store = Store.attach(seaweed, f"{module}-{uuid.uuid4().hex[:12]}")
+    yield store
+    drop_bucket(seaweed, store.bucket)  # its volumes go back to the server for the next modules
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,8 @@ class Store:
         if self._server is None:
             for attempt in range(3):
                 server = EmbeddedSeaweed(data_dir=self.root / "data", state_dir=self.root / "state", port=self.port,
-                                         credentials=self.credentials, start_timeout=60, stop_timeout=5)
+                                         credentials=self.credentials, start_timeout=60, stop_timeout=5,
+                                         volume_size_mb=TEST_VOLUME_MB)
                 try:
                     server.start()
                     break
@@ -359,6 +360,24 @@ def toml_value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(value)  # strings, numbers and booleans are spelled alike in JSON and TOML
+
+
+# small volumes: the number weed allows is free disk / volume size, and every bucket of a
+# test module takes its own (1 GB volumes on a nearly full disk left too few: uploads failed
+# with "No writable volumes and no free volumes left")
+TEST_VOLUME_MB = 64
+
+
+def drop_bucket(seaweed: Any, name: str) -> None:
+    """Delete a bucket with its objects (weed's default for a non-empty bucket). Each bucket
+    holds volumes of its own: the session's server would run out of them if buckets stayed."""
+    admin = seaweed.admin
+    try:
+        admin.delete_bucket(Bucket=name)
+    except admin.exceptions.NoSuchBucket:
+        pass
+    except Exception:  # a test that broke the server must not hide its own failure behind this
+        pass
 
 
 # every daemon and API process a test started: a failing test prints their log tails

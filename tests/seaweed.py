@@ -28,6 +28,7 @@ from botocore.config import Config as BotoConfig
 from daemon.config import Config, from_dict
 from daemon.storage import EmbeddedSeaweed, ObjectStore, S3Credentials
 from daemon.storage.credentials import load_or_create
+from tests.daemon_harness import TEST_VOLUME_MB, drop_bucket
 
 
 def free_port() -> int:
@@ -80,7 +81,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
     creds = load_or_create(state)
     port = free_port()
     server = EmbeddedSeaweed(data_dir=state / "seaweedfs", state_dir=state, port=port,
-                             credentials=creds, start_timeout=60, stop_timeout=5)
+                             credentials=creds, start_timeout=60, stop_timeout=5, volume_size_mb=TEST_VOLUME_MB)
     server.start()
     try:
         yield SeaweedServer(server.endpoint, port, creds.access_key, creds.secret_key, server)
@@ -92,14 +93,7 @@ def seaweed(tmp_path_factory: pytest.TempPathFactory):
 def bucket(seaweed: SeaweedServer):
     name = f"t-{uuid.uuid4().hex[:20]}"
     yield name
-    admin = seaweed.admin
-    try:
-        # the server deletes a non-empty bucket with its objects (weed's default)
-        admin.delete_bucket(Bucket=name)
-    except admin.exceptions.NoSuchBucket:
-        pass
-    except Exception:  # a test that broke the server must not hide its own failure behind this
-        pass
+    drop_bucket(seaweed, name)
 
 
 @pytest.fixture

@@ -527,3 +527,23 @@ def test_embedded_start_problems_are_explained(tmp_path):
         with pytest.raises(StorageError, match=f"port {taken} .* already in use"):
             EmbeddedSeaweed(data_dir=tmp_path / "d", state_dir=tmp_path / "state", port=taken,
                             credentials=creds).start()
+
+
+def test_a_dropped_bucket_gives_its_volumes_back_to_the_shared_test_store(seaweed):
+    """Every test module's bucket takes volumes of its own on the session's server, which
+    allows free disk / volume size of them; modules give theirs back (tests/conftest.py),
+    so a worker that runs many modules on a nearly full disk never runs out."""
+    from tests.daemon_harness import TEST_VOLUME_MB, drop_bucket
+
+    assert seaweed.server.volume_size_mb == TEST_VOLUME_MB
+    name = f"volumes-{os.getpid()}-{time.monotonic_ns()}"
+    admin = seaweed.admin
+    admin.create_bucket(Bucket=name)
+    admin.put_object(Bucket=name, Key="k", Body=b"x" * 1000)
+    volumes = lambda: list(seaweed.server.data_dir.glob(f"{name}_*.dat"))  # noqa: E731
+    assert volumes(), "the bucket's own volume"
+    drop_bucket(seaweed, name)
+    deadline = time.monotonic() + 30
+    while volumes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert volumes() == []

@@ -81,8 +81,12 @@ class EmbeddedSeaweed:
     def __init__(self, *, data_dir: Path, state_dir: Path, port: int, credentials: S3Credentials,
                  weed_binary: Path | None = None, start_timeout: float = 60.0,
                  external_url: str | None = None, stop_timeout: float = 10.0,
-                 max_restarts: int = 5, restart_window: float = 600.0):
+                 max_restarts: int = 5, restart_window: float = 600.0, volume_size_mb: int | None = None):
         self.data_dir = Path(data_dir)
+        # weed sizes volumes from the disk's capacity (1 GB on a large disk) and allows free
+        # space / volume size of them, and each bucket takes volumes of its own: many buckets
+        # on a nearly full disk (the test suite's) need smaller volumes. None: weed's choice
+        self.volume_size_mb = volume_size_mb
         self.state_dir = Path(state_dir)
         self.port = int(port)
         self.credentials = credentials
@@ -282,6 +286,8 @@ class EmbeddedSeaweed:
                 # optional gateways we do not use: off, so they open no ports
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         args += [f"-{flag}={p}" for flag, p in ports.items()]
+        if self.volume_size_mb:
+            args.append(f"-master.volumeSizeLimitMB={int(self.volume_size_mb)}")
         for part in ("s3", "filer"):  # the default is a fixed name in /tmp, shared by every instance
             sock = self.data_dir / f"{part}.sock"
             if len(str(sock)) <= _MAX_SOCKET_PATH:
