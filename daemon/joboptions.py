@@ -347,12 +347,12 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
         if option.kind == FILE:
             parser.add_argument(option.flag, default=None, metavar="FILE", help=f"{option.help} (uploaded)")
             continue
-        for name, kind, help_text, choices in _flat(option):
-            text = help_text + (f": {', '.join(choices)}" if choices else "")
-            if name == option.key and option.default != "none":
+        for f in _flat(option):
+            text = f.help + (f": {', '.join(f.choices)}" if f.choices else "")
+            if f.name == option.key and option.default != "none":
                 text += f" (default: {option.default})"
-            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None,
-                                metavar=_METAVAR.get(kind, "TEXT"), help=text)
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
+                                metavar=_METAVAR.get(f.kind, "TEXT"), help=text)
 
 
 _METAVAR = {INTEGER: "N", NUMBER: "X", DURATION: "DURATION", CHOICE: "CHOICE", URL: "URL", CLIP: "NAME"}
@@ -360,16 +360,40 @@ _METAVAR = {INTEGER: "N", NUMBER: "X", DURATION: "DURATION", CHOICE: "CHOICE", U
 
 def flag_fields(args: argparse.Namespace) -> dict[str, str]:
     """The text fields ``add_flags``'s flags were given, as the API takes them."""
-    names = [n for o in OPTIONS if o.kind != FILE for n, *_ in _flat(o)]
+    names = [f.name for o in OPTIONS if o.kind != FILE for f in _flat(o)]
     return {n: str(getattr(args, n)) for n in names if getattr(args, n, None) is not None}
 
 
-def _flat(option: Option) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """(field, kind, help, choices) of each text field of an option."""
+@dataclass(frozen=True)
+class Field:
+    """One text field of an option: the option itself, or one key of a table option."""
+
+    name: str
+    kind: str
+    label: str
+    helps: tuple[str, ...]  # what it does; a table's image also says what the table is
+    choices: tuple[str, ...]
+    minimum: float | None
+    maximum: float | None
+    part: Part | None = None
+
+    @property
+    def help(self) -> str:
+        """One line for --help and OpenAPI ("watermark scale: ..." for a table's other keys)."""
+        if self.part is not None and self.part.key != "image":
+            option = self.name[: -len(self.part.key) - 1]  # watermark_scale -> watermark
+            return f"{option} {self.part.key}: {self.part.help}"
+        return "; ".join(self.helps)
+
+
+def _flat(option: Option) -> list[Field]:
+    """The text fields of an option."""
     if option.kind == TABLE:
-        return [(p.field_name(option.key), p.kind, f"{option.key} {p.key}: {p.help}" if p.key != "image"
-                 else option.help + f"; {p.help}", p.choices) for p in option.parts]
-    return [(option.key, option.kind, option.help, option.choices)]
+        return [Field(p.field_name(option.key), p.kind, p.label,
+                      (option.help, p.help) if p.key == "image" else (p.help,), p.choices, p.minimum, p.maximum, p)
+                for p in option.parts]
+    return [Field(option.key, option.kind, option.label, (option.help,), option.choices, option.minimum,
+                  option.maximum)]
 
 
 def schema_properties() -> dict[str, dict[str, Any]]:
@@ -388,17 +412,15 @@ def schema_properties() -> dict[str, dict[str, Any]]:
                                            "description": f"{option.help}, fetched by the server (JSON's way to "
                                                           f"send it)"}
             continue
-        for name, kind, help_text, choices in _flat(option):
-            prop = _schema_type(kind, choices)
-            part = next((p for p in option.parts if p.field_name(option.key) == name), None)
-            low, high = (part.minimum, part.maximum) if part else (option.minimum, option.maximum)
-            if kind in (INTEGER, NUMBER):
-                prop |= {k: v for k, v in (("minimum", low), ("maximum", high)) if v is not None}
-            prop["description"] = help_text + (f" (default: {option.default})"
-                                               if name == option.key and option.default != "none" else "")
-            if name == option.key and not isinstance(option.example, dict):
+        for f in _flat(option):
+            prop = _schema_type(f.kind, f.choices)
+            if f.kind in (INTEGER, NUMBER):
+                prop |= {k: v for k, v in (("minimum", f.minimum), ("maximum", f.maximum)) if v is not None}
+            prop["description"] = f.help + (f" (default: {option.default})"
+                                            if f.name == option.key and option.default != "none" else "")
+            if f.name == option.key and not isinstance(option.example, dict):
                 prop["example"] = option.example
-            props[name] = prop
+            props[f.name] = prop
     return props
 
 
@@ -456,23 +478,15 @@ def form_fields() -> list[FormField]:
             out.append(FormField(option.key, option.label, "file", (option.help,), placement=option.console,
                                  attrs={"accept": accept}))
             continue
-        pieces = [(option.key, option.kind, option.label, (option.help,), option.choices, option.minimum,
-                   option.maximum)]
-        if option.kind == TABLE:
-            pieces = [(p.field_name(option.key), p.kind, p.label,
-                       (option.help, p.help) if p.key == "image" else (p.help,), p.choices, p.minimum, p.maximum)
-                      for p in option.parts]
-        for name, kind, label, hint, choices, low, high in pieces:
-            widget = "select" if choices else "number" if kind in (INTEGER, NUMBER) else \
-                "textarea" if option.key == "text" else "url" if kind == URL else "text"
+        for f in _flat(option):
+            widget = "select" if f.choices else "number" if f.kind in (INTEGER, NUMBER) else \
+                "textarea" if option.key == "text" else "url" if f.kind == URL else "text"
             attrs = {"maxlength": str(MAX_TEXT_CHARS)} if option.key == "text" else {}
-            if kind == NUMBER:
+            if f.kind == NUMBER:
                 attrs["step"] = "any"
-            example = option.example if name == option.key and not isinstance(option.example, dict) else None
-            if widget not in ("text", "url"):
-                example = None
-            if widget != "number":
-                low = high = None
-            out.append(FormField(name, label, widget, hint, choices, low, high, option.console, attrs,
+            example = option.example if f.name == option.key and widget in ("text", "url") \
+                and not isinstance(option.example, dict) else None
+            low, high = (f.minimum, f.maximum) if widget == "number" else (None, None)
+            out.append(FormField(f.name, f.label, widget, f.helps, f.choices, low, high, option.console, attrs,
                                  None if example is None else str(example)))
     return out

@@ -5,6 +5,7 @@ person would notice -- labels, contrast, keyboard order, overflow at phone width
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,27 @@ def screenshot(driver, folder: Path, name: str) -> Path:
     path = folder / f"{name}.png"
     driver.save_screenshot(str(path))
     return path
+
+
+def wait(driver, condition, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition(driver)
+            if value:
+                return value
+        except Exception:  # noqa: BLE001 - the page may be between states
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what} on {driver.current_url}")
+
+
+def sign_in(driver, stack) -> None:
+    """Sign in with the stack's key from the jobs page (which first sends the browser away)."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{stack.url}/")
+    assert "/signin" in driver.current_url  # nothing is shown before signing in
+    driver.find_element(By.ID, "key").send_keys(stack.key)
+    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(driver, lambda d: d.current_url.rstrip("/") == stack.url, 10, "the jobs page")

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from tests.api_harness import ThreadApi, auth, make_stack, share_config
-from tests.browser import accessibility_problems, needs_browser, page_width, screenshot, start, tab_order
+from tests.browser import (accessibility_problems, needs_browser, page_width, screenshot, sign_in, start,
+                           tab_order, wait)
 from tests.daemon_harness import REPO, Media, Share
 from tests.media_factory import write_face_video
 
@@ -64,29 +65,6 @@ def browser(stack, tmp_path_factory):
         yield driver
     finally:
         driver.quit()
-
-
-def wait(driver, condition, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = condition(driver)
-            if value:
-                return value
-        except Exception:  # noqa: BLE001 - the page may be between states
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} on {driver.current_url}")
-
-
-def sign_in(driver, stack) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.get(f"{stack.url}/")
-    assert "/signin" in driver.current_url  # nothing is shown before signing in
-    driver.find_element(By.ID, "key").send_keys(stack.key)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    wait(driver, lambda d: d.current_url.rstrip("/") == stack.url, 10, "the jobs page")
 
 
 def test_a_job_from_the_form_to_a_playing_video(stack, browser, tmp_path_factory, shots):

@@ -20,10 +20,9 @@ import pytest
 from daemon.joboptions import OPTIONS
 from lipsync.engines import NAMES as ENGINE_NAMES
 from tests.api_harness import make_stack
-from tests.browser import accessibility_problems, needs_browser, page_width, screenshot, start
+from tests.browser import accessibility_problems, needs_browser, page_width, screenshot, sign_in, start, wait
 from tests.daemon_harness import REPO, Media
 from tests.media_factory import write_face_video
-from tests.test_console import sign_in, wait
 
 pytestmark = [needs_browser, pytest.mark.xdist_group("console")]
 DOCS_IMG = REPO / "docs" / "img"

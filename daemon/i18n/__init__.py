@@ -25,7 +25,7 @@ SOURCE = "en"
 LANGUAGES: dict[str, str] = {"en": "English", "zh-CN": "简体中文"}
 # the tags a browser or an operator may write for each, lower-cased: zh-Hans, zh-SG, ...
 _ALIASES = {"en": "en", "zh": "zh-CN", "zh-cn": "zh-CN", "zh-hans": "zh-CN", "zh-sg": "zh-CN",
-            "zh-hans-cn": "zh-CN", "zh_cn": "zh-CN", "cmn": "zh-CN"}
+            "zh-hans-cn": "zh-CN", "cmn": "zh-CN"}
 
 
 def N_(message: str) -> str:
@@ -45,9 +45,6 @@ def supported(tag: str | None) -> str | None:
     low = tag.strip().lower().replace("_", "-")
     if low in _ALIASES:
         return _ALIASES[low]
-    for known in LANGUAGES:
-        if low == known.lower():
-            return known
     primary = low.split("-")[0]
     if primary == "zh" and any(s in low for s in ("-tw", "-hk", "-mo", "-hant")):
         return None  # Traditional Chinese readers are better served by English than by Simplified
@@ -84,7 +81,3 @@ def translations(tag: str) -> gettext.NullTranslations:
     with as_file(locale) as path, open(path, "rb") as fh:
         return gettext.GNUTranslations(fh)
 
-
-def gettext_for(tag: str):
-    """``_`` for a language: the translation of an English message, or the message itself."""
-    return translations(tag).gettext

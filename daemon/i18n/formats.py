@@ -16,20 +16,17 @@ _UNITS = (("duration-day", 86400), ("duration-hour", 3600), ("duration-minute", 
 
 
 def duration(seconds: float | None, tag: str) -> str:
-    """A length of time to the two largest units: 47s, 3m 20s, 1h 5m, 2d 3h."""
+    """A length of time to the two largest units: 47s, 3m 20s, 1h 5m, 2d (a zero second unit is left out)."""
     if seconds is None:
         return ""
     s = max(0, int(seconds))
+    first = next(i for i, (_, size) in enumerate(_UNITS) if s >= size or size == 1)
     parts = []
-    for unit, size in _UNITS:
-        if s >= size or (unit == "duration-second" and not parts):
+    for unit, size in _UNITS[first:first + 2]:
+        if s // size or not parts:
             parts.append(format_unit(s // size, unit, length="narrow", locale=posix_name(tag)))
-            s %= size
-        elif parts:
-            parts.append(None)  # keeps "1h 0m 5s" from reading as two largest units
-        if len(parts) == 2:
-            break
-    return _PART_GLUE.get(tag, " ").join(p for p in parts if p)
+        s %= size
+    return _PART_GLUE.get(tag, " ").join(parts)
 
 
 def age(stamp: datetime | None, tag: str, now: datetime | None = None) -> str:

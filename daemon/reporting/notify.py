@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from daemon.backoff import Backoff
 from daemon.config import Config
-from daemon.i18n import SOURCE, gettext_for
+from daemon.i18n import SOURCE, translations
 from daemon.outbox import OutputState, State
 from daemon.logsetup import get_logger
 
@@ -82,7 +82,7 @@ def safe_host(url: str) -> str:
 def message_text(doc: dict[str, Any], language: str = SOURCE) -> str:
     """The one-glance chat line(s) for a finished or failed job, in ``language``. Names,
     links and the record's error message are quoted as they are."""
-    _ = gettext_for(language)
+    _ = translations(language).gettext
     job = doc.get("job", "?")
     if doc.get("state") == State.FAILED:
         err = doc.get("error") or {}

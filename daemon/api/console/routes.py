@@ -47,10 +47,7 @@ router = APIRouter(include_in_schema=False)
 def language_of(request: Request) -> str:
     """The page's language: the switch's cookie, else the browser's Accept-Language, else
     ``[api] console_language``."""
-    chosen = supported(request.cookies.get(LANGUAGE_COOKIE))
-    if chosen in LANGUAGES:
-        return chosen
-    return negotiate(request.headers.get("accept-language"), request.app.state.services.cfg.api.console_language)
+    return supported(request.cookies.get(LANGUAGE_COOKIE)) or negotiate(request.headers.get("accept-language"), request.app.state.services.cfg.api.console_language)
 
 
 def page(request: Request, template: str, who: Principal | None, **values: Any) -> HTMLResponse:
@@ -59,7 +56,7 @@ def page(request: Request, template: str, who: Principal | None, **values: Any) 
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     reply = pages(lang).TemplateResponse(request, template, {
         "who": who, "version": __version__, "auth": cfg.api.auth, "states": LIST_STATES, "lang": lang,
-        "languages": LANGUAGES, "here": here, "messages": script_messages(translations(lang).gettext), **values})
+        "languages": LANGUAGES, "here": here, "messages": script_messages(lang), **values})
     reply.headers["Content-Language"] = lang
     reply.headers["Vary"] = "Accept-Language, Cookie"
     return reply
@@ -95,7 +92,7 @@ async def choose_language(request: Request) -> Response:
     form = await _small_form(request)
     reply = RedirectResponse(_local(form.get("next") or "/"), status_code=303)
     lang = supported(form.get("lang"))
-    if lang in LANGUAGES:
+    if lang:
         reply.set_cookie(LANGUAGE_COOKIE, lang, max_age=LANGUAGE_COOKIE_DAYS * 86400, samesite="lax",
                          secure=request.url.scheme == "https", path="/")
     return reply

@@ -4,9 +4,10 @@ the catalog) and translated per request; the values behind them never change."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from functools import lru_cache
+from typing import Any
 
-from daemon.i18n import N_
+from daemon.i18n import N_, translations
 
 # what a person reads for a state (every job and output state: tests/test_i18n.py); the page
 # keeps the state itself in data-state and its class
@@ -64,8 +65,10 @@ KIND_NAMES: dict[str, str] = {"photo": N_("photo"), "video": N_("video")}
 SERVER_STATES: dict[str, str] = {"idle": N_("idle"), "busy": N_("busy"), "down": N_("down")}
 
 
-def script_messages(_: Callable[[str], str]) -> dict[str, Any]:
-    """What the page hands its script: the live texts and the state names, translated."""
+@lru_cache(maxsize=None)
+def script_messages(lang: str) -> dict[str, Any]:
+    """What the page hands its script in one language: the live texts and the names, translated."""
+    _ = translations(lang).gettext
     return {**{k: _(v) for k, v in SCRIPT_MESSAGES.items()},
             "states": {k: _(v) for k, v in STATE_NAMES.items()},
             "actions": {k: _(v) for k, v in ACTION_NAMES.items()},
