@@ -15,7 +15,11 @@ On the GPU host it reports, for a 720p and a 1080p template and 10 s of speech-l
   and a whole fp16 render, with seeded random weights (speed does not depend on them);
 * ``passthrough``: the decode + encode limit of the pipeline on the same inputs;
 * ``oom``: a frame engine that really exhausts the GPU's memory; ``render()`` must raise
-  ``TransientRenderError`` (``render_transient``: the daemon retries the job later).
+  ``TransientRenderError`` (``render_transient``: the daemon retries the job later);
+* ``latentsync``: the full-size engine (the published 1.27 G-parameter UNet's shape, 512x512,
+  fp16, 20 DDIM steps with guidance, windows of 16) on rule-filled weights: its stages per
+  frame, frames per second of a whole render of the 10-s clip at 720p, and the peak GPU
+  memory (the authors state 18 GB for 1.6).
 
 Prints the figures and writes JSON (default bench/results/gpu_check.json).
 """
@@ -132,6 +136,17 @@ def measure(inputs: Path, work: Path) -> dict:
     report["wav2lip_generator_faces_per_s"] = gen
     print("wav2lip generator:", gen)
     report["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+    from bench.latentsync_bench import measure as latentsync_figures
+    from tests.latentsync_fill import write_models_folder
+
+    del w2l16
+    torch.cuda.empty_cache()
+    models = write_models_folder(work / "latentsync-models", unet="full")  # 5.3 GB, made here
+    report["latentsync"] = latentsync_figures(models, torch.device("cuda"), steps=20, seconds=SECONDS,
+                                              size=SIZES[0], work=work / "latentsync", audio=audio,
+                                              template=inputs / "face_1280x720.mp4", cache=cache)
+    print("latentsync:", json.dumps(report["latentsync"]))
     return report
 
 

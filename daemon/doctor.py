@@ -109,7 +109,10 @@ def check_engines(cfg: Config | None) -> list[Check]:
     checks = []
     servers = len(cfg.render.heygem.servers) if cfg is not None else 0
     models = cfg.render.musetalk.models if cfg is not None else None
-    for name, state in available_engines(checkpoint, heygem_servers=servers, musetalk_models=models).items():
+    latentsync = cfg.render.latentsync.models if cfg is not None else None
+    device = cfg.render.device if cfg is not None else "auto"
+    for name, state in available_engines(checkpoint, heygem_servers=servers, musetalk_models=models,
+                                         latentsync_models=latentsync, device=device).items():
         if state.startswith("available"):
             checks.append(Check(f"engine {name}", OK, state))
         else:

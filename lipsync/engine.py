@@ -132,6 +132,10 @@ class Engine(ABC):
 class FrameEngine(Engine):
     """Turns template frames into output frames inside the streaming pipeline."""
 
+    # chunks hold a multiple of this many frames (an engine that works on windows of
+    # frames sees whole windows; only the video's last chunk may end inside one)
+    frames_per_call: int = 1
+
     @abstractmethod
     def start(self, ctx: RenderContext) -> EngineSession:
         """Prepare one render (may raise :class:`lipsync.errors.LipsyncError`)."""

@@ -87,7 +87,8 @@ def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, temp
     session = engine.start(ctx)
     try:
         pipeline = _Pipeline(audio_info, template_info, output, frame_count, options, session,
-                             on_frames=lambda done: report(share + (1.0 - share) * done / frame_count))
+                             on_frames=lambda done: report(share + (1.0 - share) * done / frame_count),
+                             frames_per_call=engine.frames_per_call)
         pipeline.run()
         notes = list(session.notes) + pipeline.notes()
     finally:
@@ -112,11 +113,13 @@ class _Stopped(Exception):
 
 class _Pipeline:
     def __init__(self, audio: AudioInfo, template: TemplateInfo, output: Path, frame_count: int,
-                 options: RenderOptions, session: EngineSession, on_frames: Callable[[int], None]):
+                 options: RenderOptions, session: EngineSession, on_frames: Callable[[int], None],
+                 frames_per_call: int = 1):
         self.audio, self.template, self.output = audio, template, output
         self.frame_count, self.options, self.session = frame_count, options, session
         self.on_frames = on_frames
-        self.chunk = max(1, int(options.chunk_frames))
+        call = max(1, int(frames_per_call))
+        self.chunk = -(-max(1, int(options.chunk_frames)) // call) * call  # rounded up to whole windows
         # the queues need no bound of their own: a chunk is only made with a free slot
         self.slots = threading.Semaphore(CHUNKS_IN_FLIGHT)
         self.to_engine: queue.Queue[Any] = queue.Queue()

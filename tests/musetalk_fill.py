@@ -43,6 +43,12 @@ def entry_value(name: str, shape: tuple[int, ...]) -> np.ndarray:
     return value.astype(np.float32)
 
 
+def close(a, b, tol=1e-4) -> None:
+    """Max absolute difference of two arrays (any float types) at most ``tol``."""
+    diff = float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
+    assert diff <= tol, diff
+
+
 def input_value(seed: int, shape: tuple[int, ...]) -> np.ndarray:
     return ((2.0 * uniform(seed, math.prod(shape)) - 1.0) * math.sqrt(3.0)).astype(np.float32).reshape(shape)
 

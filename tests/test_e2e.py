@@ -358,8 +358,8 @@ def test_auto_engine_chosen_by_a_manifest_falls_back_to_warp_and_moves_the_mouth
     assert doc["engine"] == "warp" and doc["outputs"][0]["engine"] == "warp"
     assert any("wav2lip unavailable" in n and "using warp" in n for n in doc["notes"]), doc["notes"]
     fallbacks = [line for line in log_lines(logs) if line["event"] == "engine fallback"]
-    # one line per engine skipped: musetalk (no models folder), wav2lip (no checkpoint)
-    assert [f["note"].split(" ")[0] for f in fallbacks] == ["musetalk", "wav2lip"]
+    # one line per engine skipped: latentsync and musetalk (no models folder), wav2lip (no checkpoint)
+    assert [f["note"].split(" ")[0] for f in fallbacks] == ["latentsync", "musetalk", "wav2lip"]
     assert all(f["requested"] == "auto" and f["engine"] == "warp" for f in fallbacks)
     video = tmp_path / "talk.mp4"
     video.write_bytes(download(doc["outputs"][0]["url"]))

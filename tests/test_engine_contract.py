@@ -134,6 +134,7 @@ def test_every_place_that_names_engines_takes_them_from_the_registry(tmp_path):
     assert tomllib.loads((REPO / "config.toml").read_text())["render"]["engine"] in NAMES
     for name in NAMES:
         render_section = {"engine": name, "wav2lip": {"checkpoint": "w.pth"}, "musetalk": {"models": "m"},
+                          "latentsync": {"models": "l"},
                           "heygem": {"servers": [{"url": "http://gpu-01:8383", "host_dir": "/srv/h"}]}}
         assert from_dict({"render": render_section}, base=tmp_path).render.engine == name
     with pytest.raises(ConfigError, match="lipgan"):

@@ -25,7 +25,9 @@ from lipsync.engines.musetalk.face import crop, landmark_box
 from lipsync.engines.musetalk.model import MuseTalk
 from lipsync.errors import CheckpointError
 from lipsync.media.audio import load_mono
-from tests.musetalk_fill import DATA, config, golden, manifest, state, write_published_folder
+from tests import fake_hub
+from tests.fake_hub import FakeHub, fetch_module
+from tests.musetalk_fill import DATA, close, config, golden, manifest, state, write_published_folder
 
 pytestmark = pytest.mark.xdist_group("musetalk")
 
@@ -38,11 +40,6 @@ def models_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def net(models_folder) -> MuseTalk:
     return MuseTalk.load(models_folder)
-
-
-def close(a, b, tol=1e-4):
-    diff = float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).max())
-    assert diff <= tol, diff
 
 
 def images_close(a: np.ndarray, b: np.ndarray) -> None:
@@ -239,7 +236,8 @@ def test_a_render_repaints_the_lower_face_and_leaves_the_rest(models_folder, tmp
                        .astype(np.int16), 16000)
     out = tmp_path / "out.mp4"
     engine = create_engine("auto", musetalk_models=models_folder, device="cpu", musetalk_batch_size=4)
-    assert engine.name == "musetalk" and engine.load_notes == []
+    assert engine.name == "musetalk"
+    assert [n.split(" ")[0] for n in engine.load_notes] == ["latentsync"]  # first in auto's order, not configured
     render(speech, template, out, engine=engine, options=RenderOptions(device="cpu", crf=12, still_fps=25,
                                                                        cache_dir=tmp_path / "cache"))
     assert probe(out)["frames"] == 8  # 0.32 s at 25 fps
@@ -260,97 +258,22 @@ def test_auto_falls_back_in_order_and_says_why(tmp_path):
 
     engine = create_engine("auto", device="cpu")
     assert engine.name == "warp"
-    assert [n.split(" ")[0] for n in engine.load_notes] == ["musetalk", "wav2lip"]
-    assert "render.musetalk.models" in engine.load_notes[0]
+    assert [n.split(" ")[0] for n in engine.load_notes] == ["latentsync", "musetalk", "wav2lip"]
+    assert "render.latentsync.models" in engine.load_notes[0] and "render.musetalk.models" in engine.load_notes[1]
 
 
 # --------------------------------------------------------------------------- scripts/fetch-models musetalk
 
 
-class FakeHub:
-    """The hub's two routes fetch-models uses (paths-info, resolve), over a local folder."""
-
-    def __init__(self, folder, tamper: str | None = None):
-        import hashlib
-        import http.server
-        import json
-        import threading
-
-        from tests.daemon_harness import free_port
-
-        files = {}
-        for repo, _rev, path, dest in FETCH_FILES:
-            data = (folder / dest).read_bytes()
-            files[(repo, path)] = data
-        served = dict(files)
-        if tamper:
-            key = next(k for k in served if k[1].endswith(tamper))
-            served[key] = served[key][:-1] + bytes([served[key][-1] ^ 1])
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):  # noqa: N802
-                repo = self.path.split("/api/models/", 1)[1].split("/paths-info/")[0]
-                asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))["paths"]
-                rows = []
-                for path in asked:
-                    data = files[(repo, path)]
-                    row = {"type": "file", "path": path, "size": len(data),
-                           "oid": hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()}
-                    if not path.endswith(".json"):
-                        row["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data)}
-                    rows.append(row)
-                body = json.dumps(rows).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self):  # noqa: N802
-                repo, path = self.path.lstrip("/").split("/resolve/main/")
-                data = served[(repo, path)]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.send_header("Content-Type", "application/octet-stream")
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-
-def _fetch_files():
-    import importlib.machinery
-    import importlib.util
-
-    from tests.daemon_harness import REPO
-
-    loader = importlib.machinery.SourceFileLoader("fetch_models", str(REPO / "scripts" / "fetch-models"))
-    spec = importlib.util.spec_from_loader("fetch_models", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module.MUSETALK_FILES
-
-
-FETCH_FILES = _fetch_files()
+FETCH_FILES = fetch_module().MUSETALK_FILES
 
 
 def run_fetch(*args):
-    import subprocess
-    import sys
-
-    from tests.daemon_harness import REPO
-
-    return subprocess.run([sys.executable, str(REPO / "scripts" / "fetch-models"), "musetalk", *args],
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "LIPSYNCD_FETCH_NO_REEXEC": "1", "PYTHONPATH": str(REPO)})
+    return fake_hub.run_fetch("musetalk", *args)
 
 
 def test_fetch_models_musetalk_downloads_checks_and_loads(models_folder, tmp_path):
-    hub = FakeHub(models_folder)
+    hub = FakeHub(models_folder, FETCH_FILES)
     try:
         r = run_fetch("--dir", str(tmp_path / "m"), "--base-url", hub.url)
     finally:
@@ -363,7 +286,7 @@ def test_fetch_models_musetalk_downloads_checks_and_loads(models_folder, tmp_pat
 
 
 def test_fetch_models_musetalk_refuses_a_file_that_differs_from_the_hubs_record(models_folder, tmp_path):
-    hub = FakeHub(models_folder, tamper="pytorch_model.bin")
+    hub = FakeHub(models_folder, FETCH_FILES, tamper="pytorch_model.bin")
     try:
         r = run_fetch("--dir", str(tmp_path / "m"), "--base-url", hub.url)
     finally:

@@ -78,8 +78,10 @@ def test_every_runtime_import_is_a_runtime_requirement():
     missing = []
     for module, files in sorted(_third_party_imports().items()):
         dists = owners.get(module, {module})
-        # the musetalk engine's modules may use its extra; everything else the runtime's
-        allowed = engine if all("musetalk" in f for f in files) else runtime
+        # the diffusion engines' modules (musetalk, latentsync, the files they share) may use
+        # their extra; everything else the runtime's
+        allowed = engine if all(any(k in f for k in ("musetalk", "latentsync", "diffusion_files")) for f in files) \
+            else runtime
         if not dists & allowed:
             missing.append(f"{module} (from {', '.join(sorted(dists))}) imported by {files[0]}")
     assert not missing, "runtime imports not declared in pyproject.toml:\n" + "\n".join(missing)

@@ -284,21 +284,21 @@ def test_memory_stays_flat_however_long_the_output(tmp_path):
 def test_engine_registry_names_and_options():
     engine = create_engine("passthrough", device="cpu", checkpoint="/nowhere.pth", batch_size=8)
     assert isinstance(engine, PassthroughEngine) and engine.load_notes == []
-    with pytest.raises(EngineUnavailableError, match="known engines: auto, warp, musetalk, wav2lip, passthrough, heygem"):
+    with pytest.raises(EngineUnavailableError, match="known engines: auto, warp, latentsync, musetalk, wav2lip, passthrough, heygem"):
         create_engine("lipgan")
     report = available_engines()
     assert report["passthrough"] == "available"
     assert report["wav2lip"].startswith("unavailable")  # no checkpoint configured
-    assert set(report) == {"auto", "passthrough", "warp", "musetalk", "wav2lip", "heygem"}
+    assert set(report) == {"auto", "passthrough", "warp", "latentsync", "musetalk", "wav2lip", "heygem"}
     assert report["musetalk"] == "unavailable: no models folder configured (render.musetalk.models)"
-    assert report["auto"] == "available: warp (musetalk, wav2lip unavailable)"
+    assert report["auto"] == "available: warp (latentsync, musetalk, wav2lip unavailable)"
     assert report["heygem"].startswith("unavailable: no servers configured")
 
 
 def test_auto_falls_back_to_warp_and_says_why(tmp_path):
     engine = create_engine("auto", checkpoint=tmp_path / "missing.pth", device="cpu")
     assert engine.name == "warp"
-    assert len(engine.load_notes) == 2  # musetalk (no models folder), then wav2lip
+    assert len(engine.load_notes) == 3  # latentsync, musetalk (no models folder), then wav2lip
     assert any(n.startswith("wav2lip unavailable (") and n.endswith("; using warp") for n in engine.load_notes)
 
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from lipsync.engines import MUSETALK, NAMES as ENGINE_NAMES, WAV2LIP
+from lipsync.engines import AUTO, LATENTSYNC, MUSETALK, NAMES as ENGINE_NAMES, WAV2LIP
 from lipsync.engines import summaries as engine_summaries
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
@@ -30,7 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    + " (default: render.engine of the config)")
     p.add_argument("--checkpoint", metavar="PATH", type=Path, default=None, help="Wav2Lip checkpoint (wav2lip, auto)")
     p.add_argument("--models", metavar="DIR", type=Path, default=None,
-                   help="MuseTalk 1.5 models folder (musetalk, auto; see scripts/fetch-models musetalk)")
+                   help="models folder of the musetalk or latentsync engine (auto: both are tried; see "
+                        "scripts/fetch-models musetalk|latentsync)")
     p.add_argument("--device", default=None, help='"auto", "cpu", "cuda" or "cuda:N" (default: render.device)')
     p.add_argument("--still-fps", type=float, default=None, help="frame rate for a still-photo template")
     p.add_argument("--no-progress", action="store_true", help="do not report progress on stderr")
@@ -117,9 +118,14 @@ def run(args: argparse.Namespace) -> int:
     if engine_name == WAV2LIP and args.checkpoint is None and cfg.render.wav2lip.checkpoint is None:
         return _fail("the wav2lip engine needs --checkpoint PATH (a Wav2Lip .pth file)", EXIT_USAGE)
     if args.models is not None:
-        cfg.render.musetalk.models = args.models
+        if engine_name in (MUSETALK, AUTO):
+            cfg.render.musetalk.models = args.models
+        if engine_name in (LATENTSYNC, AUTO):
+            cfg.render.latentsync.models = args.models
     if engine_name == MUSETALK and cfg.render.musetalk.models is None:
         return _fail("the musetalk engine needs --models DIR (the MuseTalk 1.5 files)", EXIT_USAGE)
+    if engine_name == LATENTSYNC and cfg.render.latentsync.models is None:
+        return _fail("the latentsync engine needs --models DIR (the LatentSync 1.6 files)", EXIT_USAGE)
     options = render_options(cfg, device=args.device)
     if args.still_fps:
         options = dataclasses.replace(options, still_fps=args.still_fps)

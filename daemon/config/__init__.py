@@ -21,7 +21,7 @@ from daemon.config.checks import WEBHOOK_EVENTS
 from daemon.config.loading import DEFAULT_CONFIG_ENV, ENV_PREFIX, default_config_path, from_dict, load
 from daemon.config.sections import (
     ApiConfig, CleanupConfig, ClusterConfig, Config, EmbeddedStorageConfig, HeyGemConfig, LimitsConfig, LinksConfig,
-    LoggingConfig, MetricsConfig, MuseTalkConfig, NotifyConfig, OutputConfig, PathsConfig, RenderConfig, StorageConfig,
+    LatentSyncConfig, LoggingConfig, MetricsConfig, MuseTalkConfig, NotifyConfig, OutputConfig, PathsConfig, RenderConfig, StorageConfig,
     TtsConfig, WatchConfig, Wav2LipConfig, opt,
 )
 from daemon.config.values import (
@@ -33,7 +33,7 @@ from daemon.errors import ConfigError
 __all__ = [
     "ApiConfig", "ByteSize", "CleanupConfig", "ClusterConfig", "Config", "ConfigError", "Cron", "DEFAULT_CONFIG_ENV",
     "Duration", "ENV_PREFIX", "EmbeddedStorageConfig", "HeyGemConfig", "LimitsConfig", "LinksConfig", "LoggingConfig",
-    "MetricsConfig", "MuseTalkConfig", "NotifyConfig", "OutputConfig", "PathsConfig", "RenderConfig", "StorageConfig",
+    "LatentSyncConfig", "MetricsConfig", "MuseTalkConfig", "NotifyConfig", "OutputConfig", "PathsConfig", "RenderConfig", "StorageConfig",
     "TtsConfig", "WEBHOOK_EVENTS", "WatchConfig", "Wav2LipConfig", "default_config_path", "format_duration",
     "format_size", "from_dict", "is_loopback_bind", "load", "opt", "parse_cron", "parse_duration", "parse_rate",
     "parse_size",

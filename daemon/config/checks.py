@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lipsync.engines import HEYGEM, MUSETALK, WAV2LIP
+from lipsync.engines import HEYGEM, LATENTSYNC, MUSETALK, WAV2LIP
 from lipsync.finish.spec import check as check_finish
 from lipsync.tts import HEYGEM as TTS_HEYGEM
 
@@ -61,6 +61,8 @@ def cross_checks(cfg: Config, src: str, problems: list[str]) -> None:
         problems.append(f"{src}: storage.prefix: must not start with '/'")
     if cfg.render.engine == MUSETALK and cfg.render.musetalk.models is None:
         problems.append(f"{src}: render.musetalk.models: required when render.engine = \"musetalk\"")
+    if cfg.render.engine == LATENTSYNC and cfg.render.latentsync.models is None:
+        problems.append(f"{src}: render.latentsync.models: required when render.engine = \"latentsync\"")
     if cfg.render.engine == WAV2LIP and cfg.render.wav2lip.checkpoint is None:
         problems.append(f"{src}: render.wav2lip.checkpoint: required when render.engine = \"wav2lip\"")
     for i, hook in enumerate(cfg.notify.webhooks):

@@ -63,6 +63,16 @@ class MuseTalkConfig:
 
 
 @dataclass
+class LatentSyncConfig:
+    models: Path | None = opt(None)  # folder with latentsync_unet.pt, whisper/, sd-vae/ (scripts/fetch-models latentsync)
+    inference_steps: int = opt(20, min=1, max=1000)  # DDIM steps per window
+    guidance_scale: float = opt(1.5, min=1.0, max=20.0)  # classifier-free guidance; 1 = none (half the work)
+    seed: int = opt(1247, min=0, max=2**63 - 1)  # one seed, one video: a re-rendered job comes out the same
+    window: int = opt(16, min=1, max=24)  # frames per UNet call (the temporal layers'); 16 as trained
+    precision: str = opt("auto", choices=("auto", "fp16", "fp32"))
+
+
+@dataclass
 class HeyGemConfig:
     # [{url = "http://gpu-01:8383", host_dir = "/srv/heygem/face2face", container_dir = "/code/data"}, ...]
     servers: list[dict] = opt([])
@@ -89,6 +99,7 @@ class RenderConfig:
     retry_delay_max: Duration = opt(Duration(600), min=0)
     wav2lip: Wav2LipConfig = field(default_factory=Wav2LipConfig)
     musetalk: MuseTalkConfig = field(default_factory=MuseTalkConfig)
+    latentsync: LatentSyncConfig = field(default_factory=LatentSyncConfig)
     heygem: HeyGemConfig = field(default_factory=HeyGemConfig)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engine import Engine, FileEngine, MediaLimits, RenderOptions
-from lipsync.engines import AUTO, HEYGEM, MUSETALK, WAV2LIP, create_engine
+from lipsync.engines import AUTO, HEYGEM, LATENTSYNC, MUSETALK, WAV2LIP, create_engine
 
 from daemon.config import Config
 from daemon.logsetup import get_logger
@@ -60,6 +60,12 @@ def engine_options(cfg: Config, name: str, *, device: str | None = None,
             opts["musetalk_models"] = Path(m.models)
         opts["musetalk_batch_size"] = m.batch_size
         opts["musetalk_precision"] = m.precision
+    if name in (LATENTSYNC, AUTO):
+        ls = cfg.render.latentsync
+        if ls.models is not None:
+            opts["latentsync_models"] = Path(ls.models)
+        opts.update(latentsync_steps=ls.inference_steps, latentsync_guidance=ls.guidance_scale,
+                    latentsync_seed=ls.seed, latentsync_window=ls.window, latentsync_precision=ls.precision)
     if name == HEYGEM:
         h = cfg.render.heygem
         opts.update(servers=[dict(s) for s in h.servers], poll_interval=float(h.poll_interval),

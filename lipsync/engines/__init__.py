@@ -32,12 +32,16 @@ class EngineEntry:
 
 
 # the engines' names, defined here once: configuration, manifests, the API and the command line use these
-WARP, MUSETALK, WAV2LIP, PASSTHROUGH, HEYGEM = "warp", "musetalk", "wav2lip", "passthrough", "heygem"
+WARP, LATENTSYNC, MUSETALK, WAV2LIP, PASSTHROUGH, HEYGEM = (
+    "warp", "latentsync", "musetalk", "wav2lip", "passthrough", "heygem")
 DEFAULT = WARP  # render.engine when nothing is configured: needs no model
 
 ENGINES: dict[str, EngineEntry] = {
     WARP: EngineEntry("lipsync.engines.warp", "WarpEngine",
                         "landmark-driven warp of mouth and jaw; no model to download (the default)"),
+    LATENTSYNC: EngineEntry("lipsync.engines.latentsync", "LatentSyncEngine",
+                            "photoreal 512x512 mouth by diffusion, LatentSync 1.6 weights, for re-voicing videos "
+                            "(needs a CUDA GPU with ~18 GB; render.latentsync.models)"),
     MUSETALK: EngineEntry("lipsync.engines.musetalk", "MuseTalkEngine",
                             "photoreal 256x256 face, MuseTalk 1.5 weights (usable commercially; render.musetalk.models)"),
     WAV2LIP: EngineEntry("lipsync.engines.wav2lip", "Wav2LipEngine",
@@ -48,20 +52,24 @@ ENGINES: dict[str, EngineEntry] = {
                           "photoreal renders by HeyGem / Duix.Avatar servers (render.heygem.servers)"),
 }
 AUTO = "auto"  # not an engine of its own: the first of AUTO_ORDER that loads
-AUTO_ORDER = (MUSETALK, WAV2LIP, WARP)
+# best first: latentsync only on a CUDA GPU with enough free memory (it declines otherwise),
+# then the engines whose models are present, then warp, which needs none
+AUTO_ORDER = (LATENTSYNC, MUSETALK, WAV2LIP, WARP)
 NAMES: tuple[str, ...] = (AUTO, *ENGINES)
 
 
 def summaries() -> dict[str, str]:
     """Engine name -> one-line description, ``auto`` included (for --help and the docs)."""
-    return {AUTO: "musetalk when its models load, else wav2lip when its checkpoint loads, else warp",
+    return {AUTO: "latentsync on a CUDA GPU with 18 GiB free when its models load, else musetalk when its models "
+                  "load, else wav2lip when its checkpoint loads, else warp",
             **{n: e.summary for n, e in ENGINES.items()}}
 
 
 def create_engine(name: str, **options: Any) -> Engine:
-    """Load the engine called ``name`` ("auto", "warp", "wav2lip" or "passthrough").
+    """Load the engine called ``name`` (one of :data:`NAMES`).
 
-    "auto" tries musetalk, then wav2lip, then warp; the engine that loads says in
+    "auto" tries latentsync (on a CUDA GPU with enough free memory), musetalk, wav2lip,
+    then warp; the engine that loads says in
     ``engine.load_notes`` why the ones before it did not. An unknown name raises
     :class:`EngineUnavailableError` listing the known ones.
     """
@@ -70,7 +78,7 @@ def create_engine(name: str, **options: Any) -> Engine:
         skipped = []
         for candidate in AUTO_ORDER[:-1]:
             try:
-                engine = _construct(candidate, options)
+                engine = _construct(candidate, {**options, "auto_pick": True})
             except (CheckpointError, EngineUnavailableError) as e:
                 skipped.append(f"{candidate} unavailable ({e})")
                 continue
@@ -108,7 +116,8 @@ def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
 
 
 def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: int = 0,
-                      musetalk_models: str | Path | None = None) -> dict[str, str]:
+                      musetalk_models: str | Path | None = None, latentsync_models: str | Path | None = None,
+                      device: str = "auto") -> dict[str, str]:
     """Engine name -> "available" or the reason it is not (for ``lipsyncd doctor``).
 
     Nothing is loaded: engines are imported, and the wav2lip checkpoint is only checked
@@ -131,24 +140,34 @@ def available_engines(checkpoint: str | Path | None = None, *, heygem_servers: i
                 report["wav2lip"] = f"unavailable: checkpoint {path} not found"
             elif path.stat().st_size == 0:
                 report["wav2lip"] = f"unavailable: checkpoint {path} is empty"
-    if report.get("musetalk") == "available":
-        if musetalk_models is None:
-            report["musetalk"] = "unavailable: no models folder configured (render.musetalk.models)"
-        else:
-            from lipsync.engines.musetalk.weights import ModelFiles
+    # the engines that read a models folder: is it configured, and are its files there?
+    for key, folder in ((MUSETALK, musetalk_models), (LATENTSYNC, latentsync_models)):
+        if report.get(key) != "available":
+            continue
+        if folder is None:
+            report[key] = f"unavailable: no models folder configured (render.{key}.models)"
+            continue
+        try:
+            importlib.import_module(f"lipsync.engines.{key}.weights").ModelFiles.find(folder)
+        except CheckpointError as e:
+            report[key] = f"unavailable: {e}"
+    auto_skips: dict[str, str] = {}
+    if report.get("latentsync") == "available":
+        from lipsync.device import resolve_device
+        from lipsync.engines.latentsync.engine import auto_unavailable
 
-            try:
-                ModelFiles.find(musetalk_models)
-            except CheckpointError as e:
-                report["musetalk"] = f"unavailable: {e}"
+        reason = auto_unavailable(resolve_device(device))
+        if reason:
+            auto_skips["latentsync"] = reason
     if report.get("heygem") == "available" and heygem_servers == 0:
         report["heygem"] = "unavailable: no servers configured (render.heygem.servers)"
     elif report.get("heygem") == "available":
         report["heygem"] = f"available: {heygem_servers} server(s) configured (see the heygem checks)"
-    first = next((n for n in AUTO_ORDER if report.get(n) == "available"), None)
+    first = next((n for n in AUTO_ORDER if report.get(n) == "available" and n not in auto_skips), None)
     if first is None:
         report["auto"] = f"unavailable: none of {', '.join(AUTO_ORDER)} can be loaded"
     else:
-        skipped = AUTO_ORDER[:AUTO_ORDER.index(first)]
-        report["auto"] = f"available: {first}" + (f" ({', '.join(skipped)} unavailable)" if skipped else "")
+        skipped = [f"{n}: {auto_skips[n]}" if n in auto_skips else n for n in AUTO_ORDER[:AUTO_ORDER.index(first)]]
+        joined = ("; " if auto_skips else ", ").join(skipped)
+        report["auto"] = f"available: {first}" + (f" ({joined} unavailable)" if skipped else "")
     return report

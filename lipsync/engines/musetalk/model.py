@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from lipsync.engines.diffusion_files import build_vae
 from lipsync.engines.musetalk import weights as wf
 from lipsync.engines.musetalk.audio import AudioPrompts
 from lipsync.errors import CheckpointError
@@ -31,12 +32,6 @@ def build_unet(config: dict):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel.from_config(config)
-
-
-def build_vae(config: dict):
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL.from_config(config)
 
 
 def build_whisper_encoder(config: dict):
