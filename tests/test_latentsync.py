@@ -65,14 +65,14 @@ def test_audio_tokens_match_the_reference(net):
     short = load_mono(MUSETALK_DATA / "test_audio.wav", rate=16000)
     long = long_audio().astype(np.float32) / 32768.0
     for tag, wav in (("a", short), ("b", long)):
-        tokens = AudioTokens(net.encoder, wav, device=net.device)
+        tokens = AudioTokens(net.encoder, wav)
         assert tokens.mel_frames == int(g[f"{tag}_mel_frames"]) and tokens.length == int(g[f"{tag}_features_len"])
         for fps in (25, 30):
             close(tokens.tokens([int(r) for r in g[f"{tag}_chunks{fps}_rows"]], fps), g[f"{tag}_chunks{fps}"])
-    tokens = AudioTokens(net.encoder, short, device=net.device)
+    tokens = AudioTokens(net.encoder, short)
     close(tokens.features(list(range(tokens.length))), g["a_features"])
     # across the 30-s boundary: the second segment is encoded on its own, as the reference does
-    close(AudioTokens(net.encoder, long, device=net.device).features(list(range(1490, 1510))),
+    close(AudioTokens(net.encoder, long).features(list(range(1490, 1510))),
           g["b_features_1490_1510"])
 
 
@@ -451,3 +451,27 @@ def test_the_render_command_runs_latentsync_and_asks_for_its_models(tmp_path, qu
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert probe(tmp_path / "b.mp4")["frames"] == 5
+
+
+def test_a_dropped_job_renders_with_latentsync_and_is_linked_like_any_other(tmp_path, quick_folder, seaweed,
+                                                                           bucket, aws_env):
+    """Through the daemon: the manifest names the engine, the config its models; the job is
+    claimed, rendered, uploaded and announced in its sidecar like every other engine's."""
+    from tests.test_e2e import download, drop, run_burst, sidecar_of, write_config
+
+    cfg_path = write_config(tmp_path, seaweed, bucket, render={"latentsync": {
+        "models": str(quick_folder), "inference_steps": 2}})
+    inbox = tmp_path / "inbox"
+    drop(inbox, "face.png", _template(tmp_path))
+    drop(inbox, "speech.wav", _speech(tmp_path, 0.4))
+    drop(inbox, "dub.job.json", json.dumps({"audio": "speech.wav", "templates": ["face.png"],
+                                            "engine": "latentsync"}).encode())
+    assert run_burst(cfg_path, timeout=300) == 0
+    doc = sidecar_of(tmp_path, "dub")
+    assert doc["state"] == "done", doc.get("error")
+    assert doc["engine"] == "latentsync" and doc["outputs"][0]["engine"] == "latentsync"
+    video = tmp_path / "dub.mp4"
+    video.write_bytes(download(doc["outputs"][0]["url"]))
+    from tests.media_factory import probe
+
+    assert probe(video)["frames"] == 4  # 0.4 s at still_fps 10

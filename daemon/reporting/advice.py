@@ -76,7 +76,8 @@ ERROR_ADVICE: dict[str, tuple[str, str]] = {
         N_('report it with the sidecar and the log')),
     'render_transient': (
         N_('the GPU ran out of memory (in any engine) or was busy'),
-        N_('nothing; if it keeps failing, lower `render.wav2lip.batch_size` or `render.chunk_frames`, or free the GPU')),
+        N_('nothing; if it keeps failing, lower what the engine takes at once (`render.wav2lip.batch_size`, '
+           '`render.musetalk.batch_size`, `render.latentsync.window`) or `render.chunk_frames`, or free the GPU')),
     'renderer_busy': (
         N_('a remote renderer refused the task because it is busy'),
         N_('nothing: the job waits and is sent again')),

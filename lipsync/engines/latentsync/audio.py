@@ -111,8 +111,8 @@ def log_mel(wav: torch.Tensor, first: int, last: int) -> torch.Tensor:
 class AudioTokens:
     """The per-frame audio tokens of one audio file, computed as windows ask for them."""
 
-    def __init__(self, encoder: WhisperEncoder, wav: np.ndarray, *, device: torch.device) -> None:
-        self.encoder, self.device = encoder, device
+    def __init__(self, encoder: WhisperEncoder, wav: np.ndarray) -> None:
+        self.encoder = encoder
         self.wav = torch.from_numpy(np.ascontiguousarray(wav, dtype=np.float32))
         self.mel_frames = len(self.wav) // HOP
         if self.mel_frames < 1:

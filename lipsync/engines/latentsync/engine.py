@@ -96,7 +96,7 @@ class LatentSyncSession(EngineSession):
         self.engine, self.ctx = engine, ctx
         net = engine.net
         try:
-            self.audio = AudioTokens(net.encoder, load_mono(ctx.audio_path, rate=SAMPLE_RATE), device=net.device)
+            self.audio = AudioTokens(net.encoder, load_mono(ctx.audio_path, rate=SAMPLE_RATE))
         except ValueError as e:
             raise MediaError(f"the audio cannot drive LatentSync: {e}", path=ctx.audio_path) from None
         self.analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir, progress=ctx.progress)

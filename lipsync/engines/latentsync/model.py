@@ -118,7 +118,10 @@ class LatentSync:
         out = [mask_latents]
         for image in (masked, pixels):
             dist = self.vae.encode(image.to(self.device, self.dtype)).latent_dist
-            out.append(dist.sample(generator=generator) * SCALING)
+            # the draw in float32 on the CPU, whatever the device and precision: the same
+            # numbers everywhere (diffusers' own sample() would draw in the VAE's dtype)
+            eps = torch.randn(dist.mean.shape, generator=generator, dtype=torch.float32)
+            out.append((dist.mean + dist.std * eps.to(dist.mean)) * SCALING)
         return [frames_dim(t.to(self.device, self.dtype)) for t in out], pixels
 
     @torch.no_grad()
