@@ -292,22 +292,25 @@ def test_a_render_repaints_the_mouth_and_leaves_the_rest(quick_folder, tmp_path,
     speech = _speech(tmp_path, 0.72)  # 18 frames: a whole window of 16 and the last, shorter one
     engine = create_engine("latentsync", latentsync_models=quick_folder, latentsync_steps=2, device="cpu")
     assert engine.name == "latentsync" and engine.load_notes == []
-    out = tmp_path / "out.mp4"
-    result = render(speech, template, out, engine=engine,
-                    options=RenderOptions(device="cpu", crf=12, still_fps=25, chunk_frames=5,
-                                          cache_dir=tmp_path / "cache"))
+    options = RenderOptions(device="cpu", crf=12, still_fps=25, chunk_frames=5, cache_dir=tmp_path / "cache")
+    out, plain = tmp_path / "out.mp4", tmp_path / "plain.mp4"
+    result = render(speech, template, out, engine=engine, options=options)
     assert result.engine == "latentsync" and probe(out)["frames"] == 18
-    src = np.asarray(av.open(str(template)).decode(video=0).__next__().to_ndarray(format="rgb24")).astype(int)
-    with av.open(str(out)) as o:
-        got = [f.to_ndarray(format="rgb24").astype(int) for f in o.decode(video=0)]
+    # the same template through the same encoder without lip-sync: what "unchanged" looks like
+    render(speech, template, plain, engine=create_engine("passthrough"), options=options)
+
+    def frames(path):
+        with av.open(str(path)) as o:
+            return [f.to_ndarray(format="rgb24").astype(int) for f in o.decode(video=0)]
+    got, reference = frames(out), frames(plain)
     p = astronaut_landmarks
     mouth = (slice(int(p[51, 1]) - 4, int(p[57, 1]) + 4), slice(int(p[48, 0]), int(p[54, 0])))
     eyes = (slice(int(p[19, 1]), int(p[41, 1])), slice(int(p[36, 0]), int(p[45, 0])))
-    for frame in (got[3], got[17]):
-        changed = np.abs(frame - src).mean(axis=2)
+    for i in (3, 17):
+        changed = np.abs(got[i] - reference[i]).mean(axis=2)
         # the stand-in weights paint coloured noise: plainly changed at the mouth, the eyes untouched
         assert changed[mouth].mean() > 15, changed[mouth].mean()
-        assert changed[eyes].mean() < 3 and changed[:60].mean() < 3, (changed[eyes].mean(), changed[:60].mean())
+        assert changed[eyes].mean() < 1.5 and changed[:60].mean() < 1.5, (changed[eyes].mean(), changed[:60].mean())
 
 
 def test_one_seed_one_video_however_the_frames_are_chunked(quick_folder, tmp_path):
