@@ -76,16 +76,22 @@ def test_audio_tokens_match_the_reference(net):
           g["b_features_1490_1510"])
 
 
+def _unet_step(unet: UNet3D, tag: str) -> tuple[torch.Tensor, np.ndarray]:
+    """(ours, the reference's) output of the goldens' UNet call for ``tag`` ("tiny", "full")."""
+    g = golden(f"unet_{tag}_golden.npz")
+    shape = tuple(int(v) for v in g[f"{tag}_shape"])
+    with torch.no_grad():
+        out = unet.eval()(torch.from_numpy(input_value(2001, shape)), torch.tensor(int(g[f"{tag}_timestep"])),
+                          torch.from_numpy(input_value(2002, (2 * shape[2], 50, 384))))
+    return out, g[f"{tag}_output"]
+
+
 def test_the_tiny_unet_step_matches_the_reference():
     doc = manifest("unet_tiny_manifest.json")
     unet = UNet3D(UNetConfig.of(doc["config"]))
     unet.load_state_dict(unet_state(doc), strict=True)
+    close(*_unet_step(unet, "tiny"))
     g = golden("unet_tiny_golden.npz")
-    shape = tuple(int(v) for v in g["tiny_shape"])
-    with torch.no_grad():
-        out = unet.eval()(torch.from_numpy(input_value(2001, shape)), torch.tensor(int(g["tiny_timestep"])),
-                          torch.from_numpy(input_value(2002, (2 * shape[2], 50, 384))))
-    close(out, g["tiny_output"])
     close(position_table(24, 32), g["pe_table"][None], tol=0)  # the temporal layers' table, as the reference's
 
 
@@ -95,12 +101,7 @@ def test_the_full_size_unet_matches_the_reference_once():
     doc = manifest("unet_full_manifest.json")
     unet = UNet3D(UNetConfig.of(doc["config"]))
     fill_in_place(unet, doc)
-    g = golden("unet_full_golden.npz")
-    shape = tuple(int(v) for v in g["full_shape"])
-    with torch.no_grad():
-        out = unet.eval()(torch.from_numpy(input_value(2001, shape)), torch.tensor(int(g["full_timestep"])),
-                          torch.from_numpy(input_value(2002, (2 * shape[2], 50, 384))))
-    close(out, g["full_output"])
+    close(*_unet_step(unet, "full"))
 
 
 def test_a_window_of_ddim_steps_with_guidance_and_the_decode_match_the_reference(net):

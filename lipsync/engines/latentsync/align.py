@@ -58,6 +58,16 @@ def keep_mask(resolution: int) -> np.ndarray:
     return np.asarray(image.resize((resolution, resolution), Image.Resampling.LANCZOS), dtype=np.float32) / 255.0
 
 
+@lru_cache(maxsize=4)
+def painted_at_face_size(resolution: int) -> torch.Tensor:
+    """(1, 1, height, width): the painted region (1) over the aligned face before its resize
+    to the square -- what the paste-back carries into the frame, the same for every frame."""
+    aligner = Aligner(resolution)
+    w, h = aligner.face_size
+    painted = 1.0 - torch.from_numpy(keep_mask(resolution))[None, None]
+    return F.interpolate(painted, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+
+
 @dataclass(frozen=True)
 class Aligner:
     resolution: int
@@ -113,8 +123,7 @@ class Aligner:
             return frame_rgb
         face = F.interpolate(generated[None].float(), size=(h, w), mode="bicubic", align_corners=False,
                              antialias=True)
-        painted = 1.0 - torch.from_numpy(keep_mask(self.resolution))[None, None]
-        painted = F.interpolate(painted, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+        painted = painted_at_face_size(self.resolution)
         # face -> frame, into the box (x0, y0)-(x1, y1) only
         shifted = inverse.copy()
         shifted[:, 2] -= (x0, y0)
