@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 
-def report(figures: dict[str, Any], path: Path) -> None:
-    """Print ``figures`` (one ``key: value`` line each) and write them to ``path`` as JSON."""
+def report(figures: dict[str, Any], path: Path, *, hide: tuple[str, ...] = ()) -> None:
+    """Print ``figures`` (one ``key: value`` line each, but for the keys in ``hide``: those
+    too long for a line, which a benchmark prints its own way) and write them all to
+    ``path`` as JSON."""
     width = max((len(k) for k in figures), default=0)
     for key, value in figures.items():
-        print(f"{key:>{width}}: {value}")
+        if key not in hide:
+            print(f"{key:>{width}}: {value}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")

@@ -30,6 +30,10 @@ re-timed and encoded with the same settings) and with the warp engine, and repor
   encoded video (pixels);
 * ``peak_rss_mb``: peak memory of the whole benchmark process (renders and measurements).
 
+``--voices`` judges the engine on every voice of the real-speech corpus instead (see
+bench/warp_voices.py: timing, closures in pauses and on /p b m/, vowel shapes, a contact
+sheet per voice).
+
 ``--sheet`` writes a contact sheet of the vowel render (closed, /a/ open, /u/ rounded,
 /i/ spread, at 2x zoom) for judging by eye. Prints the figures and writes them as JSON.
 """
@@ -267,6 +271,10 @@ def timed(fn) -> tuple[float, float]:
 
 
 def main() -> None:
+    if "--voices" in sys.argv[1:]:  # the per-voice judgement: bench/warp_voices.py
+        from bench.warp_voices import run_voices
+
+        return run_voices(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="speech length")
     parser.add_argument("--size", default="1280x720", help="template WIDTHxHEIGHT")

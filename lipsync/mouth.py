@@ -11,8 +11,9 @@
   own median (so it suits any voice);
 * ``protrusion`` 0..1 pushes the lips forward for rounded vowels: energy concentrated low
   in the spectrum (both of the balances above low), a separate cue from the width;
-* ``activity`` 0..1 says whether someone is speaking: 0 in silence longer than about
-  half a second, where the engines show the template's own mouth untouched;
+* ``activity`` 0..1 says whether someone is speaking: 0 from about 1.5 s after the speech
+  stops (pauses between sentences stay speech), where the engines show the template's
+  own mouth untouched;
 * the mouth moves slightly ahead of the sound (``lead``), as it does in real speech.
 
 Features are computed every 10 ms from 16 kHz mono audio, fed in blocks so a one-hour
@@ -53,7 +54,11 @@ class MouthSettings:
     closure_keep: float = 0.25  # openness left in a video frame that contains a closure (it averages 40 ms)
     vowel_open: float = 0.35  # how much an open vowel opens (and a close one closes) beyond its loudness
     vowel_span_octaves: float = 0.5  # formant shift from the speaker's median that makes a vowel fully open/spread/rounded
-    rest_after: float = 0.5  # seconds of silence either side of speech still counted as speaking
+    # seconds of silence either side of speech still counted as speaking: a pause between
+    # sentences keeps the lips as speech leaves them (closed), and only a longer silence
+    # brings back the template's own mouth -- on a face with parted lips at rest, a quick
+    # return made the mouth open whenever the speaker stopped
+    rest_after: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -185,15 +190,25 @@ def _smooth_attack_release(x: np.ndarray, attack: float, release: float) -> np.n
     return out
 
 
+def _local_minima(x: np.ndarray, order: int) -> np.ndarray:
+    """Indices lower than their ``order`` neighbours on each side (the ends compare with
+    themselves, so never count). scipy.signal's argrelmin does the same, but importing
+    scipy.signal costs a render about a second."""
+    idx = np.arange(x.size)
+    lowest = np.ones(x.size, bool)
+    for k in range(1, order + 1):
+        lowest &= (x < x[np.maximum(idx - k, 0)]) & (x < x[np.minimum(idx + k, x.size - 1)])
+    return np.flatnonzero(lowest)
+
+
 def _closures(level_db: np.ndarray, speaking: np.ndarray, s: MouthSettings) -> np.ndarray:
     """Hop numbers of brief lip closures: energy dips between two louder parts."""
     from scipy.ndimage import uniform_filter1d  # scipy on use: engines without lip closures never load it
-    from scipy.signal import argrelmin
 
     smooth = uniform_filter1d(level_db, 3, mode="nearest")
     span = max(1, int(round(s.closure_span * FEATURE_RATE)))
     found = []
-    for i in argrelmin(smooth, order=2, mode="clip")[0]:
+    for i in _local_minima(smooth, order=2):
         left = smooth[max(0, i - span):i]
         right = smooth[i + 1:i + 1 + span]
         if left.size and right.size and min(left.max(), right.max()) - smooth[i] >= s.closure_depth:

@@ -10,6 +10,10 @@ template reader's block and the encoder's lookahead::
     TemplateReader.frames  --q->  session.process(chunk) --q-> VideoWriter: video, then
     (ping-pong indices)                                         the audio up to its time
 
+Decoding starts before the engine's preparation (``engine.start``: imports, face analysis,
+audio features) and fills the chunk slots meanwhile, so a job's start-up overlaps its
+first decode instead of preceding it.
+
 The first error in any stage stops the others and is re-raised, as the same exception
 object, by :func:`render`; the MP4 exists under ``output`` only after a complete render.
 """
@@ -84,12 +88,19 @@ def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, temp
         template_index=lambda i: template_index(i, n_template),
         progress=lambda f: report(share * _clamp(f)),
     )
-    session = engine.start(ctx)
+    pipeline = _Pipeline(audio_info, template_info, output, frame_count, options,
+                         on_frames=lambda done: report(share + (1.0 - share) * done / frame_count),
+                         frames_per_call=engine.frames_per_call)
+    # the first chunks decode while the engine prepares (imports, face analysis, audio
+    # features): on a warm template that preparation is mostly waiting on one core
+    pipeline.start_decoding()
     try:
-        pipeline = _Pipeline(audio_info, template_info, output, frame_count, options, session,
-                             on_frames=lambda done: report(share + (1.0 - share) * done / frame_count),
-                             frames_per_call=engine.frames_per_call)
-        pipeline.run()
+        session = engine.start(ctx)
+    except BaseException:
+        pipeline.abandon()
+        raise
+    try:
+        pipeline.run(session)
         notes = list(session.notes) + pipeline.notes()
     finally:
         session.close()
@@ -113,10 +124,10 @@ class _Stopped(Exception):
 
 class _Pipeline:
     def __init__(self, audio: AudioInfo, template: TemplateInfo, output: Path, frame_count: int,
-                 options: RenderOptions, session: EngineSession, on_frames: Callable[[int], None],
-                 frames_per_call: int = 1):
+                 options: RenderOptions, on_frames: Callable[[int], None], frames_per_call: int = 1):
         self.audio, self.template, self.output = audio, template, output
-        self.frame_count, self.options, self.session = frame_count, options, session
+        self.frame_count, self.options = frame_count, options
+        self.session: EngineSession | None = None
         self.on_frames = on_frames
         call = max(1, int(frames_per_call))
         self.chunk = -(-max(1, int(options.chunk_frames)) // call) * call  # rounded up to whole windows
@@ -130,11 +141,21 @@ class _Pipeline:
         self.missing_frames = 0
 
     # ------------------------------------------------------------------ control
-    def run(self) -> None:
-        threads = [threading.Thread(target=self._guarded, args=(self._decode,), name="lipsync-decode"),
-                   threading.Thread(target=self._guarded, args=(self._encode,), name="lipsync-encode")]
-        for t in threads:
-            t.start()
+    def start_decoding(self) -> None:
+        """Start filling the slots with decoded chunks, before there is a session to take them."""
+        self.decoder = threading.Thread(target=self._guarded, args=(self._decode,), name="lipsync-decode")
+        self.decoder.start()
+
+    def abandon(self) -> None:
+        """Stop the decoding started for a session that never came."""
+        self.stop.set()
+        self.decoder.join()
+
+    def run(self, session: EngineSession) -> None:
+        self.session = session
+        encoder = threading.Thread(target=self._guarded, args=(self._encode,), name="lipsync-encode")
+        encoder.start()
+        threads = [self.decoder, encoder]
         try:
             self._process()
         except _Stopped:

@@ -17,7 +17,7 @@ from lipsync.engine import EngineSession, FrameChunk, FrameEngine, MediaLimits, 
 from lipsync.engines import available_engines, create_engine
 from lipsync.engines.passthrough import PassthroughEngine
 from lipsync.errors import (EngineUnavailableError, LipsyncError, MediaError, MediaLimitError, NoAudioStreamError,
-                            NoVideoStreamError)
+                            NoFaceError, NoVideoStreamError)
 from lipsync.render import render
 from tests import media_factory as mf
 from tests.test_media import encode_audio, encode_numbered_video, frame_number
@@ -163,6 +163,48 @@ class _FailingEngine(FrameEngine):
 
     def start(self, ctx: RenderContext) -> EngineSession:
         return self.session
+
+
+class _SlowToPrepare(FrameEngine):
+    """Watches the decoder while it prepares; fails its preparation when asked to."""
+
+    name = "slow-to-prepare"
+
+    def __init__(self, fail: bool):
+        super().__init__()
+        self.fail, self.decoding_while_preparing = fail, False
+
+    def start(self, ctx: RenderContext) -> EngineSession:
+        import threading
+        import time
+
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not self.decoding_while_preparing:
+            self.decoding_while_preparing = any(t.name == "lipsync-decode" for t in threading.enumerate())
+            time.sleep(0.01)
+        if self.fail:
+            raise NoFaceError("no face in any frame", path=ctx.template.path)
+        return _Session()
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["prepares", "fails-to-prepare"])
+def test_the_template_decodes_while_the_engine_prepares(tmp_path, fail):
+    """An engine's start-up (imports, face analysis) overlaps the first decode; a start-up
+    that fails stops that decoding: no thread left behind, no output."""
+    import threading
+
+    template = mf.write_plain_video(tmp_path / "t.mp4", seconds=0.4)
+    audio = mf.write_tone(tmp_path / "a.wav", seconds=2.0)
+    engine = _SlowToPrepare(fail)
+    out_dir = tmp_path / "out"
+    if fail:
+        with pytest.raises(NoFaceError):
+            render(audio, template, out_dir / "o.mp4", engine=engine, options=FAST)
+        assert list(out_dir.iterdir()) == []
+    else:
+        assert render(audio, template, out_dir / "o.mp4", engine=engine, options=FAST).frames == 50
+    assert engine.decoding_while_preparing
+    assert not any(t.name.startswith("lipsync-") for t in threading.enumerate())
 
 
 def test_an_engine_failing_mid_render_leaves_no_output(tmp_path):

@@ -63,7 +63,9 @@ def test_speech_moves_the_lips_in_time_with_the_audio(engine, portrait, tmp_path
     assert mouths.face_frames == out.frames  # the face stays a face, every frame
     assert np.nanmax(mouths.gap) - np.nanmin(mouths.gap) > 0.12  # lips part and close visibly
     sync = av_sync(mouths.gap, audio_envelope(mf.SPEECH, out.fps, out.frames))
-    assert sync["correlation"] > 0.8 and abs(sync["lag_frames"]) <= 1, sync
+    # 0.75 is a floor, not a goal: loudness-to-opening correlation rewards a puppet that
+    # opens with every decibel, and /i/ /u/ open less than /a/ on purpose (bench/warp_voices.py)
+    assert sync["correlation"] >= 0.75 and abs(sync["lag_frames"]) <= 1, sync
 
 
 def test_vowels_take_their_shapes(engine, tmp_path):

@@ -3,43 +3,26 @@
 Per render, :meth:`WarpEngine.start` analyses the template's face and takes samples of its
 open mouth where it has any (both cached by content), and turns the audio into per-frame
 visemes (:mod:`lipsync.mouth`). Per chunk,
-:meth:`WarpSession.process` cuts the mouth-and-jaw region out of every frame that has a
-face, warps those crops together in one batch on the render device
-(:mod:`lipsync.engines.warp_field`) and pastes them back. Pixels outside that region, and
-whole frames without a face, are returned exactly as they came in.
+:meth:`WarpSession.process <lipsync.engines.warp_session.WarpSession.process>` cuts the
+mouth-and-jaw region out of every frame that has a face, warps those crops together in
+one batch on the render device (:mod:`lipsync.engines.warp_field`) and pastes them back.
+Pixels outside that region, and whole frames without a face, are returned exactly as they
+came in.
+
+This module imports neither torch nor the warp: both load in :meth:`WarpEngine.start`,
+when the render's decoding is already under way (:func:`lipsync.render.render`), so the
+second or so torch takes to import overlaps with it instead of delaying the whole job.
 """
 
 from __future__ import annotations
 
-import os
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+from lipsync.engine import FrameEngine, RenderContext
+from lipsync.mouth import MouthSettings
 
-from lipsync.engine import EngineSession, FrameChunk, FrameEngine, RenderContext
-from lipsync.engines.warp_field import MAX_OPENING, MouthGeometry, MouthPose, geometry_tensors, mouth_geometry, warp_crops
-from lipsync.engines.warp_interior import (InteriorColours, MouthSamples, SampleBank, interior_colours, lip_colour,
-                                           mouth_samples)
-from lipsync.face.analysis import TemplateAnalysis, analyze_template
-from lipsync.mouth import MouthSettings, MouthTrack, mouth_track_from_file
-
-_ANALYSIS_SHARE = 0.85  # of the preparation progress; mouth samples and the audio features take the rest
-# Crop pixels warped per torch call: large batches amortise the fixed cost of the ~600 small
-# tensor operations on the coarse grid; the cap bounds memory (~40 bytes per pixel) for
-# very large faces.
-_BATCH_PIXELS = 2_000_000
-
-
-def _share_cpu_with_the_pipeline() -> None:
-    """Use at most half the cores for torch's intra-op threads.
-
-    The pipeline decodes and encodes (x264) on other threads at the same time; a torch
-    pool as large as the machine then spends its time waiting for descheduled workers
-    (measured on 2 cores: 10-20x slower than one thread for the warp's small tensors).
-    """
-    wanted = max(1, min(4, (os.cpu_count() or 2) // 2))
-    if torch.get_num_threads() > wanted:
-        torch.set_num_threads(wanted)
+if TYPE_CHECKING:
+    from lipsync.engines.warp_session import WarpSession
 
 
 class WarpEngine(FrameEngine):
@@ -53,79 +36,6 @@ class WarpEngine(FrameEngine):
         # analysis cache, once per process (lipsync.face.landmarks), as for wav2lip
 
     def start(self, ctx: RenderContext) -> WarpSession:
-        analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
-                                    progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
-        geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
-        # a photo's only open mouth is the one the warp already keeps in place
-        samples = MouthSamples.none() if ctx.template.is_still else mouth_samples(
-            ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
-        ctx.progress(0.9)
-        track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, self.mouth_settings)
-        ctx.progress(1.0)
-        return WarpSession(ctx, analysis, geometry, samples, track)
+        from lipsync.engines.warp_session import start_session
 
-
-class WarpSession(EngineSession):
-    def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, geometry: MouthGeometry,
-                 samples: MouthSamples, track: MouthTrack):
-        super().__init__()
-        self.device = torch.device(ctx.device)
-        if self.device.type == "cpu":
-            _share_cpu_with_the_pipeline()
-        self.analysis = analysis
-        self.track = track
-        self.geometry = geometry
-        self.samples = samples
-        self._colours: InteriorColours | None = None
-        self._bank: SampleBank | None = None
-        unusable = analysis.frame_count - int(np.count_nonzero(self.geometry.valid))
-        if unusable:
-            self.notes.append(f"no face in {unusable} of {analysis.frame_count} template frames; passed through")
-
-    def process(self, chunk: FrameChunk) -> np.ndarray:
-        frames = chunk.frames
-        rows = np.minimum(np.maximum(chunk.template_indices.astype(np.int64), 0), self.analysis.frame_count - 1)
-        last = len(self.track) - 1
-        frame_no = np.clip(chunk.out_indices.astype(np.int64), 0, max(last, 0))
-        # at rest (nobody speaking) the warp is the identity: those frames go out as they came
-        speaking = self.track.activity[frame_no] > 0 if last >= 0 else np.zeros(len(rows), bool)
-        todo = np.flatnonzero(self.geometry.valid[rows] & speaking)
-        if todo.size == 0:
-            return frames
-        if not frames.flags.writeable:
-            frames = frames.copy()
-        if self._colours is None:  # fixed for the whole render, so the mouth never flickers
-            first, landmarks = todo[0], self.analysis.landmarks[rows[todo[0]]]
-            self._colours = interior_colours(frames[first], landmarks)
-            self._bank = SampleBank(self.samples, lip_colour(frames[first], landmarks), self.device)
-        boxes = self.geometry.box[rows[todo]]
-        crop_pixels = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max())
-        batch = max(1, _BATCH_PIXELS // max(crop_pixels, 1))
-        for start in range(0, todo.size, batch):
-            part = todo[start:start + batch]
-            self._warp(frames, part, rows[part], frame_no[part])
-        return frames
-
-    def _warp(self, frames: np.ndarray, which: np.ndarray, rows: np.ndarray, frame_no: np.ndarray) -> None:
-        """Warp frames[which] in place, as one batch of equally sized crops."""
-        _, height, width, _ = frames.shape
-        boxes = self.geometry.box[rows]
-        crop_w = int((boxes[:, 2] - boxes[:, 0]).max())
-        crop_h = int((boxes[:, 3] - boxes[:, 1]).max())
-        # grow every box to the largest one, kept inside the frame (each box already fits)
-        x0 = np.clip(boxes[:, 0] - (crop_w - (boxes[:, 2] - boxes[:, 0])) // 2, 0, width - crop_w)
-        y0 = np.clip(boxes[:, 1] - (crop_h - (boxes[:, 3] - boxes[:, 1])) // 2, 0, height - crop_h)
-        crops = np.stack([frames[i, y:y + crop_h, x:x + crop_w] for i, x, y in zip(which, x0, y0)])
-        track = self.track
-        pose = MouthPose(*(torch.from_numpy(values[frame_no]).to(self.device)
-                           for values in (track.openness, track.spread, track.protrusion, track.activity)))
-        with torch.inference_mode():
-            out = warp_crops(
-                torch.from_numpy(crops).to(self.device),
-                torch.from_numpy(np.stack([x0, y0], axis=1).astype(np.float32)).to(self.device),
-                geometry_tensors(self.geometry, rows, self.device),
-                pose, self._colours, self._bank,
-                self._bank.choose(track.openness[frame_no] * MAX_OPENING) if self._bank else None,
-            ).cpu().numpy()
-        for k, (i, x, y) in enumerate(zip(which, x0, y0)):
-            frames[i, y:y + crop_h, x:x + crop_w] = out[k]
+        return start_session(ctx, self.mouth_settings)

@@ -41,7 +41,8 @@ from lipsync.face.landmarks import MOUTH_CORNERS
 # Shape of the motion, in mouth widths / fractions. Chosen by eye on real faces.
 MAX_OPENING = 0.38  # lip gap at openness 1, mid-mouth
 UPPER_SHARE = 0.25  # share of the opening taken by the upper lip
-SPREAD = 0.10  # corner displacement at spread +-1 (each corner, in mouth widths)
+SPREAD = 0.16  # corner displacement at spread +-1 (each corner, in mouth widths); at 0.10 /i/ read no wider than rest
+SPREAD_CLOSES = 0.3  # and the opening is this much smaller at spread 1 (/i/: lips drawn flat, jaw nearly shut)
 ROUND = 0.16  # corners come in this much at protrusion 1
 ROUND_OPENING = 0.3  # and the opening narrows by this share of its half-width
 NARROW_WHEN_OPEN = 0.05  # corners come in this much at openness 1
@@ -383,7 +384,8 @@ class _MouthField:
         up, lo = _poly(self.upper, clamped), _poly(self.lower, clamped)
         x2 = ((u - self.uc) / self.half_open) ** 2
         lens = (1.0 - x2).clamp(min=0.0) ** self.lens_power
-        change = self.a * (self.o * MAX_OPENING * self.w * lens - (lo - up).clamp(min=0.0))
+        target = self.o * MAX_OPENING * self.w * lens * (1.0 - SPREAD_CLOSES * self.s.clamp(min=0.0))
+        change = self.a * (target - (lo - up).clamp(min=0.0))
         pout = self.a * self.p * POUT * self.w * (1.0 - x2).clamp(min=0.0).sqrt()
         return -UPPER_SHARE * change, (1.0 - UPPER_SHARE) * change, up, lo, pout
 

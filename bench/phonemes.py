@@ -1,0 +1,115 @@
+"""Synthetic speech whose phoneme times are known: espeak-ng through its C library.
+
+The ``espeak-ng`` command prints phoneme names but not when they are spoken; the library
+reports a phoneme event, with its sample position, for every phoneme it synthesises. That
+gives the ground truth a viewer's eye checks against: the lips must close on /p b m/, and
+/a/ /i/ /u/ must look different.
+
+    text_with_phonemes("Bob bought a map", "en-us", path)  -> [Phoneme("b", 0.12, 0.19), ...]
+
+Needs ``libespeak-ng.so.1`` (Debian: ``libespeak-ng1``, which ``espeak-ng`` depends on).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_PHONEME_EVENTS = 0x0001
+_INITIALIZE_DONT_EXIT = 0x8000
+_EVENT_LIST_TERMINATED, _EVENT_PHONEME = 0, 7
+_CHARS_UTF8 = 1
+_RATE_PARAMETER = 1
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
+
+
+@dataclass(frozen=True)
+class Phoneme:
+    name: str  # espeak-ng's mnemonic, e.g. "b", "aI", "i:"
+    start: float  # seconds
+    end: float
+
+
+class _Espeak:
+    def __init__(self) -> None:
+        name = ctypes.util.find_library("espeak-ng") or "libespeak-ng.so.1"
+        self.lib = ctypes.CDLL(name)
+        self.rate = self.lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 500, None,
+                                               _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_DONT_EXIT)
+        if self.rate <= 0:
+            raise RuntimeError("espeak-ng could not start (is espeak-ng-data installed?)")
+        self.samples: list[np.ndarray] = []
+        self.events: list[tuple[str, int]] = []
+        self._keep = _CALLBACK(self._collect)  # referenced, so the C side's pointer stays valid
+        self.lib.espeak_SetSynthCallback(self._keep)
+
+    def _collect(self, wav, count, events) -> int:
+        if count > 0:
+            self.samples.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())
+        k = 0
+        while events[k].type != _EVENT_LIST_TERMINATED:
+            if events[k].type == _EVENT_PHONEME:
+                self.events.append((events[k].id.decode("ascii", "replace").rstrip("\0"), events[k].sample))
+            k += 1
+        return 0
+
+    def speak(self, text: str, voice: str, words_per_minute: int) -> tuple[np.ndarray, list[tuple[str, int]]]:
+        self.samples, self.events = [], []
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"espeak-ng has no voice {voice!r}")
+        self.lib.espeak_SetParameter(_RATE_PARAMETER, words_per_minute, 0)
+        data = text.encode("utf-8") + b"\0"
+        self.lib.espeak_Synth(data, len(data), 0, 0, 0, _CHARS_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        pcm = np.concatenate(self.samples) if self.samples else np.zeros(0, np.int16)
+        return pcm, list(self.events)
+
+
+_ENGINE: _Espeak | None = None
+
+
+def text_with_phonemes(text: str, voice: str, path: Path, words_per_minute: int = 150) -> list[Phoneme]:
+    """Speak ``text`` with the espeak-ng ``voice`` into the WAV ``path``; the phonemes with
+    their times. Pauses between words carry no phoneme."""
+    global _ENGINE
+    if _ENGINE is None:
+        _ENGINE = _Espeak()
+    pcm, events = _ENGINE.speak(text, voice, words_per_minute)
+    _write_wav(path, pcm, _ENGINE.rate)
+    rate = float(_ENGINE.rate)
+    phonemes = []
+    for k, (name, sample) in enumerate(events):
+        end = events[k + 1][1] if k + 1 < len(events) else pcm.size
+        if name and name != "_" and end > sample:  # "_": a pause
+            phonemes.append(Phoneme(name, sample / rate, end / rate))
+    return phonemes
+
+
+def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
+    import wave
+
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(np.ascontiguousarray(pcm, np.int16).tobytes())
+
+
+BILABIALS = frozenset({"p", "b", "m", "p#", "b#", "ph", "m-"})
+
+
+def is_bilabial(name: str) -> bool:
+    return name in BILABIALS
