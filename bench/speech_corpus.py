@@ -23,7 +23,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -89,16 +88,10 @@ def voices(part: str | None = None) -> list[Voice]:
 
 def write_flac(path: Path, samples: np.ndarray, rate: int = RATE) -> Path:
     """16-bit mono FLAC of float samples in -1..1."""
+    from tests.media_factory import write_mono
+
     pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype(np.int16)
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=rate, layout="mono")
-        frame = av.AudioFrame.from_ndarray(pcm[None, :], format="s16", layout="mono")
-        frame.sample_rate = rate
-        for packet in stream.encode(frame):
-            out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+    return write_mono(path, pcm, rate, container="flac", codec="flac")
 
 
 def build(voice: Voice, mirrors: Path) -> Path:

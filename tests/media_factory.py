@@ -129,8 +129,13 @@ def encode_tone(out, stream, seconds: float, freq: float = 220.0) -> None:
 
 def write_wav(path: Path, pcm: np.ndarray, rate: int) -> Path:
     """A mono pcm_s16le WAV of ``pcm`` (int16 samples) written with PyAV."""
-    with av.open(str(path), "w", format="wav") as out:
-        st = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+    return write_mono(path, pcm, rate)
+
+
+def write_mono(path: Path, pcm: np.ndarray, rate: int, *, container: str = "wav", codec: str = "pcm_s16le") -> Path:
+    """Mono int16 samples ``pcm`` in ``container`` with ``codec`` (e.g. container and codec "flac")."""
+    with av.open(str(path), "w", format=container) as out:
+        st = out.add_stream(codec, rate=rate, layout="mono")
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(pcm, np.int16)[None, :], format="s16", layout="mono")
         frame.sample_rate = rate
         for p in st.encode(frame):
