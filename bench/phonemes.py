@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.media_factory import write_wav
+
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
 _INITIALIZE_DONT_EXIT = 0x8000
@@ -88,7 +90,7 @@ def text_with_phonemes(text: str, voice: str, path: Path, words_per_minute: int 
     if _ENGINE is None:
         _ENGINE = _Espeak()
     pcm, events = _ENGINE.speak(text, voice, words_per_minute)
-    _write_wav(path, pcm, _ENGINE.rate)
+    write_wav(path, pcm, _ENGINE.rate)
     rate = float(_ENGINE.rate)
     phonemes = []
     for k, (name, sample) in enumerate(events):
@@ -96,16 +98,6 @@ def text_with_phonemes(text: str, voice: str, path: Path, words_per_minute: int 
         if name and name != "_" and end > sample:  # "_": a pause
             phonemes.append(Phoneme(name, sample / rate, end / rate))
     return phonemes
-
-
-def _write_wav(path: Path, pcm: np.ndarray, rate: int) -> None:
-    import wave
-
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(np.ascontiguousarray(pcm, np.int16).tobytes())
 
 
 BILABIALS = frozenset({"p", "b", "m", "p#", "b#", "ph", "m-"})

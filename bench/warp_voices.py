@@ -71,16 +71,17 @@ def make_templates(work: Path) -> dict[str, Path]:
             "painted": PAINTED}
 
 
-def mouth_track_for_sheet(template: Path, frames: int, options: RenderOptions) -> np.ndarray:
-    """(frames, 3): x, y, width of the template's mouth for every output frame."""
-    info = probe_template(template, options)
-    analysis = analyze_template(info, cache_dir=options.cache_dir)
-    out = np.zeros((frames, 3))
-    for i in range(frames):
-        points = analysis.landmarks[analysis.index(template_index(i, info.frame_count))]
-        out[i, :2] = points[48:68].mean(axis=0)
-        out[i, 2] = float(np.linalg.norm(points[54] - points[48]))
-    return out
+def template_mouths(template: Path, options: RenderOptions) -> np.ndarray:
+    """(template frames, 3): x, y, width of the template's mouth in each of its frames."""
+    analysis = analyze_template(probe_template(template, options), cache_dir=options.cache_dir)
+    points = analysis.landmarks
+    return np.concatenate([points[:, 48:68].mean(axis=1),
+                           np.linalg.norm(points[:, 54] - points[:, 48], axis=1)[:, None]], axis=1)
+
+
+def mouths_per_output_frame(mouths: np.ndarray, frames: int) -> np.ndarray:
+    """The template's mouth under each of ``frames`` output frames (ping-pong, as rendered)."""
+    return mouths[[min(template_index(i, len(mouths)), len(mouths) - 1) for i in range(frames)]]
 
 
 def rest_mouths(templates: dict[str, Path], work: Path, options: RenderOptions) -> dict[str, tuple[float, float]]:
@@ -115,20 +116,18 @@ def phoneme_frames(phonemes: list[Phoneme], fps: float) -> list[tuple[str, int]]
     """The middle of the first long /a/, /i/, /u/ and the first /m/, /p/, /b/."""
     from bench.voice_judge import VOWEL_CLASSES
 
+    wanted = [(f"/{v}/", names, 0.08) for v, names in VOWEL_CLASSES.items()] + [(f"/{c}/", (c,), 0.0) for c in "mpb"]
     picks = []
-    for label, test in (("/a/", lambda n: n in VOWEL_CLASSES["a"]), ("/i/", lambda n: n in VOWEL_CLASSES["i"]),
-                        ("/u/", lambda n: n in VOWEL_CLASSES["u"]), ("/m/", lambda n: n == "m"),
-                        ("/p/", lambda n: n == "p"), ("/b/", lambda n: n == "b")):
-        for p in phonemes:
-            if test(p.name) and (label in ("/m/", "/p/", "/b/") or p.end - p.start >= 0.08):
-                picks.append((f"{label} {p.start:.2f}s", int((p.start + p.end) / 2 * fps)))
-                break
+    for label, names, shortest in wanted:
+        first = next((p for p in phonemes if p.name in names and p.end - p.start >= shortest), None)
+        if first is not None:
+            picks.append((f"{label} {first.start:.2f}s", int((first.start + first.end) / 2 * fps)))
     return picks
 
 
 def judge_voice(label: str, audio: Path, phonemes: list[Phoneme] | None, templates: dict[str, Path],
-                rest: dict[str, tuple[float, float]], engine, options: RenderOptions, work: Path,
-                sheets: Path | None) -> dict:
+                rest: dict[str, tuple[float, float]], mouths_at: dict[str, np.ndarray], engine,
+                options: RenderOptions, work: Path, sheets: Path | None) -> dict:
     outputs, results = {}, {}
     for name, template in templates.items():
         outputs[name] = work / f"{label}-{name}.mp4"
@@ -136,10 +135,13 @@ def judge_voice(label: str, audio: Path, phonemes: list[Phoneme] | None, templat
     mouths = dict(zip(templates, referee_mouths(*outputs.values())))
     pauses = speech_pauses(audio)
     figures: dict[str, dict] = {}
-    envelope = None
+    envelopes: dict[tuple[float, int], np.ndarray] = {}  # every template here has the same timing
     for name in templates:
         result, m = results[name], mouths[name]
-        envelope = audio_envelope(audio, result.fps, result.frames)
+        timing = (result.fps, result.frames)
+        if timing not in envelopes:
+            envelopes[timing] = audio_envelope(audio, *timing)
+        envelope = envelopes[timing]
         sync = av_sync(m.gap, envelope)
         rest_gap, rest_width = rest[name]
         scale = MouthScale.of(m.gap, rest_gap)
@@ -151,10 +153,11 @@ def judge_voice(label: str, audio: Path, phonemes: list[Phoneme] | None, templat
             entry["bilabial_closures"] = phoneme_closures(m.gap, phonemes, result.fps, scale)
             entry["vowels"] = vowel_shapes(m, phonemes, result.fps, rest_width, rest_gap)
         figures[name] = entry
-    if sheets is not None and envelope is not None:
+    if sheets is not None and envelopes:
         fps = next(iter(results.values())).fps
+        envelope = next(iter(envelopes.values()))
         picks = phoneme_frames(phonemes, fps) if phonemes is not None else loud_and_quiet_frames(envelope, pauses, fps)
-        rows = [(name, outputs[name], mouth_track_for_sheet(templates[name], results[name].frames, options))
+        rows = [(name, outputs[name], mouths_per_output_frame(mouths_at[name], results[name].frames))
                 for name in templates]
         voice_sheet(rows, picks, sheets / f"{label}.jpg")
     return figures
@@ -190,12 +193,13 @@ def run_voices(argv: list[str]) -> None:
         options = RenderOptions(device="cpu", cache_dir=work / "cache")
         templates = make_templates(work)
         rest = rest_mouths(templates, work, options)
+        mouths_at = {name: template_mouths(template, options) for name, template in templates.items()}
         engine = create_engine("warp", device="cpu")
         per_voice: dict[str, dict] = {}
         for voice in chosen:
             per_voice[voice.name] = {"language": voice.language, "part": voice.part, "recorded": True,
-                                     "templates": judge_voice(voice.name, voice.file, None, templates, rest, engine,
-                                                              options, work, args.sheets)}
+                                     "templates": judge_voice(voice.name, voice.file, None, templates, rest, mouths_at,
+                                                              engine, options, work, args.sheets)}
         if not args.no_synthetic and not args.only:
             for espeak_voice, text in SYNTHETIC:
                 audio = work / f"synthetic-{espeak_voice}.wav"
@@ -203,8 +207,8 @@ def run_voices(argv: list[str]) -> None:
                 name = f"espeak-{espeak_voice}"
                 per_voice[name] = {"language": espeak_voice, "part": "synthetic", "recorded": False,
                                    "bilabials": sum(1 for p in phonemes if is_bilabial(p.name)),
-                                   "templates": judge_voice(name, audio, phonemes, templates, rest, engine, options,
-                                                            work, args.sheets)}
+                                   "templates": judge_voice(name, audio, phonemes, templates, rest, mouths_at, engine,
+                                                            options, work, args.sheets)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
     figures = {
