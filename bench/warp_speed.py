@@ -41,20 +41,25 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
 
-def run(engine: str, audio: Path, template: Path, out: Path, state: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one ``lipsyncd render`` process."""
+def run(engine: str, audio: Path, template: Path, out: Path, state: Path, *extra: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one ``lipsyncd render`` process (``extra``: more of its flags)."""
     config = state.parent / f"{state.name}.toml"
     config.write_text(f'[paths]\nstate = "{state}"\n')  # the face-analysis cache lives under state/
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNCD_")}
     command = [sys.executable, "-m", "daemon", "render", str(audio), str(template), "-o", str(out),
-               "--engine", engine, "--device", "cpu", "--no-progress", "-c", str(config)]
+               "--engine", engine, "--device", "cpu", "--no-progress", "-c", str(config), *extra]
+    return timed_process(command, f"{engine} render")
+
+
+def timed_process(command: list[str], what: str) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MB) of one process, timed from outside; exits on failure."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIPSYNCD_")}
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _pid, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise SystemExit(f"{engine} render failed ({child.returncode}): {child.stderr.read().decode()[-2000:]}")
+        raise SystemExit(f"{what} failed ({child.returncode}): {child.stderr.read().decode()[-2000:]}")
     child.stderr.close()
     return wall, usage.ru_maxrss / 1024
 

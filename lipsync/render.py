@@ -14,17 +14,26 @@ Decoding starts before the engine's preparation (``engine.start``: imports, face
 audio features) and fills the chunk slots meanwhile, so a job's start-up overlaps its
 first decode instead of preceding it.
 
+A render with finishing options (``finish=``: a new size or shape, frame rate, watermark,
+burned subtitles, clips in another format) is finished in the same pass: the encode
+thread writes through a :class:`lipsync.finish.stream.FinishedWriter`, which reframes,
+draws and retimes the engine's frames and encodes them once, after the intro and before
+the outro. Only what needs no new picture (soft subtitles, clips of the render's own
+format) is added afterwards by copying packets, and a remote engine's file is finished
+the same way as any file (:func:`lipsync.finish.finish_video`).
+
 The first error in any stage stops the others and is re-raised, as the same exception
 object, by :func:`render`; the MP4 exists under ``output`` only after a complete render.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,17 +46,23 @@ from lipsync.media.encoder import VideoWriter, output_audio_rate
 from lipsync.media.template import TemplateReader, probe_template
 from lipsync.timeline import output_frame_count, template_index, template_indices
 
+if TYPE_CHECKING:
+    from lipsync.finish.spec import FinishSpec
+    from lipsync.finish.stream import Finishing
+
 CHUNKS_IN_FLIGHT = 3
 _POLL_S = 0.1
 _DONE = object()
 
 
 def render(audio: str | Path, template: str | Path, output: str | Path, *, engine: Engine,
-           options: RenderOptions = RenderOptions(), progress: ProgressFn = no_progress) -> RenderResult:
+           options: RenderOptions = RenderOptions(), progress: ProgressFn = no_progress,
+           finish: FinishSpec | None = None) -> RenderResult:
     """Render ``audio`` over ``template`` with ``engine`` (of either kind) into the MP4 ``output``.
 
     The output has the template's frame rate (``options.still_fps`` for a photo) and
-    covers the whole audio. ``progress`` receives non-decreasing fractions ending with
+    covers the whole audio; with ``finish``, it is the finished video (see the module
+    doc), and the result describes it. ``progress`` receives non-decreasing fractions ending with
     exactly 1.0 once the file is in place; the engine's preparation takes the first
     ``engine.prepare_share`` of the range. Raises :class:`lipsync.errors.LipsyncError`
     subclasses for bad input (naming the file) and whatever an engine raises; a CUDA
@@ -60,13 +75,20 @@ def render(audio: str | Path, template: str | Path, output: str | Path, *, engin
     # the output's own folder only, never its parents: a caller's vanished work folder
     # must stay vanished (see daemon.outbox on fenced writes)
     output.parent.mkdir(exist_ok=True)
+    finishing = _resolve_finish(finish, output, audio_info, template_info, options)
     try:
-        if isinstance(engine, FileEngine):
-            result = _render_file(engine, audio, audio_info, template_info, output, options, report)
-        elif isinstance(engine, FrameEngine):
-            result = _render_frames(engine, audio, audio_info, template_info, output, options, report)
-        else:
+        if not isinstance(engine, (FileEngine, FrameEngine)):
             raise TypeError(f"{type(engine).__name__} is neither a FrameEngine nor a FileEngine")
+        if finishing is not None and isinstance(engine, FrameEngine) and (
+                finishing.spec.redraws or not finishing.same_format_clips):
+            result = _render_frames(engine, audio, audio_info, template_info, output, options, report, finishing)
+        elif finishing is not None:
+            result = _render_then_finish(engine, audio, audio_info, template_info, output, options, report,
+                                         finishing.spec)
+        elif isinstance(engine, FileEngine):
+            result = _render_file(engine, audio, audio_info, template_info, output, options, report)
+        else:
+            result = _render_frames(engine, audio, audio_info, template_info, output, options, report)
     except BaseException as exc:  # noqa: BLE001 - re-raised, translated where it is GPU memory
         translated = as_render_error(exc, engine=engine.name, path=template)
         if translated is exc:
@@ -76,8 +98,44 @@ def render(audio: str | Path, template: str | Path, output: str | Path, *, engin
     return result
 
 
+def _resolve_finish(finish: FinishSpec | None, output: Path, audio_info: AudioInfo, template_info: TemplateInfo,
+                    options: RenderOptions) -> Finishing | None:
+    """``finish`` for this render, its clips and subtitles read before any frame is made
+    (a bad one fails the render at once); None when it asks for nothing."""
+    if finish is None or finish.is_noop:
+        return None
+    from lipsync.finish.stream import resolve
+
+    fps = template_info.fps
+    main = TemplateInfo(path=output, width=template_info.width, height=template_info.height, fps=fps,
+                        frame_count=output_frame_count(audio_info.duration, fps), is_still=False,
+                        color=template_info.color)
+    return resolve(finish, main, options)
+
+
+def _render_then_finish(engine: Engine, audio: Path, audio_info: AudioInfo, template_info: TemplateInfo,
+                        output: Path, options: RenderOptions, report: _MonotonicProgress,
+                        finish: FinishSpec) -> RenderResult:
+    """A render finished as a file: a remote engine's, or one whose additions are copied."""
+    from lipsync.finish import finish_video
+
+    unfinished = output.with_name(f".{output.name}.unfinished.mp4")
+    try:
+        if isinstance(engine, FileEngine):
+            result = _render_file(engine, audio, audio_info, template_info, unfinished, options, report)
+        else:
+            result = _render_frames(engine, audio, audio_info, template_info, unfinished, options, report)
+        finished = finish_video(unfinished, output, finish, options)
+    finally:
+        unfinished.unlink(missing_ok=True)
+    return dataclasses.replace(result, path=output, width=finished.width, height=finished.height, fps=finished.fps,
+                               duration=finished.duration, frames=int(round(finished.duration * finished.fps)),
+                               notes=result.notes + tuple(finished.notes))
+
+
 def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, template_info: TemplateInfo,
-                   output: Path, options: RenderOptions, report: _MonotonicProgress) -> RenderResult:
+                   output: Path, options: RenderOptions, report: _MonotonicProgress,
+                   finishing: Finishing | None = None) -> RenderResult:
     fps = template_info.fps
     frame_count = output_frame_count(audio_info.duration, fps)
     share = min(max(float(engine.prepare_share), 0.0), 1.0)
@@ -90,10 +148,10 @@ def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, temp
     )
     pipeline = _Pipeline(audio_info, template_info, output, frame_count, options,
                          on_frames=lambda done: report(share + (1.0 - share) * done / frame_count),
-                         frames_per_call=engine.frames_per_call)
+                         frames_per_call=engine.frames_per_call, finishing=finishing)
     # the first chunks decode while the engine prepares (imports, face analysis, audio
     # features): on a warm template that preparation is mostly waiting on one core
-    pipeline.start_decoding()
+    pipeline.start()
     try:
         session = engine.start(ctx)
     except BaseException:
@@ -104,6 +162,12 @@ def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, temp
         notes = list(session.notes) + pipeline.notes()
     finally:
         session.close()
+    finished = pipeline.finished
+    if finished is not None:
+        return RenderResult(path=output, engine=engine.name, duration=finished.duration, width=finished.width,
+                            height=finished.height, fps=finished.fps,
+                            frames=int(round(finished.duration * finished.fps)),
+                            notes=tuple(notes + finished.notes))
     return RenderResult(path=output, engine=engine.name, duration=frame_count / fps, width=template_info.width,
                         height=template_info.height, fps=fps, frames=frame_count, notes=tuple(notes))
 
@@ -124,8 +188,11 @@ class _Stopped(Exception):
 
 class _Pipeline:
     def __init__(self, audio: AudioInfo, template: TemplateInfo, output: Path, frame_count: int,
-                 options: RenderOptions, on_frames: Callable[[int], None], frames_per_call: int = 1):
+                 options: RenderOptions, on_frames: Callable[[int], None], frames_per_call: int = 1,
+                 finishing: Finishing | None = None):
         self.audio, self.template, self.output = audio, template, output
+        self.finishing = finishing
+        self.finished = None  # the FinishReport of a finished render, once written
         self.frame_count, self.options = frame_count, options
         self.session: EngineSession | None = None
         self.on_frames = on_frames
@@ -141,21 +208,23 @@ class _Pipeline:
         self.missing_frames = 0
 
     # ------------------------------------------------------------------ control
-    def start_decoding(self) -> None:
-        """Start filling the slots with decoded chunks, before there is a session to take them."""
-        self.decoder = threading.Thread(target=self._guarded, args=(self._decode,), name="lipsync-decode")
-        self.decoder.start()
+    def start(self) -> None:
+        """Start filling the slots with decoded chunks, and open the output (for a finished
+        render: follow the face, write the intro), before there is a session to take them."""
+        self.threads = [threading.Thread(target=self._guarded, args=(stage,), name=f"lipsync-{name}")
+                        for stage, name in ((self._decode, "decode"), (self._encode, "encode"))]
+        for t in self.threads:
+            t.start()
 
     def abandon(self) -> None:
-        """Stop the decoding started for a session that never came."""
+        """Stop the decoding and encoding started for a session that never came."""
         self.stop.set()
-        self.decoder.join()
+        for t in self.threads:
+            t.join()
 
     def run(self, session: EngineSession) -> None:
         self.session = session
-        encoder = threading.Thread(target=self._guarded, args=(self._encode,), name="lipsync-encode")
-        encoder.start()
-        threads = [self.decoder, encoder]
+        threads = self.threads
         try:
             self._process()
         except _Stopped:
@@ -247,12 +316,27 @@ class _Pipeline:
             del out  # hold no chunk while waiting for the next one
             self.on_frames(done)
 
+    def _open_writer(self, rate: int, channels: int):
+        """The plain MP4 writer, or the finishing one (same interface) for a finished render."""
+        t = self.template
+        if self.finishing is None:
+            return VideoWriter(self.output, t.width, t.height, t.fps, rate, self.options, audio_channels=channels,
+                               color=t.color)
+        from lipsync.finish.faces import follow_template
+        from lipsync.finish.stream import FinishedWriter
+
+        faces = None
+        if self.finishing.reframes:  # the render's faces are its template's, frame for frame
+            order = template_indices(np.arange(self.frame_count, dtype=np.int64), t.frame_count)
+            faces = follow_template(t, self.options.cache_dir, frames=int(order.max()) + 1).take(order)
+        return FinishedWriter(self.output, self.finishing, self.options, audio_rate=rate, audio_channels=channels,
+                              faces=faces)
+
     def _encode(self) -> None:
         a = self.audio
         channels = 1 if a.channels == 1 else 2
         rate = output_audio_rate(a.sample_rate)
-        writer = VideoWriter(self.output, self.template.width, self.template.height, self.template.fps, rate,
-                             self.options, audio_channels=channels, color=self.template.color)
+        writer = self._open_writer(rate, channels)
         blocks = iter_audio(a.path, rate=rate, layout="mono" if channels == 1 else "stereo", fmt="fltp")
         try:
             while True:
@@ -270,7 +354,9 @@ class _Pipeline:
                     writer.write_audio(block)
             for block in blocks:
                 writer.write_audio(block)
-            writer.close()
+            closed = writer.close()
+            if self.finishing is not None:
+                self.finished = closed
         except BaseException:
             writer.abort()
             raise

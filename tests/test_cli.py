@@ -100,6 +100,29 @@ def test_render_bad_input_is_one_clear_line_naming_the_file(tmp_path, still, cas
     assert "Traceback" not in r.stderr and not (tmp_path / "out.mp4").exists()
 
 
+def test_render_finishes_as_it_renders_and_lists_every_bad_finishing_flag_at_once(tmp_path, still):
+    out = tmp_path / "vertical.mp4"
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:00,200 --> 00:00:01,000\nHello\n", encoding="utf-8")
+    r = lipsyncd("render", str(SPEECH_SHORT), str(still), "-o", str(out), "--engine", "passthrough",
+                 "--still-fps", "10", "--resolution", "360p", "--aspect", "9:16", "--subtitles", str(srt),
+                 "--no-progress")
+    assert r.returncode == 0, r.stderr
+    info = probe(out)
+    assert (info["width"], info["height"]) == (360, 640) and abs(info["duration"] - 5.1) < 0.2
+    assert f"{out}: " in r.stdout and "360x640" in r.stdout and "note: reframed 128x128 -> 360x640" in r.stdout
+    assert "note: soft subtitles: 1 cue" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["talk.srt", "vertical.mp4"]  # nothing left beside it
+    r = lipsyncd("render", str(SPEECH_SHORT), str(still), "-o", str(tmp_path / "bad.mp4"), "--aspect", "9:16",
+                 "--resolution", "1279x720", "--fps", "500", "--watermark", str(tmp_path / "logo.gif"),
+                 "--intro", str(tmp_path / "nothing.mp4"))
+    assert r.returncode == 2
+    line, = r.stderr.strip().splitlines()
+    for named in ("--resolution", "--fps", "--watermark", "logo.gif", "--intro", "nothing.mp4"):
+        assert named in line, line
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 # --------------------------------------------------------------------------- check-config
 
 

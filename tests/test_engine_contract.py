@@ -70,6 +70,23 @@ def test_a_file_engine_renders_through_the_same_call_as_frame_engines(media, tmp
     assert engine.load_notes == []  # a real attribute of every engine
 
 
+def test_a_file_engines_video_is_finished_as_a_file(media, tmp_path):
+    """A remote renderer hands back a file: that file is finished afterwards, and only the
+    finished video is left under the output's name."""
+    from lipsync.finish import FinishSpec
+
+    audio, template = media
+    engine = StandInFileEngine()
+    result = render(audio, template, tmp_path / "out.mp4", engine=engine,
+                    finish=FinishSpec(resolution="96x96", aspect="1:1"))
+    (request,) = engine.requests
+    assert request.output != tmp_path / "out.mp4"  # the remote file, finished into out.mp4
+    info = probe(tmp_path / "out.mp4")
+    assert (info["width"], info["height"]) == (96, 96) and (result.width, result.height) == (96, 96)
+    assert abs(info["duration"] - 1.0) < 0.1 and "rendered elsewhere" in result.notes
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
 @pytest.mark.parametrize("error", [RendererBusyError("gpu-01 is busy with another task"),
                                    RendererUnreachableError("gpu-01 did not answer")])
 def test_a_busy_or_unreachable_renderer_is_transient(media, tmp_path, error):

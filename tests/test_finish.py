@@ -232,11 +232,14 @@ def test_espeak_speaks_text_of_a_plausible_length(espeak, work):
 # --------------------------------------------------------------------------- small faces, followed
 
 
-def _followed(work, name, size, head_width, out_spec, **walk):
+def _followed(work, name, size, head_width, out_spec, one_pass=False, **walk):
     source, _boxes = mf.write_walking_face_video(work / f"{name}.mp4", size, head_width, **walk)
     tone = mf.write_tone(work / f"{name}.wav", seconds=walk.get("seconds", 4.0))
-    rendered = render(tone, source, work / f"{name}-rendered.mp4", engine=create_engine("passthrough")).path
-    out = finish_video(rendered, work / f"{name}-9x16.mp4", out_spec)
+    if one_pass:  # followed on the template's frames, reframed as the engine's frames come
+        out = render(tone, source, work / f"{name}-9x16.mp4", engine=create_engine("passthrough"), finish=out_spec)
+    else:
+        rendered = render(tone, source, work / f"{name}-rendered.mp4", engine=create_engine("passthrough")).path
+        out = finish_video(rendered, work / f"{name}-9x16.mp4", out_spec)
     frames = frames_of(out.path)
     ow = frames[0].shape[1]
     scale = ow / (size[1] * 9 / 16)  # output pixels per source pixel of the window
@@ -246,13 +249,14 @@ def _followed(work, name, size, head_width, out_spec, **walk):
     return out, shares
 
 
-@pytest.mark.parametrize("size,head_width", [((1920, 1080), 260), ((1920, 1080), 160), ((3840, 2160), 320)],
-                         ids=["1080p-160px-face", "1080p-96px-face", "4k-192px-face"])
-def test_a_vertical_crop_follows_a_small_face_across_a_wide_shot(work, size, head_width):
+@pytest.mark.parametrize("size,head_width,one_pass", [((1920, 1080), 260, False), ((1920, 1080), 160, False),
+                                                       ((3840, 2160), 320, False), ((1920, 1080), 160, True)],
+                         ids=["1080p-160px-face", "1080p-96px-face", "4k-192px-face", "1080p-96px-face-one-pass"])
+def test_a_vertical_crop_follows_a_small_face_across_a_wide_shot(work, size, head_width, one_pass):
     # the detector's face box is about 0.6 of the head: faces of 160 and 96 px in 1080p,
     # 192 px in 4K (5 % of the width) walking from 20 % to 80 % of the frame
-    out, shares = _followed(work, f"walk-{size[0]}-{head_width}", size, head_width,
-                            FinishSpec(resolution="keep", aspect="9:16"),
+    out, shares = _followed(work, f"walk-{size[0]}-{head_width}-{one_pass}", size, head_width,
+                            FinishSpec(resolution="keep", aspect="9:16"), one_pass,
                             seconds=4.0 if size[0] < 3000 else 2.0)
     assert "the window follows the face" in " ".join(out.notes)
     whole = sum(1 for s in shares if s > 0.97)
@@ -275,3 +279,180 @@ def test_a_large_face_is_still_cropped_when_the_head_fits(work):
                             seconds=2.0, x_from=0.45, x_to=0.55)
     assert "the window follows the face" in " ".join(out.notes)
     assert min(shares) > 0.97
+
+
+# --------------------------------------------------------------------------- finished as it renders
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 99.0 if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+
+
+def _speech_of(path: Path) -> np.ndarray:
+    from lipsync.media.audio import iter_audio
+
+    return np.concatenate([np.atleast_2d(b)[0] for b in iter_audio(path, rate=16000, layout="mono", fmt="fltp")])
+
+
+@pytest.fixture
+def encodes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of every H.264 stream opened while the test runs: one per encode."""
+    from lipsync.media import encoder
+
+    opened: list[tuple[int, int]] = []
+    real = encoder.VideoWriter.__init__
+
+    def init(self, path, width, height, *args, **kwargs):
+        opened.append((width, height))
+        real(self, path, width, height, *args, **kwargs)
+
+    monkeypatch.setattr(encoder.VideoWriter, "__init__", init)
+    return opened
+
+
+def test_a_finished_render_is_encoded_once_and_matches_the_finished_file(wide, work, encodes):
+    """The engine's frames go straight into the finishing: one encode at the finished size,
+    the same picture, sound and timing as finishing the rendered file afterwards."""
+    template = work / "wide-template.mp4"
+    spec = FinishSpec(resolution="720p", aspect="9:16")
+    out = work / "one-pass" / "portrait.mp4"
+    result = render(mf.SPEECH_SHORT, template, out, engine=create_engine("passthrough"), finish=spec)
+    assert encodes == [(720, 1280)]  # not the render's 512x288 first, then the finished size
+    assert sorted(p.name for p in out.parent.iterdir()) == ["portrait.mp4"]  # no intermediate left
+    assert (result.width, result.height) == (720, 1280) and "follows the face" in " ".join(result.notes)
+    two_pass = finish_video(wide, work / "two-pass-portrait.mp4", spec)
+    one, two = stream_info(out), stream_info(two_pass.path)
+    assert one["size"] == two["size"] and one["fps"] == two["fps"]
+    assert abs(one["duration"] - two["duration"]) < 0.05 and abs(result.duration - two_pass.duration) < 0.05
+    a, b = frames_of(out), frames_of(two_pass.path)
+    assert len(a) == len(b) == result.frames
+    # the face followed on the template's frames is framed as the one followed on the rendered
+    # file (the detector's boxes differ by a few pixels between the two encodes, so the crops do)
+    for i in (0, len(a) // 2, len(a) - 1):
+        (x1, y1, _), (x2, y2, _) = face_centre(a[i]), face_centre(b[i])
+        assert abs(x1 - 360) < 0.12 * 720 and abs(x1 - x2) < 0.04 * 720 and abs(y1 - y2) < 0.04 * 1280
+    sa, sb = _speech_of(out), _speech_of(two_pass.path)
+    assert abs(len(sa) - len(sb)) < 16000 * 0.05
+    n = min(len(sa), len(sb))
+    assert np.corrcoef(sa[:n], sb[:n])[0, 1] > 0.99  # the speech in the same place
+
+
+def test_one_pass_joins_an_intro_of_another_format_retimes_watermarks_and_burns(wide, work, encodes):
+    other = mf.write_face_video(work / "intro-320.mp4", seconds=1.0, size=(320, 240), audio=True)
+    (work / "one-pass.srt").write_text(SRT, encoding="utf-8")
+    logo = np.zeros((40, 80, 4), np.uint8)
+    logo[..., 0], logo[..., 3] = 255, 255
+    Image.fromarray(logo).save(work / "red.png")
+    spec = FinishSpec(fps=30, intro=other, watermark=Watermark(work / "red.png", position="top-right"),
+                      subtitles=work / "one-pass.srt", subtitle_mode="burn")
+    result = render(mf.SPEECH_SHORT, work / "wide-template.mp4", work / "one-pass-joined.mp4",
+                    engine=create_engine("passthrough"), finish=spec)
+    assert encodes == [(512, 288)]
+    two_pass = finish_video(wide, work / "two-pass-joined.mp4", spec)
+    one, two = stream_info(result.path), stream_info(two_pass.path)
+    assert one["fps"] == two["fps"] == 30.0 and one["size"] == two["size"] == (512, 288)
+    assert abs(one["duration"] - (1.0 + probe_audio(mf.SPEECH_SHORT).duration)) < 0.1
+    assert one["subtitles"] == two["subtitles"] and one["subtitles"][0][1][0][0] == 300 + 1000  # after the intro
+    a, b = frames_of(result.path), frames_of(two_pass.path)
+    assert len(a) == len(b)
+    assert min(_psnr(x, y) for x, y in zip(a[::4], b[::4])) > 33
+    # 30 intro frames, then "Hello there" 0.8 s into the speech, nothing between the cues at 1.3 s
+    burned, between = a[30 + 24], a[30 + 39]
+    assert (np.abs(burned[200:].astype(np.int16) - between[200:]).max(axis=2) > 60).sum() > 150
+    sa, sb = _speech_of(result.path), _speech_of(two_pass.path)
+    n = min(len(sa), len(sb))
+    assert abs(len(sa) - len(sb)) < 16000 * 0.05 and np.corrcoef(sa[:n], sb[:n])[0, 1] > 0.99
+    assert "watermark" in result.notes and "joined: intro + video" in result.notes
+
+
+def test_soft_subtitles_and_a_same_format_intro_are_still_copied_after_the_render(wide, work, intro, encodes):
+    (work / "copy.srt").write_text(SRT, encoding="utf-8")
+    spec = FinishSpec(intro=intro, subtitles=work / "copy.srt")
+    result = render(mf.SPEECH_SHORT, work / "wide-template.mp4", work / "copied.mp4",
+                    engine=create_engine("passthrough"), finish=spec)
+    assert encodes == [(512, 288)]  # the render's own encode; the intro's packets are copied
+    info = stream_info(result.path)
+    assert abs(info["duration"] - probe_audio(intro).duration - probe_audio(mf.SPEECH_SHORT).duration) < 0.15
+    assert [c[0] for c in info["subtitles"][0][1]] == [300 + round(probe_template(intro).duration * 1000),
+                                                       1400 + round(probe_template(intro).duration * 1000)]
+    assert not list(work.glob(".copied.mp4*"))
+
+
+def test_bad_finishing_fails_before_rendering_and_a_failed_render_leaves_nothing(work):
+    (work / "broken.srt").write_text("no cues here", encoding="utf-8")
+    folder = work / "failed"
+    with pytest.raises(MediaError) as err:
+        render(mf.SPEECH_SHORT, work / "wide-template.mp4", folder / "out.mp4", engine=create_engine("passthrough"),
+               finish=FinishSpec(aspect="9:16", subtitles=work / "broken.srt"))
+    assert "broken.srt" in str(err.value)
+    assert list(folder.iterdir()) == []
+
+    from lipsync.engine import EngineSession
+    from lipsync.engines.passthrough import PassthroughEngine
+
+    class BreakingSession(EngineSession):
+        chunks = 0
+
+        def process(self, chunk):
+            self.chunks += 1
+            if self.chunks == 2:
+                raise RuntimeError("the engine broke on its second chunk")
+            return chunk.frames
+
+    class Breaking(PassthroughEngine):
+        def start(self, ctx):
+            return BreakingSession()
+
+    with pytest.raises(RuntimeError, match="second chunk"):
+        render(mf.SPEECH_SHORT, work / "wide-template.mp4", folder / "out.mp4", engine=Breaking(),
+               finish=FinishSpec(aspect="9:16"))
+    assert list(folder.iterdir()) == []  # neither the finished MP4 nor its temporary
+
+
+def test_the_face_path_of_a_template_is_followed_once_and_reused(work, monkeypatch):
+    from lipsync.finish import faces
+
+    source, _ = mf.write_walking_face_video(work / "cached-walk.mp4", (640, 360), 120, seconds=3.0)  # 36 frames
+    template = probe_template(source)
+    cache = work / "face-cache"
+    first = faces.follow_template(template, cache, frames=20)
+    assert len(first.centres) == 20 and first.found >= 3
+
+    def refuse(*_a, **_k):
+        raise AssertionError("followed again instead of read from the cache")
+
+    real = faces.follow_face
+    monkeypatch.setattr(faces, "follow_face", refuse)
+    again = faces.follow_template(template, cache, frames=12)  # a shorter render: the cached start
+    assert np.array_equal(again.centres, first.centres)
+    monkeypatch.setattr(faces, "follow_face", real)
+    whole = faces.follow_template(template, cache)  # further than cached: followed again, then kept
+    assert len(whole.centres) == template.frame_count == 36
+    monkeypatch.setattr(faces, "follow_face", refuse)
+    assert np.array_equal(faces.follow_template(template, cache).centres, whole.centres)
+    taken = whole.take(np.array([0, 35, 35, 0, 100]))  # frames in render order; past the end holds the last
+    assert np.array_equal(taken.centres[[0, 1, 4]], whole.centres[[0, 35, 35]], equal_nan=True)
+
+
+def test_an_overlay_blended_in_yuv_matches_blending_the_colours():
+    """Watermarks and captions are drawn into the frame the encoder takes (YUV): the colours
+    are those of blending in RGB, and nothing outside the picture changes."""
+    from lipsync.finish.picture import YuvOverlay
+    from lipsync.media.color import ColorInfo
+
+    for color in (ColorInfo.for_size(1920, 1080), ColorInfo.for_size(640, 480)):  # BT.709 and BT.601
+        back = np.empty((64, 96, 3), np.uint8)
+        back[:] = (90, 140, 200)
+        frame = color.to_yuv420p(back)
+        before = frame.to_ndarray().copy()  # the Y plane's 64 rows, then the chroma
+        rgb = np.zeros((21, 31, 3), np.float32)
+        rgb[:] = (255, 0, 0)
+        alpha = np.full((21, 31), 0.5, np.float32)
+        YuvOverlay(rgb, alpha, 11, 7, color).draw(frame)  # odd corner and sides
+        out = color.to_rgb(frame).astype(np.int16)
+        expect = (np.array([90, 140, 200]) + np.array([255, 0, 0])) / 2
+        assert np.abs(out[10:26, 14:40] - expect).max() <= 2  # inside, away from the edge's chroma blocks
+        assert np.abs(out[40:, 50:] - (90, 140, 200)).max() <= 1  # outside: the frame as it was
+        after = frame.to_ndarray()
+        assert np.array_equal(after[:6], before[:6]) and np.array_equal(after[28:64], before[28:64])  # untouched rows

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from lipsync.engines import AUTO, LATENTSYNC, MUSETALK, NAMES as ENGINE_NAMES, WAV2LIP
 from lipsync.engines import summaries as engine_summaries
+from lipsync.finish.spec import ASPECTS, SUBTITLE_MODES, FinishSpec, Watermark
 
 from daemon.actions import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 
@@ -35,7 +36,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--device", default=None, help='"auto", "cpu", "cuda" or "cuda:N" (default: render.device)')
     p.add_argument("--still-fps", type=float, default=None, help="frame rate for a still-photo template")
     p.add_argument("--no-progress", action="store_true", help="do not report progress on stderr")
+    f = p.add_argument_group("finishing", "applied as the video is rendered, in its one encode")
+    f.add_argument("--resolution", default=None, help='"keep", 2160p, 1440p, 1080p, 720p, 540p, 480p, 360p or WxH')
+    f.add_argument("--aspect", default=None, choices=ASPECTS,
+                   help="reframe to this shape; the crop follows the face")
+    f.add_argument("--fps", type=float, default=None, help="frame rate of the finished video")
+    f.add_argument("--watermark", metavar="IMAGE", type=Path, default=None,
+                   help="a .png (transparency kept) or .jpg drawn bottom right")
+    f.add_argument("--intro", metavar="CLIP", type=Path, default=None, help="a video clip played before")
+    f.add_argument("--outro", metavar="CLIP", type=Path, default=None, help="a video clip played after")
+    f.add_argument("--subtitles", metavar="FILE", type=Path, default=None,
+                   help="an .srt or .vtt file timed against the speech")
+    f.add_argument("--subtitle-mode", choices=SUBTITLE_MODES, default="soft",
+                   help="soft: a track players can switch on; burn: also drawn into the picture")
     return p
+
+
+def finish_spec(args: argparse.Namespace) -> tuple[FinishSpec | None, list[str]]:
+    """The finishing the flags ask for (None: none), and every problem with them at once."""
+    from lipsync.finish.spec import check
+
+    values = {"resolution": args.resolution, "aspect": args.aspect, "fps": args.fps, "subtitles": args.subtitle_mode}
+    problems = ["--" + message for _, message in check({k: v for k, v in values.items() if v is not None})]
+    if args.watermark is not None and args.watermark.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        problems.append(f"--watermark: {args.watermark}: give a .png (transparency kept) or .jpg")
+    for flag, path in (("--watermark", args.watermark), ("--intro", args.intro), ("--outro", args.outro),
+                       ("--subtitles", args.subtitles)):
+        if path is not None and not path.is_file():
+            problems.append(f"{flag}: {path}: " + ("no such file" if not path.exists() else "not a regular file"))
+    spec = FinishSpec(resolution=args.resolution or "keep", aspect=args.aspect or "keep", fps=args.fps,
+                      watermark=Watermark(args.watermark) if args.watermark is not None else None,
+                      intro=args.intro, outro=args.outro, subtitles=args.subtitles,
+                      subtitle_mode=args.subtitle_mode)
+    return (None if spec.is_noop else spec), problems
 
 
 class ProgressBar:
@@ -99,6 +132,9 @@ def run(args: argparse.Namespace) -> int:
             return _fail(f"{path}: {what} ({label})")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         return _fail(f"{args.checkpoint}: no such checkpoint file")
+    finish, problems = finish_spec(args)
+    if problems:
+        return _fail("; ".join(problems), EXIT_USAGE)
     out: Path = args.output
     if out.suffix.lower() != ".mp4":
         return _fail(f"{out}: the output must be an .mp4 file", EXIT_USAGE)
@@ -141,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         for note in engine.load_notes:
             print(f"note: {note}", file=sys.stderr)
         result = render(args.audio, args.template, out, engine=engine, options=options,
-                        progress=bar or (lambda _f: None))
+                        progress=bar or (lambda _f: None), finish=finish)
     except LipsyncError as e:
         if bar:
             bar.finish()

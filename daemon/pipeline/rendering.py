@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from lipsync.engine import RenderOptions
-from lipsync.finish import finish_video
 from lipsync.render import render
 from lipsync.tts import TtsSettings, read_text, synthesize
 
@@ -102,16 +101,10 @@ class OutputRenderer:
                 rec.progress(done)
 
             started = time.monotonic()
+            # finished as it renders: the engine's frames go straight into the finishing
             result = render(speech, plan.template, partial, engine=engine, options=options,
-                            progress=progress)
+                            progress=progress, finish=None if finishing.is_noop else finishing)
             shape = (result.duration, result.width, result.height, result.fps)
-            extra: list[str] = []
-            if not finishing.is_noop:
-                finished = job.out_dir / f".{plan.name}.finished.mp4"
-                report = finish_video(partial, finished, finishing, options)
-                os.replace(finished, partial)
-                shape = (report.duration, report.width, report.height, report.fps)
-                extra = report.notes
             seconds = time.monotonic() - started
             check_inputs_unchanged(job)
             os.replace(partial, plan.path)
@@ -120,7 +113,7 @@ class OutputRenderer:
                 "duration": round(float(shape[0]), 3), "width": int(shape[1]),
                 "height": int(shape[2]), "fps": float(shape[3]), "engine": result.engine,
             }
-            notes = [n if count == 1 else f"{plan.name}: {n}" for n in [*result.notes, *extra]]
+            notes = [n if count == 1 else f"{plan.name}: {n}" for n in result.notes]
             rec.output_rendered(plan.name, fields, notes)
             write_rendered(plan, {"output": fields, "render_seconds": round(seconds, 3), "notes": notes})
             log.info("output rendered", output=plan.name, template=plan.template_name, seconds=round(seconds, 2),

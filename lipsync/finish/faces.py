@@ -18,19 +18,28 @@ detection hold the nearest one.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from lipsync.cachefile import write_npz
+from lipsync.engine import TemplateInfo
+from lipsync.errors import MediaError
 from lipsync.face.landmarks import Box, Detection, LandmarkModels, load_landmark_models, pick_face
+
+log = logging.getLogger(__name__)
 
 DETECT_EVERY = 5  # frames between detections while a face is followed
 SEARCH_LONG_SIDE = 960  # the whole-frame search, upsampled once: faces >= ~5 % of the width
 TRACK_FACE_PX = 120  # the face's width in the region searched around it
 TRACK_REGION = 3.0  # the region searched: the face box grown this many times
 LOST_SEARCH_SECONDS = 1.0  # whole-frame searches while no face is followed: at most one per this
+# Bump when following changes what a path contains: old cache files are ignored.
+PATH_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,12 @@ class FacePath:
     @property
     def any(self) -> bool:
         return self.found > 0
+
+    def take(self, indices: np.ndarray) -> FacePath:
+        """The path of a video whose frame i is frame ``indices[i]`` of this one (a render's
+        frames are its template's, played forward and back)."""
+        at = np.minimum(np.asarray(indices, np.int64), len(self.centres) - 1)
+        return FacePath(self.centres[at], self.sizes[at], self.found, self.searched)
 
 
 def follow_face(frames: Iterable[np.ndarray], fps: float, models: LandmarkModels | None = None) -> FacePath:
@@ -82,6 +97,43 @@ def follow_face(frames: Iterable[np.ndarray], fps: float, models: LandmarkModels
         for k, column in enumerate((b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])):
             sizes[:, k] = np.interp(idx, at, column)
     return FacePath(centres, sizes, len(at), searched)
+
+
+def follow_template(template: TemplateInfo, cache_dir: Path | None = None, frames: int | None = None) -> FacePath:
+    """The :class:`FacePath` of the first ``frames`` frames of ``template`` (all of them by
+    default; a short render of a long template needs its start only), from the cache folder
+    when this exact file was followed that far before (a presenter template is reused job
+    after job)."""
+    import itertools
+
+    from lipsync.face.analysis import file_digest  # here: it loads the tracker, which following does not need
+    from lipsync.media.template import TemplateReader
+
+    want = template.frame_count if frames is None else max(1, min(int(frames), template.frame_count))
+    cached_at = None
+    if cache_dir is not None:
+        try:
+            digest = file_digest(Path(template.path))
+        except OSError as e:
+            raise MediaError(f"cannot read the template: {e.strerror or e}", path=Path(template.path)) from None
+        cached_at = Path(cache_dir) / f"{digest}.facepath-v{PATH_VERSION}.npz"
+        try:
+            with np.load(cached_at, allow_pickle=False) as z:
+                # followed as far as asked (a file that decodes short gives fewer frames)
+                if int(z["version"]) == PATH_VERSION and z["centres"].shape == z["sizes"].shape \
+                        and len(z["centres"]) and int(z["asked"]) >= want:
+                    return FacePath(z["centres"], z["sizes"], int(z["found"]), int(z["searched"]))
+        except (OSError, KeyError, ValueError, EOFError):
+            pass
+    with TemplateReader(template) as reader:
+        path = follow_face(itertools.islice(reader.iter_forward(), want), template.fps)
+    if cached_at is not None:
+        try:
+            write_npz(cached_at, version=np.int64(PATH_VERSION), asked=np.int64(want), centres=path.centres,
+                      sizes=path.sizes, found=np.int64(path.found), searched=np.int64(path.searched))
+        except OSError as e:  # a read-only or full cache folder costs time on the next job, not this one
+            log.warning("cannot cache the face path of %s in %s: %s", Path(template.path).name, cache_dir, e)
+    return path
 
 
 def _between(idx: np.ndarray, at: list[int], values: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from lipsync.errors import MediaError
 from lipsync.finish.faces import FacePath
 from lipsync.finish.spec import Watermark
+from lipsync.media.color import ColorInfo
 
 DEAD_ZONE = 0.08  # of the window's width: face motion the window ignores
 FOLLOW_SECONDS = 0.6  # time constant with which the window eases towards the face
@@ -127,16 +128,13 @@ def scale(pixels: np.ndarray, width: int, height: int, interpolation: str = "BIC
     return frame.reformat(width, height, format="rgb24", interpolation=interpolation).to_ndarray()
 
 
-def reframe(frame: np.ndarray, plan: FramePlan, i: int) -> np.ndarray:
-    """Frame ``i`` reframed by ``plan``: (oh, ow, 3) uint8.
+def crop_window(frame: np.ndarray, plan: FramePlan, i: int) -> np.ndarray:
+    """The part of frame ``i`` that ``plan`` (in crop mode) shows, unscaled.
 
-    The crop window is placed on whole source pixels: at the usual scales (a 1080p source
-    made 1080x1920) a step is under two output pixels, and the window moves slowly."""
-    ow, oh = plan.out_size
-    if plan.mode == "crop":
-        x0, y0, x1, y1 = (int(round(v)) for v in plan.windows[min(i, len(plan.windows) - 1)])
-        return scale(frame[y0:y1, x0:x1], ow, oh)
-    return fit_into(frame, plan.out_size)
+    The window is placed on whole source pixels: at the usual scales (a 1080p source made
+    1080x1920) a step is under two output pixels, and the window moves slowly."""
+    x0, y0, x1, y1 = (int(round(v)) for v in plan.windows[min(i, len(plan.windows) - 1)])
+    return frame[y0:y1, x0:x1]
 
 
 def blurred_fill(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -199,8 +197,49 @@ class WatermarkLayer:
             self.x, self.y = max(0, x[horizontal]), max(0, y[vertical])
         self.box = (self.x, self.y, self.x + width, self.y + height)
 
-    def draw(self, frame: np.ndarray) -> np.ndarray:
-        x0, y0, x1, y1 = self.box
-        region = frame[y0:y1, x0:x1].astype(np.float32)
-        frame[y0:y1, x0:x1] = (region * (1.0 - self.alpha) + self.rgb * self.alpha + 0.5).astype(np.uint8)
-        return frame
+    def overlay(self, color: ColorInfo) -> YuvOverlay:
+        return YuvOverlay(self.rgb, self.alpha[..., 0], self.x, self.y, color)
+
+
+class YuvOverlay:
+    """A picture with transparency (RGB and alpha, at x, y) converted once to a video's YUV
+    and blended into its yuv420p frames.
+
+    Blending in YUV is blending in RGB: the conversion is affine, so a mix of two colours
+    converts to the same mix of their conversions. Only the chroma of the 2x2 blocks along
+    the picture's edge differs, blended with the block's mean alpha. Drawing into the frame
+    the encoder takes spares converting every finished frame to RGB and back.
+    """
+
+    def __init__(self, rgb: np.ndarray, alpha: np.ndarray, x: int, y: int, color: ColorInfo):
+        h, w = alpha.shape
+        # on whole 2x2 chroma blocks: even corners and sides (the frame's own sides are even)
+        self.x, self.y = x - x % 2, y - y % 2
+        bw, bh = w + x - self.x, h + y - self.y
+        bw, bh = bw + bw % 2, bh + bh % 2
+        canvas = np.zeros((bh, bw, 3), np.float32)
+        cover = np.zeros((bh, bw), np.float32)
+        canvas[y - self.y:y - self.y + h, x - self.x:x - self.x + w] = rgb
+        cover[y - self.y:y - self.y + h, x - self.x:x - self.x + w] = alpha
+        yuv = color.to_yuv420p(np.clip(canvas + 0.5, 0, 255).astype(np.uint8))
+        chroma_cover = cover.reshape(bh // 2, 2, bw // 2, 2).mean(axis=(1, 3))
+        self.layers = [(_plane(yuv, i).astype(np.float32), a, shift)
+                       for i, (a, shift) in enumerate(((cover, 0), (chroma_cover, 1), (chroma_cover, 1)))]
+
+    def draw(self, frame: av.VideoFrame) -> None:
+        """Blend into ``frame`` (yuv420p, writable planes), in place."""
+        for i, (values, cover, shift) in enumerate(self.layers):
+            h, w = cover.shape
+            x, y = self.x >> shift, self.y >> shift
+            region = _plane(frame, i)[y:y + h, x:x + w]
+            h, w = region.shape  # cut where the frame ends
+            a = cover[:h, :w]
+            region[:] = (region * (1.0 - a) + values[:h, :w] * a + 0.5).astype(np.uint8)
+
+
+def _plane(frame: av.VideoFrame, i: int) -> np.ndarray:
+    """Plane ``i`` of a yuv420p frame as a (rows, columns) uint8 view of its own memory."""
+    plane = frame.planes[i]
+    rows = frame.height >> (1 if i else 0)
+    cols = frame.width >> (1 if i else 0)
+    return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:rows, :cols]

@@ -88,8 +88,8 @@ def _font(size: int):
 
 
 class SubtitleBurner:
-    """Draws the cue showing at a time into frames: white text with a dark outline, centred
-    near the bottom, wrapped to the frame. Each cue is rendered once and reused."""
+    """The cue showing at a time as a picture to draw into frames: white text with a dark
+    outline, centred near the bottom, wrapped to the frame. Each cue is rendered once."""
 
     def __init__(self, cues: list[Cue], width: int, height: int):
         self.cues = cues
@@ -103,18 +103,8 @@ class SubtitleBurner:
                 return i
         return None
 
-    def draw(self, frame: np.ndarray, t: float) -> np.ndarray:
-        i = self.cue_at(t)
-        if i is None:
-            return frame
-        rgb, alpha, x, y = self._render(i)
-        h, w = alpha.shape
-        region = frame[y:y + h, x:x + w].astype(np.float32)
-        a = alpha[..., None]
-        frame[y:y + h, x:x + w] = (region * (1.0 - a) + rgb * a + 0.5).astype(np.uint8)
-        return frame
-
-    def _render(self, i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def picture(self, i: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """Cue ``i`` drawn: (RGB (h, w, 3) float32, alpha (h, w) 0..1, x, y in the frame)."""
         if i in self._rendered:
             return self._rendered[i]
         from PIL import Image, ImageDraw

@@ -103,6 +103,17 @@ class ColorInfo:
         self.tag(frame)
         return frame
 
+    def scaled_to_yuv420p(self, rgb: np.ndarray, width: int, height: int) -> av.VideoFrame:
+        """An RGB uint8 picture scaled (bicubic) to ``width`` x ``height`` and converted as
+        :meth:`to_yuv420p` does, in one pass of swscale: several times faster than scaling
+        in RGB and converting after (its planar YUV scaler is vectorised, its RGB one is not)."""
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame = frame.reformat(width, height, format="yuv420p", interpolation=Interpolation.BICUBIC,
+                               src_colorspace=self.swscale, dst_colorspace=self.swscale,
+                               src_color_range=ColorRange.JPEG, dst_color_range=self.range)
+        self.tag(frame)
+        return frame
+
     def tag(self, target) -> None:
         """Set the four tags on a frame or a codec context."""
         target.colorspace = self.colorspace

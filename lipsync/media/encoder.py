@@ -148,11 +148,18 @@ class VideoWriter:
                              f"got {frames.dtype} {frames.shape}")
         for rgb in frames:
             # converted here, with the matrix and range the stream is tagged with
-            frame = self.color.to_yuv420p(rgb)
-            frame.pts = self.frames_written
-            frame.time_base = self._video.codec_context.time_base
-            self._mux(self._video.encode(frame))
-            self.frames_written += 1
+            self.write_picture(self.color.to_yuv420p(rgb))
+
+    def write_picture(self, frame: av.VideoFrame) -> None:
+        """Append one frame made yuv420p at this size with :attr:`color` (``color.to_yuv420p``
+        or ``color.scaled_to_yuv420p``): for callers that scale and convert in one step."""
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (self.width, self.height):
+            raise ValueError(f"expected a yuv420p frame of {self.width}x{self.height}, "
+                             f"got {frame.format.name} {frame.width}x{frame.height}")
+        frame.pts = self.frames_written
+        frame.time_base = self._video.codec_context.time_base
+        self._mux(self._video.encode(frame))
+        self.frames_written += 1
         self._write_cues(until=self.video_seconds)
 
     def _write_cues(self, until: float | None) -> None:
