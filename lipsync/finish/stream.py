@@ -182,10 +182,11 @@ class FinishedWriter:
         for frame in frames:
             k = self.main_in
             self.main_in += 1
-            self.last = (k, frame)
             while self.main_shown < self.main_count and self._source_of(self.main_shown) <= k:
                 self._emit(self._draw_main(frame, k))
                 self.main_shown += 1
+        if len(frames):  # a copy: a view would keep the caller's whole chunk of frames alive
+            self.last = (self.main_in - 1, np.array(frames[-1]))
 
     def write_audio(self, samples: np.ndarray) -> None:
         """The main video's audio at ``audio_rate``, cut where the main video ends."""
