@@ -2,9 +2,10 @@
 
 Three stages run at once, joined by queues, so decoding, the engine and encoding overlap
 on a multi-core machine. Memory stays flat however long the audio is: at most
-``CHUNKS_IN_FLIGHT`` chunks of ``options.chunk_frames`` frames exist at any time (one per
-stage: enough that the slowest stage never waits while the others keep up), plus the
-template reader's block and the encoder's lookahead::
+``CHUNKS_IN_FLIGHT`` chunks of ``options.chunk_frames`` frames (fewer for templates over
+720p: ``CHUNK_PIXELS``) exist at any time (one per stage: enough that the slowest stage
+never waits while the others keep up), plus the template reader's block and the
+encoder's lookahead::
 
     decode thread                 calling thread              encode thread
     TemplateReader.frames  --q->  session.process(chunk) --q-> VideoWriter: video, then
@@ -51,6 +52,10 @@ if TYPE_CHECKING:
     from lipsync.finish.stream import Finishing
 
 CHUNKS_IN_FLIGHT = 3
+# A chunk holds at most ``options.chunk_frames`` frames and at most this many pixels (32
+# frames of 720p, 88 MB of RGB): a 1080p or 4K template's chunks hold fewer frames, so the
+# frames in flight stay about the same whatever the template's size.
+CHUNK_PIXELS = 32 * 1280 * 720
 _POLL_S = 0.1
 _DONE = object()
 
@@ -197,7 +202,8 @@ class _Pipeline:
         self.session: EngineSession | None = None
         self.on_frames = on_frames
         call = max(1, int(frames_per_call))
-        self.chunk = -(-max(1, int(options.chunk_frames)) // call) * call  # rounded up to whole windows
+        frames = min(max(1, int(options.chunk_frames)), max(1, CHUNK_PIXELS // (template.width * template.height)))
+        self.chunk = -(-frames // call) * call  # rounded up to whole windows
         # the queues need no bound of their own: a chunk is only made with a free slot
         self.slots = threading.Semaphore(CHUNKS_IN_FLIGHT)
         self.to_engine: queue.Queue[Any] = queue.Queue()

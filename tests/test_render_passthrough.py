@@ -360,3 +360,39 @@ def test_devices_resolve_or_fail_clearly():
         assert isinstance(info.value, LipsyncError) and info.value.permanent
     with pytest.raises(LipsyncError, match="unknown device"):
         resolve_device("gpu0")
+
+
+def test_chunks_of_a_large_template_hold_fewer_frames(tmp_path, monkeypatch):
+    """The frames in flight are bounded in pixels, not only in frames: a 1080p template's
+    chunks hold fewer frames than a 720p one's (here scaled down: a 64x48 template and a
+    budget of 10 of its frames), still in whole windows of the engine."""
+    from lipsync import render as render_module
+
+    class Counting(EngineSession):
+        def __init__(self, sizes):
+            super().__init__()
+            self.sizes = sizes
+
+        def process(self, chunk):
+            self.sizes.append(len(chunk.out_indices))
+            return chunk.frames
+
+    class Windowed(FrameEngine):
+        name = "windowed"
+        frames_per_call = 4
+
+        def __init__(self):
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def start(self, ctx):
+            return Counting(self.sizes)
+
+    monkeypatch.setattr(render_module, "CHUNK_PIXELS", 10 * 64 * 48)
+    template = mf.write_plain_video(tmp_path / "t.mp4", seconds=1.0)  # 64x48
+    audio = mf.write_tone(tmp_path / "a.wav", seconds=2.0)
+    engine = Windowed()
+    result = render(audio, template, tmp_path / "o.mp4", engine=engine,
+                    options=RenderOptions(preset="ultrafast", chunk_frames=32))
+    assert engine.sizes[:-1] == [12] * (len(engine.sizes) - 1)  # 10 frames' pixels, rounded up to 3 windows of 4
+    assert sum(engine.sizes) == result.frames == 50
