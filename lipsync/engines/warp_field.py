@@ -159,13 +159,15 @@ def _coarse_size(n: int) -> int:
 def _upsample(coarse: torch.Tensor, rows: slice, cols: slice) -> torch.Tensor:
     """Bilinear upsampling of (T, C, h, w) coarse values to pixels, cropped to rows x cols.
 
-    Returns (T, H, W, C). Channels-last runs several times faster on the CPU, and its
-    memory layout is already the (T, H, W, 2) that grid_sample wants for C = 2.
+    Returns (T, H, W, C). With torch 2.13 on the CPU, channels-last is faster for many
+    channels (the mouth's 8: 2.7 against 3.6 ms a batch) and over twice as slow for the
+    sampling grid's 2 (upsampling and grid_sample together: 26 against 12 ms).
     """
     h, w = coarse.shape[2:]
     size = ((h - 1) * COARSE_STEP + 1, (w - 1) * COARSE_STEP + 1)
-    fine = F.interpolate(coarse.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                         align_corners=True)
+    if coarse.shape[1] > 2:
+        coarse = coarse.contiguous(memory_format=torch.channels_last)
+    fine = F.interpolate(coarse, size=size, mode="bilinear", align_corners=True)
     return fine.permute(0, 2, 3, 1)[:, rows, cols]
 
 
@@ -295,10 +297,22 @@ def _paint_opening(box: torch.Tensor, field: _MouthField, where: tuple[torch.Ten
     parted = _smoothstep(0.5, 2.5, bottom - top) * keep
     band = torch.maximum(1.0 - _smoothstep(0.0, _EDGE_PX, depth.abs()),
                          1.0 - _smoothstep(0.0, _EDGE_PX, (bottom - bv).abs()))
-    soft = F.avg_pool2d(win, 3, stride=1, padding=1, count_include_pad=False)
+    soft = _box_blur3(win)
     win = win + (soft - win) * (0.8 * band * parted).unsqueeze(1)
     box[:, :, r, c] = win  # box is this batch's own scratch tensor
     return box
+
+
+def _box_blur3(x: torch.Tensor) -> torch.Tensor:
+    """The mean of each pixel's 3x3 neighbourhood within the image (the border's smaller
+    ones): avg_pool2d(x, 3, 1, 1, count_include_pad=False), from shifted sums, ten times
+    faster on the CPU for the mouth's small windows."""
+    def sums(t: torch.Tensor) -> torch.Tensor:
+        p = F.pad(t, (1, 1, 1, 1))
+        s = p[..., :-2] + p[..., 1:-1] + p[..., 2:]
+        return s[..., :-2, :] + s[..., 1:-1, :] + s[..., 2:, :]
+
+    return sums(x) / sums(torch.ones((1, 1) + x.shape[-2:], dtype=x.dtype, device=x.device))
 
 
 class _MouthField:
