@@ -229,8 +229,7 @@ class FinishedWriter:
     # ------------------------------------------------------------------ drawing
     def _source_of(self, shown: int) -> int:
         """The main frame showing at finished frame ``shown`` of the main video."""
-        main = self.finishing.main
-        return min(main.frame_count - 1, int((shown + 0.5) * main.fps / self.finishing.fps))
+        return _source_frame(shown, self.finishing.main, self.finishing.fps)
 
     def _draw_main(self, frame: np.ndarray, k: int) -> av.VideoFrame:
         """Main frame ``k`` at the finished size, converted for the encoder. A frame that is
@@ -275,6 +274,11 @@ class FinishedWriter:
         return int(round((self.main_start + self.main_count) / self.finishing.fps * self.rate))
 
 
+def _source_frame(shown: int, source: TemplateInfo, fps: float) -> int:
+    """The frame of ``source`` showing at frame ``shown`` of the same video played at ``fps``."""
+    return min(source.frame_count - 1, int((shown + 0.5) * source.fps / fps))
+
+
 def _retimed(frames, clip: Clip, fps: float, count: int):
     """Each of ``count`` frames at ``fps``: the clip's frame showing at that time (repeated
     or skipped as the rates differ; the last one held when the clip decodes short)."""
@@ -282,7 +286,7 @@ def _retimed(frames, clip: Clip, fps: float, count: int):
     last = None
     for k, frame in enumerate(frames):
         last = frame
-        while j < count and min(clip.frame_count - 1, int((j + 0.5) * clip.fps / fps)) <= k:
+        while j < count and _source_frame(j, clip, fps) <= k:
             yield frame
             j += 1
         if j >= count:
