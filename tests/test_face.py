@@ -96,6 +96,22 @@ def test_covered_frames_have_no_face_and_the_rest_do(moving_face):
     assert 0 <= x0 < x1 <= 256 and 0 <= y0 < y1 <= 256
 
 
+def test_the_analysis_read_from_the_luma_plane_finds_the_landmarks_of_the_rgb_frames(moving_face):
+    """The template is analysed on the decoder's own luma (no RGB conversion): every
+    landmark within a pixel or two of the analysis of the same frames in RGB."""
+    from lipsync.face.analysis import analyze_frames
+
+    info = probe_template(moving_face)
+    from_luma = analyze_template(info)
+    from_rgb = analyze_frames(decoded(moving_face), fps=info.fps)
+    assert np.array_equal(from_luma.has_face, from_rgb.has_face)
+    both = from_luma.has_face
+    error = np.linalg.norm(from_luma.landmarks[both] - from_rgb.landmarks[both], axis=-1)
+    face_width = np.ptp(from_rgb.landmarks[both][:, 0:17, 0], axis=1).mean()
+    assert np.median(error) < 0.01 * face_width and np.percentile(error, 99) < 0.03 * face_width, \
+        (np.median(error), np.percentile(error, 99), face_width)
+
+
 def test_still_portrait_is_one_frame_with_a_face(tmp_path):
     still = mf.write_still(tmp_path / "portrait.jpg", size=(200, 240))
     analysis = analyze_template(probe_template(still, RenderOptions()))

@@ -243,6 +243,35 @@ def test_a_phone_video_recorded_sideways_is_turned_upright(tmp_path):
     assert first[-4:, :4].mean() > 200 and first[:4, :4].mean() < 50
 
 
+@pytest.mark.parametrize("rotation", [0, 90])
+def test_the_luma_of_a_frame_is_the_grey_of_its_colours_upright(tmp_path, rotation):
+    """``frames(gray=True)`` reads the decoder's Y plane, range expanded: the BT.601/709
+    luma of the very RGB the same reader gives, turned upright like it."""
+    path = mf.write_face_video(tmp_path / "face.mp4", seconds=0.4, size=(128, 96))
+    if rotation:
+        path = encode_numbered_video(tmp_path / "phone.mp4", 3, size=(64, 48), rotation=rotation)
+    info = probe_template(path, RenderOptions())
+    with TemplateReader(info) as reader:
+        rgb = list(reader.iter_forward())
+    with TemplateReader(info) as reader:
+        luma = list(reader.iter_forward(gray=True))
+    assert len(luma) == len(rgb) and all(g.shape == (info.height, info.width) and g.dtype == np.uint8 for g in luma)
+    weights = {"bt709": (0.2126, 0.7152, 0.0722)}.get(info.color.matrix, (0.299, 0.587, 0.114))
+    for g, c in zip(luma, rgb):
+        expected = c.astype(np.float64) @ np.array(weights)
+        assert np.abs(g - expected).mean() < 1.5 and np.percentile(np.abs(g - expected), 99) < 6
+
+
+def test_a_still_photo_is_read_as_grey_too(tmp_path):
+    path = mf.write_still(tmp_path / "face.png", size=(64, 48))
+    info = probe_template(path, RenderOptions())
+    with TemplateReader(info) as reader:
+        grey = next(reader.frames([0], gray=True))
+        rgb = next(reader.frames([0]))
+    assert grey.shape == (48, 64)
+    assert np.abs(grey - rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])).max() <= 1
+
+
 def test_a_jpeg_with_exif_orientation_is_turned_upright(tmp_path):
     from PIL import Image
 

@@ -193,7 +193,7 @@ def test_cuda_renders_what_the_cpu_renders(engine, portrait):
 def test_the_templates_own_open_mouths_fill_the_opening(engine, tmp_path):
     """A video template whose person opens the mouth in some frames (its inside painted teal,
     so it can be told from the drawn interior): openings elsewhere show those pixels."""
-    from lipsync.engines.warp_interior import InteriorColours, MouthSamples
+    from lipsync.engines.warp_samples import InteriorColours, MouthSamples
 
     still = mf.write_face_video(tmp_path / "still.mp4", seconds=1.6, size=(320, 320), pan=0.0, zoom=0.0, rot_deg=0.0)
     # silence, then 0.5 s of /a/ (template frames ~12-25 open wide), then silence

@@ -9,20 +9,62 @@ one batch on the render device (:mod:`lipsync.engines.warp_field`) and pastes th
 Pixels outside that region, and whole frames without a face, are returned exactly as they
 came in.
 
-This module imports neither torch nor the warp: both load in :meth:`WarpEngine.start`,
-when the render's decoding is already under way (:func:`lipsync.render.render`), so the
-second or so torch takes to import overlaps with it instead of delaying the whole job.
+The preparation (:func:`prepare`: face analysis, mouth samples, visemes) is numpy, dlib and
+FFmpeg; torch loads only after it, in :meth:`WarpEngine.start`, while the render's decoding
+is already under way (:func:`lipsync.render.render`). A template without a face therefore
+fails before torch is imported. (Importing torch on another thread during the preparation
+gains nothing: both hold the interpreter lock most of the time, and on two cores the
+first frame came no sooner, warm or cold.)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lipsync.engine import FrameEngine, RenderContext
 from lipsync.mouth import MouthSettings
 
 if TYPE_CHECKING:
+    from lipsync.engines.warp_geometry import MouthGeometry
+    from lipsync.engines.warp_samples import MouthSamples
     from lipsync.engines.warp_session import WarpSession
+    from lipsync.face.analysis import TemplateAnalysis
+    from lipsync.mouth import MouthTrack
+
+_ANALYSIS_SHARE = 0.85  # of the preparation progress; mouth samples and the audio features take the rest
+
+
+@dataclass(frozen=True)
+class PreparedRender:
+    """What a render of the warp engine needs before its first chunk."""
+
+    analysis: TemplateAnalysis
+    geometry: MouthGeometry
+    samples: MouthSamples
+    track: MouthTrack
+
+
+def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
+    """Analyse the template (or read its cache), sample its open mouths, and turn the audio
+    into visemes. Imports no torch."""
+    from lipsync.engines.warp_geometry import mouth_geometry
+    from lipsync.engines.warp_samples import MouthSamples, mouth_samples
+    from lipsync.face.analysis import analyze_template
+    from lipsync.heap import release_free_memory
+    from lipsync.mouth import mouth_track_from_file
+
+    analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
+                                progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
+    geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
+    # a photo's only open mouth is the one the warp already keeps in place
+    samples = MouthSamples.none() if ctx.template.is_still else mouth_samples(
+        ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
+    ctx.progress(0.9)
+    track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
+    release_free_memory()  # what decoding the template for the analysis and the samples left behind
+    ctx.progress(1.0)
+    return PreparedRender(analysis, geometry, samples, track)
 
 
 class WarpEngine(FrameEngine):
@@ -36,6 +78,7 @@ class WarpEngine(FrameEngine):
         # analysis cache, once per process (lipsync.face.landmarks), as for wav2lip
 
     def start(self, ctx: RenderContext) -> WarpSession:
-        from lipsync.engines.warp_session import start_session
+        prepared = prepare(ctx, self.mouth_settings)
+        from lipsync.engines.warp_session import WarpSession
 
-        return start_session(ctx, self.mouth_settings)
+        return WarpSession(ctx, prepared)

@@ -1,5 +1,5 @@
-"""The ``warp`` engine's per-render work: preparation and the batched warp of each chunk
-(see :mod:`lipsync.engines.warp`, which imports this module only when a render starts)."""
+"""The ``warp`` engine's per-render work in torch: the batched warp of each chunk (see
+:mod:`lipsync.engines.warp`, which prepares the render and imports this module only then)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import numpy as np
 import torch
 
 from lipsync.engine import EngineSession, FrameChunk, RenderContext
-from lipsync.engines.warp_field import MAX_OPENING, MouthGeometry, MouthPose, geometry_tensors, mouth_geometry, warp_crops
-from lipsync.engines.warp_interior import (InteriorColours, MouthSamples, SampleBank, interior_colours, lip_colour,
-                                           mouth_samples)
-from lipsync.face.analysis import TemplateAnalysis, analyze_template
-from lipsync.mouth import MouthSettings, MouthTrack, mouth_track_from_file
+from lipsync.engines.warp import PreparedRender
+from lipsync.engines.warp_field import MAX_OPENING, MouthPose, geometry_tensors, warp_crops
+from lipsync.engines.warp_interior import SampleBank
+from lipsync.engines.warp_samples import InteriorColours, interior_colours, lip_colour
 
-_ANALYSIS_SHARE = 0.85  # of the preparation progress; mouth samples and the audio features take the rest
 # Crop pixels warped per torch call: large batches amortise the fixed cost of the ~600 small
 # tensor operations on the coarse grid, but beyond ~16 crops of a 720p face they gain
 # nothing; the cap bounds memory (~40 bytes per pixel: 20 MB), which the render's peak
@@ -35,32 +33,16 @@ def _share_cpu_with_the_pipeline() -> None:
         torch.set_num_threads(wanted)
 
 
-def start_session(ctx: RenderContext, settings: MouthSettings) -> WarpSession:
-    """Analyse the template (or read its cache), sample its open mouths, and turn the audio
-    into visemes: everything a render needs before its first chunk."""
-    analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
-                                progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
-    geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
-    # a photo's only open mouth is the one the warp already keeps in place
-    samples = MouthSamples.none() if ctx.template.is_still else mouth_samples(
-        ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
-    ctx.progress(0.9)
-    track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
-    ctx.progress(1.0)
-    return WarpSession(ctx, analysis, geometry, samples, track)
-
-
 class WarpSession(EngineSession):
-    def __init__(self, ctx: RenderContext, analysis: TemplateAnalysis, geometry: MouthGeometry,
-                 samples: MouthSamples, track: MouthTrack):
+    def __init__(self, ctx: RenderContext, prepared: PreparedRender):
         super().__init__()
         self.device = torch.device(ctx.device)
         if self.device.type == "cpu":
             _share_cpu_with_the_pipeline()
-        self.analysis = analysis
-        self.track = track
-        self.geometry = geometry
-        self.samples = samples
+        self.analysis = analysis = prepared.analysis
+        self.track = prepared.track
+        self.geometry = prepared.geometry
+        self.samples = prepared.samples
         self._colours: InteriorColours | None = None
         self._bank: SampleBank | None = None
         unusable = analysis.frame_count - int(np.count_nonzero(self.geometry.valid))

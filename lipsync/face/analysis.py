@@ -23,11 +23,12 @@ from lipsync.errors import MediaError, NoFaceError
 from lipsync.face.landmarks import LandmarkModels, load_landmark_models
 from lipsync.face.smoothing import OneEuroSettings, smooth_landmarks
 from lipsync.face.tracking import FaceTracker, TrackerSettings
+from lipsync.heap import release_free_memory
 
 log = logging.getLogger(__name__)
 
 # Bump when tracking/smoothing changes what an analysis contains: old cache files are ignored.
-ANALYSIS_VERSION = 2  # 2: faces chosen by confidence and continuity, not by size
+ANALYSIS_VERSION = 3  # 2: faces chosen by confidence and continuity, not by size; 3: read from the luma plane
 _HASH_SHARE = 0.05  # share of the progress bar given to hashing the template file
 
 
@@ -80,7 +81,7 @@ def analyze_frames(frames: Iterable[np.ndarray], *, fps: float, total: int | Non
                    models: LandmarkModels | None = None, progress: ProgressFn = no_progress,
                    tracker_settings: TrackerSettings = TrackerSettings(),
                    smoothing: OneEuroSettings = OneEuroSettings()) -> TemplateAnalysis:
-    """Landmarks of every frame of ``frames`` ((H, W, 3) uint8 RGB, in order). Never raises
+    """Landmarks of every frame of ``frames`` ((H, W, 3) uint8 RGB or (H, W) luma, in order). Never raises
     :class:`NoFaceError`: a result without faces is a valid (cacheable) answer."""
     tracker = FaceTracker(models or load_landmark_models(), tracker_settings)
     found: list[np.ndarray | None] = []
@@ -194,10 +195,14 @@ def analyze_template(template: TemplateInfo, *, cache_dir: Path | None = None, p
             return require_face(cached, path)
     start = _HASH_SHARE if cache_dir is not None else 0.0
     with TemplateReader(template) as reader:
-        analysis = analyze_frames(_read_ahead(reader.iter_forward()), fps=template.fps, total=template.frame_count,
+        # the luma straight from the decoder: a third of the memory, and no conversion to
+        # RGB and back to grey (4.6 against 1.1 ms a 720p frame)
+        analysis = analyze_frames(_read_ahead(reader.iter_forward(gray=True)), fps=template.fps,
+                                  total=template.frame_count,
                                   models=models, progress=lambda f: progress(start + (1.0 - start) * f))
     analysis = TemplateAnalysis(analysis.landmarks, analysis.has_face, analysis.boxes, analysis.width,
                                 analysis.height, digest)
+    release_free_memory()  # the frames decoded for it, freed in the read-ahead thread's arena
     if cached_at is not None:
         try:
             analysis.save(cached_at)

@@ -31,8 +31,8 @@ class TrackerSettings:
 
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
-    """(H, W) uint8 luma of an (H, W, 3) uint8 RGB frame."""
-    return np.asarray(Image.fromarray(frame).convert("L"))
+    """(H, W) uint8 luma of an (H, W, 3) uint8 RGB frame; a (H, W) frame is luma already."""
+    return frame if frame.ndim == 2 else np.asarray(Image.fromarray(frame).convert("L"))
 
 
 def _bbox(points: np.ndarray) -> Box:
@@ -58,7 +58,8 @@ def _appearance(gray: np.ndarray, points: np.ndarray) -> np.ndarray | None:
 
 
 class FaceTracker:
-    """Feed frames in order with :meth:`update`; each call returns (68, 2) landmarks or None."""
+    """Feed frames in order with :meth:`update` (RGB, or their luma: all it looks at); each
+    call returns (68, 2) landmarks or None."""
 
     def __init__(self, models: LandmarkModels, settings: TrackerSettings = TrackerSettings()):
         self.models = models

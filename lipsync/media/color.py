@@ -35,6 +35,10 @@ UNSPECIFIED = 2  # AVCOL_PRI / AVCOL_TRC / AVCOL_SPC _UNSPECIFIED
 # truncates, and a frame decoded and encoded again lost 1-3 levels every time (a navy
 # 2-3 levels darker per encode). This one holds within 1 level over repeated encodes, for
 # about 9 ms a 1080p frame (4 ms before). RGB -> YUV is accurate on the default path.
+# 8-bit formats whose first plane is the luma, one byte a pixel
+_Y_PLANE_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"})
+# limited-range luma (16-235) to full range, as swscale expands it
+_FULL_LUMA = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 _DECODE = Interpolation.POINT | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 _DECODE_SCALED = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 
@@ -90,6 +94,21 @@ class ColorInfo:
         return frame.to_ndarray(format="rgb24", src_colorspace=self.swscale, dst_colorspace=self.swscale,
                                 src_color_range=self.range, dst_color_range=ColorRange.JPEG,
                                 interpolation=_DECODE_SCALED if size else _DECODE, **size)
+
+    def to_gray(self, frame: av.VideoFrame, **size: int) -> np.ndarray:
+        """``frame``'s luma as full-range uint8 (H, W) (face detection needs no colour).
+
+        Of 8-bit YUV at its own size, the Y plane itself, its range expanded by a table:
+        0.9 ms at 720p, where swscale's grey (made through RGB) takes 3-4 ms and RGB 5."""
+        if not size and frame.format.name in _Y_PLANE_FIRST:
+            plane = frame.planes[0]
+            luma = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:frame.height, :frame.width]
+            full = self.full_range or frame.format.name.startswith("yuvj")
+            return luma.copy() if full else np.take(_FULL_LUMA, luma)
+        if frame.format.name.startswith(("rgb", "bgr", "gray", "pal")):
+            return frame.to_ndarray(format="gray", **size)
+        return frame.to_ndarray(format="gray", src_colorspace=self.swscale, dst_colorspace=self.swscale,
+                                src_color_range=self.range, dst_color_range=ColorRange.JPEG, **size)
 
     def for_output(self) -> ColorInfo:
         """The description of video written from frames read with this one (limited range)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import MediaError, NoVideoStreamError
@@ -161,18 +162,27 @@ def _quarter_turns(rotation: float) -> int:
 def to_rgb(frame: av.VideoFrame, width: int, height: int, color: ColorInfo | None = None) -> np.ndarray:
     """A decoded frame as upright RGB uint8 (height, width, 3), cropped to even size, its
     YUV read with the source's matrix and range (``color``; by default what the frame says)."""
+    return _upright(frame, width, height, (color or ColorInfo.of_frame(frame)).to_rgb)
+
+
+def to_gray(frame: av.VideoFrame, width: int, height: int, color: ColorInfo | None = None) -> np.ndarray:
+    """:func:`to_rgb`'s picture as full-range luma, uint8 (height, width)."""
+    return _upright(frame, width, height, (color or ColorInfo.of_frame(frame)).to_gray)
+
+
+def _upright(frame: av.VideoFrame, width: int, height: int, convert) -> np.ndarray:
     turns = _quarter_turns(frame.rotation)
     # the size before rotation that gives (width, height) after it
     tw, th = (height, width) if turns % 2 else (width, height)
     size = {}
     if frame.width - tw not in (0, 1) or frame.height - th not in (0, 1):
         size = {"width": tw, "height": th}  # the resolution changed mid-stream: scale to the first
-    rgb = (color or ColorInfo.of_frame(frame)).to_rgb(frame, **size)
+    picture = convert(frame, **size)
     if turns:
-        rgb = np.rot90(rgb, turns)
-    if rgb.shape[0] != height or rgb.shape[1] != width:
-        rgb = rgb[:height, :width]
-    return np.ascontiguousarray(rgb)
+        picture = np.rot90(picture, turns)
+    if picture.shape[0] != height or picture.shape[1] != width:
+        picture = picture[:height, :width]
+    return np.ascontiguousarray(picture)
 
 
 @dataclass
@@ -218,27 +228,30 @@ class TemplateReader:
         self._cache: OrderedDict[int, av.VideoFrame] = OrderedDict()
         self._index: _PacketIndex | None = None
         self._still: np.ndarray | None = None
+        self._still_luma: np.ndarray | None = None
 
     # ------------------------------------------------------------------ public
-    def iter_forward(self) -> Iterator[np.ndarray]:
+    def iter_forward(self, *, gray: bool = False) -> Iterator[np.ndarray]:
         """Every frame once, in order."""
-        return self.frames(range(self.info.frame_count))
+        return self.frames(range(self.info.frame_count), gray=gray)
 
-    def frames(self, indices: Iterable[int]) -> Iterator[np.ndarray]:
-        """The frames at ``indices`` (each in 0..frame_count-1), in the order given.
+    def frames(self, indices: Iterable[int], *, gray: bool = False) -> Iterator[np.ndarray]:
+        """The frames at ``indices`` (each in 0..frame_count-1), in the order given: RGB
+        (H, W, 3), or with ``gray`` their luma (H, W), both uint8.
 
         Each yielded array is new and may be modified, except for a still image, where
         the same read-only array is yielded every time.
         """
         n = self.info.frame_count
+        convert = to_gray if gray else to_rgb
         for idx in indices:
             idx = int(idx)
             if not 0 <= idx < n:
                 raise IndexError(f"{self.info.path}: template frame {idx} is out of range 0..{n - 1}")
             if self.info.is_still:
-                yield self._still_frame()
+                yield self._still_gray() if gray else self._still_frame()
             else:
-                yield to_rgb(self._frame(idx), self.info.width, self.info.height, self.info.color)
+                yield convert(self._frame(idx), self.info.width, self.info.height, self.info.color)
 
     @property
     def cached_frames(self) -> int:
@@ -275,6 +288,12 @@ class TemplateReader:
             self._still.flags.writeable = False
             self.close()
         return self._still
+
+    def _still_gray(self) -> np.ndarray:
+        if self._still_luma is None:
+            self._still_luma = np.asarray(Image.fromarray(self._still_frame()).convert("L"))
+            self._still_luma.flags.writeable = False
+        return self._still_luma
 
     def _frame(self, idx: int) -> av.VideoFrame:
         hit = self._cache.get(idx)
