@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from lipsync.face.landmarks import Box, LandmarkModels, pick_face
+from lipsync.media.color import rgb_to_gray
 
 _PATCH = 24  # side of the appearance patch compared between frames
 _INNER_FACE = slice(17, 68)  # brows, nose, eyes, mouth: stable under expression changes
@@ -32,7 +33,7 @@ class TrackerSettings:
 
 def to_gray(frame: np.ndarray) -> np.ndarray:
     """(H, W) uint8 luma of an (H, W, 3) uint8 RGB frame; a (H, W) frame is luma already."""
-    return frame if frame.ndim == 2 else np.asarray(Image.fromarray(frame).convert("L"))
+    return frame if frame.ndim == 2 else rgb_to_gray(frame)
 
 
 def _bbox(points: np.ndarray) -> Box:

@@ -30,6 +30,7 @@ from lipsync.cachefile import write_npz
 from lipsync.engine import TemplateInfo
 from lipsync.errors import MediaError
 from lipsync.face.landmarks import Box, Detection, LandmarkModels, load_landmark_models, pick_face
+from lipsync.media.color import rgb_to_gray
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def follow_face(frames: Iterable[np.ndarray], fps: float, models: LandmarkModels
         n = i + 1
         if i % DETECT_EVERY:
             continue
-        gray = np.asarray(Image.fromarray(frame).convert("L"))
+        gray = rgb_to_gray(frame)
         chosen = None
         if followed is not None:
             chosen = pick_face(_search_around(models, gray, followed), followed)

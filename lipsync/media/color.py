@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from PIL import Image
 
 # AVColorSpace values (the matrix tag) -> the matrices swscale implements
 _MATRIX_OF_TAG = {1: "bt709", 5: "bt601", 6: "bt601", 7: "smpte240m", 4: "fcc", 9: "bt2020", 10: "bt2020"}
@@ -41,6 +42,12 @@ _Y_PLANE_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv44
 _FULL_LUMA = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
 _DECODE = Interpolation.POINT | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 _DECODE_SCALED = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+
+
+def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grey of an (H, W, 3) uint8 RGB picture (PIL's "L": ITU-R 601 weights);
+    what faces are found in when there is no decoder luma to read (a still, a rendered frame)."""
+    return np.asarray(Image.fromarray(rgb).convert("L"))
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,11 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
 
 from lipsync.engine import RenderOptions, TemplateInfo
 from lipsync.errors import MediaError, NoVideoStreamError
 from lipsync.media import probe
-from lipsync.media.color import ColorInfo
+from lipsync.media.color import ColorInfo, rgb_to_gray
 from lipsync.media.headers import declared_picture_size
 
 VIDEO_FORMATS = frozenset({"mov", "mp4", "matroska", "webm", "avi"})
@@ -291,7 +290,7 @@ class TemplateReader:
 
     def _still_gray(self) -> np.ndarray:
         if self._still_luma is None:
-            self._still_luma = np.asarray(Image.fromarray(self._still_frame()).convert("L"))
+            self._still_luma = rgb_to_gray(self._still_frame())
             self._still_luma.flags.writeable = False
         return self._still_luma
 
