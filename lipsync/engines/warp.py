@@ -51,7 +51,6 @@ def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
     from lipsync.engines.warp_geometry import mouth_geometry
     from lipsync.engines.warp_samples import MouthSamples, mouth_samples
     from lipsync.face.analysis import analyze_template
-    from lipsync.heap import release_free_memory
     from lipsync.mouth import mouth_track_from_file
 
     analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
@@ -62,7 +61,6 @@ def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
         ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
     ctx.progress(0.9)
     track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
-    release_free_memory()  # what decoding the template for the analysis and the samples left behind
     ctx.progress(1.0)
     return PreparedRender(analysis, geometry, samples, track)
 

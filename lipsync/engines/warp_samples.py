@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lipsync.cachefile import write_npz
+from lipsync.heap import release_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ def mouth_samples(template, landmarks: np.ndarray, usable: np.ndarray, *, cache_
         kept_frames = np.array(kept, np.int64)
         samples = MouthSamples(np.stack(pixels), np.stack(masks), inner_opening(landmarks[kept_frames]).astype(np.float32),
                                np.array(lips, np.float32), kept_frames) if kept else MouthSamples.none()
+        release_free_memory()  # the seeks decoded whole groups of frames, on FFmpeg's threads
     if cached_at is not None:
         try:
             samples.save(cached_at)

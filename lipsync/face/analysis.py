@@ -196,7 +196,7 @@ def analyze_template(template: TemplateInfo, *, cache_dir: Path | None = None, p
     start = _HASH_SHARE if cache_dir is not None else 0.0
     with TemplateReader(template) as reader:
         # the luma straight from the decoder: a third of the memory, and no conversion to
-        # RGB and back to grey (4.6 against 1.1 ms a 720p frame)
+        # RGB and back to grey (0.9 against 4.6 ms a 720p frame)
         analysis = analyze_frames(_read_ahead(reader.iter_forward(gray=True)), fps=template.fps,
                                   total=template.frame_count,
                                   models=models, progress=lambda f: progress(start + (1.0 - start) * f))

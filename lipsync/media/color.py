@@ -36,12 +36,12 @@ UNSPECIFIED = 2  # AVCOL_PRI / AVCOL_TRC / AVCOL_SPC _UNSPECIFIED
 # truncates, and a frame decoded and encoded again lost 1-3 levels every time (a navy
 # 2-3 levels darker per encode). This one holds within 1 level over repeated encodes, for
 # about 9 ms a 1080p frame (4 ms before). RGB -> YUV is accurate on the default path.
+_DECODE = Interpolation.POINT | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
+_DECODE_SCALED = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 # 8-bit formats whose first plane is the luma, one byte a pixel
 _Y_PLANE_FIRST = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"})
 # limited-range luma (16-235) to full range, as swscale expands it
 _FULL_LUMA = np.clip(np.round((np.arange(256) - 16) * 255.0 / 219.0), 0, 255).astype(np.uint8)
-_DECODE = Interpolation.POINT | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
-_DECODE_SCALED = Interpolation.BILINEAR | Interpolation.FULL_CHR_H_INT | Interpolation.ACCURATE_RND
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
