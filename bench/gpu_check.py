@@ -1,4 +1,4 @@
-"""The CUDA paths, measured on a GPU host: warp and wav2lip on CUDA, and a real out-of-memory.
+"""The CUDA paths, measured on a GPU host: wav2lip on CUDA beside the warp, and a real out-of-memory.
 
     python bench/gpu_check.py --prepare DIR       # on any host with dlib: inputs + face-analysis cache
     python bench/gpu_check.py --inputs DIR [--out FILE]   # on the GPU host
@@ -9,8 +9,8 @@ keyed by the template's content, so the prepared files are used as they are).
 
 On the GPU host it reports, for a 720p and a 1080p template and 10 s of speech-like audio:
 
-* ``warp``: frames per second of a whole render with the warp engine on CUDA and on the
-  CPU (same inputs, same process), and the engine's share of it;
+* ``warp``: frames per second of a whole render with the warp engine (which runs on the
+  CPU, GPU or not) on the GPU host's cores;
 * ``wav2lip``: generator-alone faces per second (fp16 autocast and fp32, batch 32 and 128)
   and a whole fp16 render, with seeded random weights (speed does not depend on them);
 * ``passthrough``: the decode + encode limit of the pipeline on the same inputs;
@@ -104,7 +104,7 @@ def measure(inputs: Path, work: Path) -> dict:
     torch.cuda.empty_cache()
     print("oom:", report["oom"])
 
-    warp = create_engine("warp", device="cuda")
+    warp = create_engine("warp")
     w2l16 = create_engine("wav2lip", device="cuda", checkpoint=checkpoint, batch_size=32,
                           precision="fp16")
     passthrough = create_engine("passthrough")
@@ -112,15 +112,14 @@ def measure(inputs: Path, work: Path) -> dict:
         template = inputs / f"face_{w}x{h}.mp4"
         row: dict = {"size": f"{w}x{h}"}
         for label, engine, device, chunk in (("passthrough", passthrough, "cuda", 32),
-                                             ("warp_cuda", warp, "cuda", 32),
-                                             ("warp_cpu", create_engine("warp", device="cpu"), "cpu", 32),
+                                             ("warp", warp, "cpu", 32),
                                              ("wav2lip_cuda_fp16", w2l16, "cuda", 32)):
             options = RenderOptions(device=device, chunk_frames=chunk, cache_dir=cache)
             timed_render(audio, template, work / "warmup.mp4", engine, options)  # kernels, allocator, cache
             seconds, frames = timed_render(audio, template, work / f"{label}.mp4", engine, options)
             row[f"{label}_fps"] = round(frames / seconds, 1)
             row["frames"] = frames
-        row["warp_cuda_vs_passthrough"] = round(row["warp_cuda_fps"] / row["passthrough_fps"], 3)
+        row["warp_vs_passthrough"] = round(row["warp_fps"] / row["passthrough_fps"], 3)
         row["wav2lip_vs_passthrough"] = round(row["wav2lip_cuda_fp16_fps"] / row["passthrough_fps"], 3)
         print(json.dumps(row))
         report["rows"].append(row)

@@ -336,14 +336,13 @@ def main() -> None:
         presenter, lines, collar = presenter_with_lines(work / "presenter.mp4", width, height)
         shapes = vowel_figures(engine, presenter, lines, collar, work, options, resolve_device(args.device), args.sheet)
 
-        import torch
+        import numba
 
         figures = {
             "engine": "warp",
-            "device": resolve_device(args.device),
+            "device": "cpu",  # the warp runs on the CPU whatever --device says
             "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__,
+            "numba": numba.__version__,
             "machine": platform.machine(),
             "size": f"{width}x{height}",
             "fps": FPS,

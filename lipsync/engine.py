@@ -135,6 +135,9 @@ class FrameEngine(Engine):
     # chunks hold a multiple of this many frames (an engine that works on windows of
     # frames sees whole windows; only the video's last chunk may end inside one)
     frames_per_call: int = 1
+    # whether the engine runs on the configured device; one that runs on the CPU whatever
+    # it is (warp, passthrough) is given "cpu", and resolving "auto" never imports torch for it
+    uses_device: bool = True
 
     @abstractmethod
     def start(self, ctx: RenderContext) -> EngineSession:

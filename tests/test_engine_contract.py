@@ -24,7 +24,7 @@ from lipsync.render import render
 from daemon.config import ConfigError, from_dict
 from daemon.errors import job_error_from
 from daemon.intake.manifest import parse_manifest
-from tests.media_factory import probe, write_plain_video, write_still, write_tone
+from tests.media_factory import probe, write_plain_video, write_tone
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,23 +118,28 @@ def test_gpu_out_of_memory_from_any_engine_is_a_transient_render_error(media, tm
     assert (mapped.code, mapped.permanent) == ("render_transient", False)
 
 
+class _GreedyOnTheGpu(FrameEngine):
+    """Asks the GPU for more memory than it has, the way a neural engine with too big a batch does."""
+
+    name = "greedy-gpu"
+
+    def start(self, ctx: RenderContext) -> EngineSession:
+        class Session(EngineSession):
+            def process(self, chunk: FrameChunk) -> np.ndarray:
+                free, _total = torch.cuda.mem_get_info()
+                torch.empty(int(free * 2), dtype=torch.uint8, device=ctx.device)  # a real CUDA out-of-memory
+                return chunk.frames
+        return Session()
+
+
 @pytest.mark.gpu
-def test_real_cuda_out_of_memory_in_the_warp_engine_is_transient(media, tmp_path):
+def test_real_cuda_out_of_memory_in_a_frame_engine_is_transient(media, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    audio, _ = media
-    face = write_still(tmp_path / "face.png", (600, 600))
-    engine = create_engine("warp", device="cuda")
-    free, _total = torch.cuda.mem_get_info()
-    hog = [torch.empty(int(free * 0.9), dtype=torch.uint8, device="cuda")]  # leave the engine nothing
-    try:
-        chunk = int(free // (600 * 600 * 3)) + 64  # a chunk larger than what is left
-        with pytest.raises(TransientRenderError):
-            render(audio, face, tmp_path / "out.mp4", engine=engine,
-                   options=RenderOptions(device="cuda", chunk_frames=min(chunk, 1024)))
-    finally:
-        del hog
-        torch.cuda.empty_cache()
+    audio, template = media
+    with pytest.raises(TransientRenderError):
+        render(audio, template, tmp_path / "out.mp4", engine=_GreedyOnTheGpu(), options=RenderOptions(device="cuda"))
+    torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- one list of names

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bench.avsync import audio_envelope, av_sync, mouth_jaw_mask, referee_mouths
 from lipsync.engine import FrameChunk, RenderContext, RenderOptions
@@ -176,8 +175,6 @@ def test_warp_is_the_default_engine():
     assert isinstance(engine, WarpEngine) and engine.name == "warp" and engine.load_notes == []
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_renders_what_the_cpu_renders(engine, portrait):
     ctx = context(mf.SPEECH_SHORT, portrait, RenderOptions())
     frames = np.stack([np.asarray(next(TemplateReader(ctx.template).frames([0])))] * 8)

@@ -21,6 +21,7 @@ class PassthroughSession(EngineSession):
 class PassthroughEngine(FrameEngine):
     name = "passthrough"
     prepare_share = 0.0  # nothing to prepare
+    uses_device = False
 
     def __init__(self, **_options: Any) -> None:
         # device, checkpoint, batch size... mean nothing here

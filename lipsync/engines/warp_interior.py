@@ -15,7 +15,7 @@ lips were already apart (:mod:`lipsync.engines.warp_field` keeps that one in pla
   and skin, grained like the skin around them.
 
 What those are made from (colours, samples) is prepared in numpy by
-:mod:`lipsync.engines.warp_samples`; this module draws them in torch.
+:mod:`lipsync.engines.warp_samples`; this module draws them.
 """
 
 from __future__ import annotations
@@ -23,42 +23,44 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
+from lipsync.engines.warp_kernels import bilinear, bilinear_at, compiled
+from lipsync.engines.warp_kernels import smoothstep_scalar as _smoothstep
 from lipsync.engines.warp_samples import SAMPLE_INSET, InteriorColours, MouthSamples, smoothstep
 
-def grain_noise(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+
+def grain_noise(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Fixed per-pixel noise with std 1 (uniform), from an integer hash of the frame
-    coordinates: identical on every device and in every frame, so it adds texture without
-    flicker (which the encoder would also pay bits for)."""
-    h = xs.to(torch.int64) * 73856093 + ys.to(torch.int64) * 19349663
+    coordinates: identical in every frame, so it adds texture without flicker (which the
+    encoder would also pay bits for)."""
+    h = xs.astype(np.int64) * 73856093 + ys.astype(np.int64) * 19349663
     h = ((h ^ (h >> 13)) & 0xFFFFFFF) * 1274126177  # masked first: no int64 overflow
     h = (h ^ (h >> 16)) & 0xFFFF
-    return (h.float() / 65535.0 - 0.5) * 3.4641  # uniform on +-sqrt(3): std 1
+    return (h.astype(np.float32) / np.float32(65535.0) - np.float32(0.5)) * np.float32(3.4641)  # uniform on +-sqrt(3)
 
 
 @dataclass(frozen=True)
 class SampleChoice:
     """Per frame of a batch: which mouth sample to show, how much of it and in what colour."""
 
-    index: torch.Tensor  # (T,) int64
-    weight: torch.Tensor  # (T,) 0..1
-    gain: torch.Tensor  # (T, 3) per-channel colour gain
+    index: np.ndarray  # (T,) int64
+    weight: np.ndarray  # (T,) float32 0..1
+    gain: np.ndarray  # (T, 3) float32 per-channel colour gain
 
 
 class SampleBank:
-    """A session's mouth samples on the render device, and the rule for picking one."""
+    """A session's mouth samples, and the rule for picking one."""
 
-    def __init__(self, samples: MouthSamples, lips_now: np.ndarray, device: torch.device):
+    def __init__(self, samples: MouthSamples, lips_now: np.ndarray):
         self.count = len(samples)
         self.opening = samples.opening.astype(np.float64)
         if self.count:
-            both = np.concatenate([samples.pixels, samples.mask[..., None]], axis=-1)  # (K, rows, cols, 4)
-            self.images = torch.from_numpy(np.ascontiguousarray(both.transpose(0, 3, 1, 2))).to(device)
+            # pixels and how much of each is interior, sampled together: (K, rows, cols, 4)
+            self.images = np.ascontiguousarray(np.concatenate([samples.pixels, samples.mask[..., None]], axis=-1),
+                                               np.float32)
             # the light may differ between the sample's frame and this render's: match the lips
             gain = np.clip(np.asarray(lips_now, np.float64)[None] / np.maximum(samples.lips, 1.0), 0.75, 1.33)
             self.gain = gain.astype(np.float32)
-        self.device = device
 
     def choose(self, target_opening: np.ndarray) -> SampleChoice | None:
         """The sample nearest (in ratio) to each frame's target opening; weighted down when
@@ -70,73 +72,82 @@ class SampleBank:
         index = np.argmin(np.abs(ratio), axis=1)
         scale = self.opening[index] / target
         weight = smoothstep(0.35, 0.6, scale) * smoothstep(0.02, 0.05, target)
-        return SampleChoice(torch.from_numpy(index).to(self.device),
-                            torch.from_numpy(weight.astype(np.float32)).to(self.device),
-                            torch.from_numpy(self.gain[index]).to(self.device))
+        return SampleChoice(index.astype(np.int64), weight.astype(np.float32), self.gain[index])
 
 
-def _grid_sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+def draw_interior(frame_of: np.ndarray, across: np.ndarray, down: np.ndarray, gap: np.ndarray, width: np.ndarray,
+                  half_width: np.ndarray, colours: InteriorColours, bank: SampleBank | None,
+                  choice: SampleChoice | None) -> np.ndarray:
+    """(N, 3) float32 colour of the inside of the mouth at N pixels of a batch's openings.
 
-
-def draw_interior(across: torch.Tensor, down: torch.Tensor, gap: torch.Tensor, width: torch.Tensor,
-                  half_width: torch.Tensor, colours: InteriorColours, bank: SampleBank | None,
-                  choice: SampleChoice | None) -> torch.Tensor:
-    """(T, 3, H, W) colour of the inside of the mouth.
-
-    across: position from the mouth's middle, in half-widths of the opening (-1..1 at its
-    corners); down: 0 at the upper inner lip, 1 at the lower one; gap: the opening's height
-    (pixels) at that column; width, half_width: (T, 1, 1) mouth width and half the opening's
-    width (pixels).
+    Per pixel: frame_of, its frame in the batch; across, its position from the mouth's
+    middle, in half-widths of the opening (-1..1 at its corners); down, 0 at the upper inner
+    lip and 1 at the lower one; gap, the opening's height (pixels) at that column. Per frame
+    (T,): width, the mouth's width, and half_width, half the opening's width (pixels).
     """
-    dev = across.device
+    palette = np.array([colours.cavity, colours.floor, colours.tongue, colours.teeth], np.float32)
+    out = np.empty((len(across), 3), np.float32)
+    use_bank = bank is not None and choice is not None and bank.count > 0
+    images = bank.images if use_bank else np.zeros((1, 2, 2, 4), np.float32)
+    t = len(width)
+    index, weight, gain = ((choice.index, choice.weight, choice.gain) if use_bank
+                           else (np.zeros(t, np.int64), np.zeros(t, np.float32), np.ones((t, 3), np.float32)))
+    _draw(np.ascontiguousarray(frame_of, np.int64), *(np.ascontiguousarray(x, np.float32) for x in (
+        across, down, gap, np.ravel(width), np.ravel(half_width))), palette, use_bank, images,
+        np.ascontiguousarray(index, np.int64), np.ascontiguousarray(weight, np.float32),
+        np.ascontiguousarray(gain, np.float32), out)
+    return out
 
-    def rgb(c: tuple[float, float, float]) -> torch.Tensor:
-        return torch.tensor(c, device=dev).view(1, 3, 1, 1)
 
-    side = across.abs()
-    depth = down * gap  # pixels below the upper lip
-    to_lower = (1.0 - down) * gap
-    centre = 1.0 - smoothstep(0.6, 0.9, side)  # the upper teeth: all but the very corners
-
-    # upper teeth hang from the upper lip; the lower teeth show above the lower lip while the
-    # jaw is half open (wide open, the lip drops below them and the tongue takes over)
-    teeth_h = torch.minimum(0.35 * gap, 0.09 * width)
-    upper_teeth = (1.0 - smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
-    low_h = torch.minimum(0.25 * gap, 0.06 * width)
-    mid_open = smoothstep(0.04 * width, 0.10 * width, gap) * (1.0 - smoothstep(0.20 * width, 0.32 * width, gap))
-    lower_teeth = (smoothstep(0.15 * low_h, 0.5 * low_h, to_lower) * (1.0 - smoothstep(0.6 * low_h, low_h, to_lower))
-                   * (1.0 - smoothstep(0.35, 0.65, side)) * mid_open)
-    # the tongue: a dome rising from the floor of the mouth, highest in the middle, seen
-    # once the jaw is well open
-    dome = down - (0.62 + 0.3 * side * side)
-    tongue = smoothstep(-0.04, 0.1, dome) * (1.0 - smoothstep(0.55, 0.8, side)) \
-        * smoothstep(0.08 * width, 0.2 * width, gap)
-    # a tooth's edge: each tooth a little darker where it meets the next
-    tooth_pitch = (across * half_width / (0.07 * width.clamp(min=1.0)) * torch.pi).cos().abs()
-    tooth_shade = (0.86 + 0.14 * tooth_pitch.pow(0.3)).unsqueeze(1)
-
-    # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
-    # which the light reaches through the opening; darker again towards the cheeks
-    floor = smoothstep(0.2, 1.0, down).unsqueeze(1)
-    interior = rgb(colours.cavity) + (rgb(colours.floor) - rgb(colours.cavity)) * floor
-    interior = interior * (1.0 - 0.4 * smoothstep(0.45, 0.95, side)).unsqueeze(1)
-    # lit from the front: brightest along its ridge, darker towards its sides
-    tongue_rgb = rgb(colours.tongue) * (1.05 - 0.35 * smoothstep(0.0, 0.3, dome) - 0.3 * side).unsqueeze(1)
-    interior = interior + (tongue_rgb - interior) * (0.9 * tongue).unsqueeze(1)
-    interior = interior + (rgb(colours.teeth) * 0.7 * tooth_shade - interior) * (0.6 * lower_teeth).unsqueeze(1)
-    interior = interior + (rgb(colours.teeth) * tooth_shade - interior) * (0.85 * upper_teeth).unsqueeze(1)
-    # towards the corners the inside of the cheeks and lips shows, in shadow: not a black hole
-    corner = smoothstep(0.7, 1.0, side).unsqueeze(1)
-    interior = interior + (rgb(colours.tongue) * 0.55 - interior) * (0.6 * corner)
-
-    if bank is not None and choice is not None and bank.count:
-        # the template's own mouth at the nearest opening, stretched onto these lips
-        t = across.shape[0]
-        grid = torch.stack([across.clamp(-1.0, 1.0),
-                            ((down - SAMPLE_INSET) / (1.0 - 2 * SAMPLE_INSET) * 2.0 - 1.0).clamp(-1.0, 1.0)], dim=-1)
-        sampled = _grid_sample(bank.images[choice.index], grid)  # (T, 4, H, W)
-        colour = sampled[:, :3] * choice.gain.view(t, 3, 1, 1)
-        share = (sampled[:, 3:4] * choice.weight.view(t, 1, 1, 1)).clamp(0.0, 1.0)
-        interior = interior + (colour - interior) * share
-    return interior
+@compiled
+def _draw(frame_of, across, down, gap, width, half_width, palette, use_bank, images, index, weight, gain,
+          out):  # pragma: no cover - compiled; tested through draw_interior and the warp
+    cavity, floor_rgb, tongue_rgb, teeth = palette[0], palette[1], palette[2], palette[3]
+    rows, cols = images.shape[1], images.shape[2]
+    for n in range(across.shape[0]):
+        t = frame_of[n]
+        a, d, g, w = across[n], down[n], gap[n], width[t]
+        side = abs(a)
+        depth = d * g  # pixels below the upper lip
+        to_lower = (1.0 - d) * g
+        centre = 1.0 - _smoothstep(0.6, 0.9, side)  # the upper teeth: all but the very corners
+        # upper teeth hang from the upper lip; the lower teeth show above the lower lip while
+        # the jaw is half open (wide open, the lip drops below them and the tongue takes over)
+        teeth_h = min(0.35 * g, 0.09 * w)
+        upper_teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
+        low_h = min(0.25 * g, 0.06 * w)
+        mid_open = _smoothstep(0.04 * w, 0.10 * w, g) * (1.0 - _smoothstep(0.20 * w, 0.32 * w, g))
+        lower_teeth = (_smoothstep(0.15 * low_h, 0.5 * low_h, to_lower)
+                       * (1.0 - _smoothstep(0.6 * low_h, low_h, to_lower))
+                       * (1.0 - _smoothstep(0.35, 0.65, side)) * mid_open)
+        # the tongue: a dome rising from the floor of the mouth, highest in the middle, seen
+        # once the jaw is well open
+        dome = d - (0.62 + 0.3 * side * side)
+        tongue = (_smoothstep(-0.04, 0.1, dome) * (1.0 - _smoothstep(0.55, 0.8, side))
+                  * _smoothstep(0.08 * w, 0.2 * w, g))
+        # a tooth's edge: each tooth a little darker where it meets the next
+        pitch = abs(np.cos(a * half_width[t] / (0.07 * max(w, 1.0)) * np.pi))
+        tooth_shade = 0.86 + 0.14 * pitch ** 0.3
+        # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
+        # which the light reaches through the opening; darker again towards the cheeks
+        floor = _smoothstep(0.2, 1.0, d)
+        darker = 1.0 - 0.4 * _smoothstep(0.45, 0.95, side)
+        # the tongue lit from the front: brightest along its ridge, darker towards its sides
+        lit = 1.05 - 0.35 * _smoothstep(0.0, 0.3, dome) - 0.3 * side
+        # towards the corners the inside of the cheeks and lips shows, in shadow: not a black hole
+        corner = _smoothstep(0.7, 1.0, side)
+        share, k, at = 0.0, 0, bilinear_at(cols, rows, 0.0, 0.0)
+        if use_bank:  # the template's own mouth at the nearest opening, stretched onto these lips
+            k = index[t]
+            at = bilinear_at(cols, rows, (min(max(a, -1.0), 1.0) + 1.0) * (0.5 * (cols - 1)),
+                             min(max((d - SAMPLE_INSET) / (1.0 - 2 * SAMPLE_INSET), 0.0), 1.0) * (rows - 1))
+            share = min(max(bilinear(images, k, 3, at) * weight[t], 0.0), 1.0)
+        for c in range(3):
+            value = (cavity[c] + (floor_rgb[c] - cavity[c]) * floor) * darker
+            value += (tongue_rgb[c] * lit - value) * (0.9 * tongue)
+            value += (teeth[c] * 0.7 * tooth_shade - value) * (0.6 * lower_teeth)
+            value += (teeth[c] * tooth_shade - value) * (0.85 * upper_teeth)
+            value += (tongue_rgb[c] * 0.55 - value) * (0.6 * corner)
+            if use_bank:
+                value += (bilinear(images, k, c, at) * gain[t, c] - value) * share
+            out[n, c] = value

@@ -2,8 +2,8 @@
 the inside of a mouth matched to the face (:func:`interior_colours`), and real open mouths
 taken from the template's own frames (:class:`MouthSamples`, cached by content).
 
-Plain numpy: a render prepares all of it while torch imports on another thread (see
-:mod:`lipsync.engines.warp`); :mod:`lipsync.engines.warp_interior` draws with it.
+Plain numpy, prepared before the first chunk (see :mod:`lipsync.engines.warp`);
+:mod:`lipsync.engines.warp_interior` draws with it.
 """
 
 from __future__ import annotations
@@ -68,9 +68,9 @@ def _grain_level(frame: np.ndarray, landmarks: np.ndarray) -> float:
 
 
 def smoothstep(edge0, edge1, x):
-    """Works on numpy arrays and torch tensors alike (edges may be either, or floats)."""
-    t = (x - edge0) / (edge1 - edge0)
-    t = t.clamp(0.0, 1.0) if hasattr(t, "clamp") else np.clip(t, 0.0, 1.0)
+    """0 below edge0, 1 above edge1, a smooth cubic between; on numpy arrays or scalars (and
+    compiled as it is for the warp's per-pixel loops: lipsync.engines.warp_kernels)."""
+    t = np.minimum(np.maximum((x - edge0) / (edge1 - edge0), 0.0), 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 

@@ -1,44 +1,26 @@
-"""The ``warp`` engine's per-render work in torch: the batched warp of each chunk (see
-:mod:`lipsync.engines.warp`, which prepares the render and imports this module only then)."""
+"""The ``warp`` engine's per-render work: the batched warp of each chunk (see
+:mod:`lipsync.engines.warp`, which prepares the render)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
-import torch
 
 from lipsync.engine import EngineSession, FrameChunk, RenderContext
 from lipsync.engines.warp import PreparedRender
-from lipsync.engines.warp_field import MAX_OPENING, MouthPose, geometry_tensors, warp_crops
+from lipsync.engines.warp_field import MAX_OPENING, MouthPose, warp_crops
 from lipsync.engines.warp_interior import SampleBank
 from lipsync.engines.warp_samples import InteriorColours, interior_colours, lip_colour
 
-# Crop pixels warped per torch call: large batches amortise the fixed cost of the ~600 small
-# tensor operations on the coarse grid, but beyond ~16 crops of a 720p face they gain
+# Crop pixels warped per batch: large batches amortise the fixed cost of the ~600 small
+# array operations on the coarse grid, but beyond ~16 crops of a 720p face they gain
 # nothing; the cap bounds memory (~40 bytes per pixel: 20 MB), which the render's peak
 # shows directly.
 _BATCH_PIXELS = 500_000
 
 
-def _share_cpu_with_the_pipeline() -> None:
-    """Use at most half the cores for torch's intra-op threads.
-
-    The pipeline decodes and encodes (x264) on other threads at the same time; a torch
-    pool as large as the machine then spends its time waiting for descheduled workers
-    (measured on 2 cores: 10-20x slower than one thread for the warp's small tensors).
-    """
-    wanted = max(1, min(4, (os.cpu_count() or 2) // 2))
-    if torch.get_num_threads() > wanted:
-        torch.set_num_threads(wanted)
-
-
 class WarpSession(EngineSession):
     def __init__(self, ctx: RenderContext, prepared: PreparedRender):
         super().__init__()
-        self.device = torch.device(ctx.device)
-        if self.device.type == "cpu":
-            _share_cpu_with_the_pipeline()
         self.analysis = analysis = prepared.analysis
         self.track = prepared.track
         self.geometry = prepared.geometry
@@ -64,7 +46,7 @@ class WarpSession(EngineSession):
         if self._colours is None:  # fixed for the whole render, so the mouth never flickers
             first, landmarks = todo[0], self.analysis.landmarks[rows[todo[0]]]
             self._colours = interior_colours(frames[first], landmarks)
-            self._bank = SampleBank(self.samples, lip_colour(frames[first], landmarks), self.device)
+            self._bank = SampleBank(self.samples, lip_colour(frames[first], landmarks))
         boxes = self.geometry.box[rows[todo]]
         crop_pixels = int(((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).max())
         batch = max(1, _BATCH_PIXELS // max(crop_pixels, 1))
@@ -84,15 +66,10 @@ class WarpSession(EngineSession):
         y0 = np.clip(boxes[:, 1] - (crop_h - (boxes[:, 3] - boxes[:, 1])) // 2, 0, height - crop_h)
         crops = np.stack([frames[i, y:y + crop_h, x:x + crop_w] for i, x, y in zip(which, x0, y0)])
         track = self.track
-        pose = MouthPose(*(torch.from_numpy(values[frame_no]).to(self.device)
-                           for values in (track.openness, track.spread, track.protrusion, track.activity)))
-        with torch.inference_mode():
-            out = warp_crops(
-                torch.from_numpy(crops).to(self.device),
-                torch.from_numpy(np.stack([x0, y0], axis=1).astype(np.float32)).to(self.device),
-                geometry_tensors(self.geometry, rows, self.device),
-                pose, self._colours, self._bank,
-                self._bank.choose(track.openness[frame_no] * MAX_OPENING) if self._bank else None,
-            ).cpu().numpy()
+        pose = MouthPose(*(values[frame_no] for values in (track.openness, track.spread, track.protrusion,
+                                                           track.activity)))
+        out = warp_crops(crops, np.stack([x0, y0], axis=1).astype(np.float32), self.geometry, rows, pose,
+                         self._colours, self._bank,
+                         self._bank.choose(track.openness[frame_no] * MAX_OPENING) if self._bank else None)
         for k, (i, x, y) in enumerate(zip(which, x0, y0)):
             frames[i, y:y + crop_h, x:x + crop_w] = out[k]

@@ -1,0 +1,106 @@
+"""The warp's compiled per-pixel loops against an independent bilinear reference
+(scipy.ndimage.map_coordinates), and a warp render that never loads torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.ndimage import map_coordinates
+
+from lipsync.engines.warp_kernels import smoothstep_scalar, warp_and_sample
+from lipsync.engines.warp_samples import smoothstep
+from tests import media_factory as mf
+
+REPO = Path(__file__).resolve().parent.parent
+STEP = 6
+
+
+def identity_grid(height: int, width: int, frames: int) -> np.ndarray:
+    nh, nw = (height - 2) // STEP + 2, (width - 2) // STEP + 2
+    ys, xs = np.mgrid[0:nh, 0:nw].astype(np.float32) * STEP
+    return np.repeat(np.stack([xs, ys], axis=-1)[None], frames, axis=0)
+
+
+def reference(crops: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """The grid interpolated linearly to every pixel, then each crop sampled there with
+    edge pixels repeated outward: numpy and scipy, no code of ours."""
+    t, height, width, channels = crops.shape
+    out = np.empty(crops.shape, np.float64)
+    fine_y, fine_x = np.arange(height) / STEP, np.arange(width) / STEP
+    for k in range(t):
+        points = []
+        for axis in (0, 1):  # x, then y
+            coarse = grid[k, ..., axis].astype(np.float64)
+            along_x = np.stack([np.interp(fine_x, np.arange(coarse.shape[1]), row) for row in coarse])
+            points.append(np.stack([np.interp(fine_y, np.arange(coarse.shape[0]), col) for col in along_x.T], axis=1))
+        xs, ys = points
+        for c in range(channels):
+            out[k, ..., c] = map_coordinates(crops[k, ..., c].astype(np.float64), [ys, xs], order=1, mode="nearest")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def crops() -> np.ndarray:
+    from skimage import data
+
+    face = data.astronaut()[40:220, 140:340]  # a real face's texture: edges, skin, hair
+    return np.stack([face, face[::-1], np.ascontiguousarray(face[:, ::-1])])
+
+
+def test_a_grid_that_moves_nothing_gives_every_pixel_back_exactly(crops):
+    t, height, width, _ = crops.shape
+    grid = identity_grid(height, width, t)
+    # the warp's fields come back to a point's own position through float32 rotations
+    grid += np.random.default_rng(3).uniform(-2e-5, 2e-5, grid.shape).astype(np.float32)
+    assert np.array_equal(warp_and_sample(crops, grid, STEP), crops)
+
+
+def test_a_smooth_warp_samples_what_an_independent_bilinear_reference_samples(crops):
+    t, height, width, _ = crops.shape
+    grid = identity_grid(height, width, t)
+    ys, xs = grid[..., 1], grid[..., 0]
+    # a bulge in the middle (up to 7 px), a shift beyond the bottom edge, and still corners
+    bulge = 7.0 * np.exp(-(((xs - width / 2) / 40) ** 2 + ((ys - height / 2) / 30) ** 2))
+    moved = grid.copy()
+    moved[..., 0] += bulge * np.array([1.0, -0.5, 0.3], np.float32)[:, None, None]
+    moved[..., 1] += bulge * 0.6 + np.where(ys > height - 20, 9.5, 0.0)
+    got, want = warp_and_sample(crops, moved, STEP), reference(crops, moved)
+    assert not np.array_equal(got, crops)
+    difference = np.abs(got.astype(np.int16) - want)
+    assert difference.max() <= 1  # rounding of the same value computed in another order
+    assert np.count_nonzero(difference) < 0.001 * difference.size
+
+
+def test_skipped_cells_are_left_for_the_caller(crops):
+    t, height, width, _ = crops.shape
+    shifted = identity_grid(height, width, t) + np.float32(2.5)
+    got = warp_and_sample(crops, shifted, STEP, skip=(2, 5, 3, 6))
+    rows, cols = slice(2 * STEP, 5 * STEP), slice(3 * STEP, 6 * STEP)
+    assert np.array_equal(got[:, rows, cols], crops[:, rows, cols])
+    outside = np.ones((height, width), bool)
+    outside[rows, cols] = False
+    assert np.abs(got[:, outside].astype(np.int16) - reference(crops, shifted)[:, outside]).max() <= 1
+
+
+def test_the_compiled_smoothstep_is_the_same_function():
+    x = np.linspace(-1.0, 2.0, 61)
+    assert np.allclose([smoothstep_scalar(0.2, 1.3, float(v)) for v in x], smoothstep(0.2, 1.3, x), atol=1e-12)
+
+
+def test_a_warp_render_never_loads_torch(tmp_path):
+    """torch costs a process 1.5 s and 130 MB before its first frame; the warp needs none of it."""
+    face = mf.write_still(tmp_path / "face.png", size=(256, 256))
+    code = ("import sys; from pathlib import Path; from lipsync.render import render; "
+            "from lipsync.engine import RenderOptions; from lipsync.engines import create_engine; "
+            f"r = render(Path({str(mf.SPEECH_SHORT)!r}), Path({str(face)!r}), Path({str(tmp_path / 'o.mp4')!r}), "
+            "engine=create_engine('warp'), options=RenderOptions(device='auto', "
+            f"cache_dir=Path({str(tmp_path / 'cache')!r}))); "
+            "print(r.frames, sorted(m for m in ('torch', 'scipy.ndimage') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    frames, loaded = run.stdout.strip().split(" ", 1)
+    assert int(frames) > 10 and loaded == "[]", run.stdout
