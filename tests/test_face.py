@@ -189,3 +189,24 @@ def test_smoothing_removes_jitter_without_lagging_behind_motion():
     gaps[40:45] = np.nan
     out = smooth_landmarks(gaps, valid, fps)
     assert np.isnan(out[40:45]).all() and np.isfinite(out[valid]).all()
+
+
+def test_a_process_that_renders_once_lets_the_models_go_after_the_analysis(moving_face, tmp_path):
+    """A daemon keeps the landmark models for its next template; `lipsyncd render` hands
+    their memory back once the face is analysed (and reloads them if it needs them again)."""
+    from lipsync.face.landmarks import keep_landmark_models_loaded, landmark_models_in_use
+
+    info = probe_template(moving_face, RenderOptions())
+    analyze_template(info, cache_dir=None)
+    assert landmarks_module._loaded is not None  # the default: kept
+    keep_landmark_models_loaded(False)
+    try:
+        with landmark_models_in_use() as outer:  # another user (finishing's face follower) holds them
+            analyze_template(info, cache_dir=None)
+            assert landmarks_module._loaded is outer
+        assert landmarks_module._loaded is None  # the last user let them go
+        again = analyze_template(info, cache_dir=None)
+        assert again.has_face.sum() > 40 and landmarks_module._loaded is None
+    finally:
+        keep_landmark_models_loaded(True)
+    load_landmark_models()

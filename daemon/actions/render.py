@@ -167,7 +167,10 @@ def run(args: argparse.Namespace) -> int:
         options = dataclasses.replace(options, still_fps=args.still_fps)
 
     from lipsync.engines import create_engine
+    from lipsync.face.landmarks import keep_landmark_models_loaded
     from lipsync.render import render
+
+    keep_landmark_models_loaded(False)  # one render: the models' 81 MB go back once the face is analysed
 
     bar = None if args.no_progress else ProgressBar(sys.stderr, out.name)
     started = time.monotonic()

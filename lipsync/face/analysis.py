@@ -20,7 +20,7 @@ import numpy as np
 from lipsync.cachefile import write_npz
 from lipsync.engine import ProgressFn, TemplateInfo, no_progress
 from lipsync.errors import MediaError, NoFaceError
-from lipsync.face.landmarks import LandmarkModels, load_landmark_models
+from lipsync.face.landmarks import LandmarkModels, landmark_models_in_use
 from lipsync.face.smoothing import OneEuroSettings, smooth_landmarks
 from lipsync.face.tracking import FaceTracker, TrackerSettings
 from lipsync.heap import release_free_memory
@@ -83,14 +83,15 @@ def analyze_frames(frames: Iterable[np.ndarray], *, fps: float, total: int | Non
                    smoothing: OneEuroSettings = OneEuroSettings()) -> TemplateAnalysis:
     """Landmarks of every frame of ``frames`` ((H, W, 3) uint8 RGB or (H, W) luma, in order). Never raises
     :class:`NoFaceError`: a result without faces is a valid (cacheable) answer."""
-    tracker = FaceTracker(models or load_landmark_models(), tracker_settings)
     found: list[np.ndarray | None] = []
     width = height = 0
-    for i, frame in enumerate(frames):
-        height, width = frame.shape[:2]
-        found.append(tracker.update(frame))
-        if total:
-            progress(min(1.0, (i + 1) / total))
+    with landmark_models_in_use(models) as in_use:
+        tracker = FaceTracker(in_use, tracker_settings)
+        for i, frame in enumerate(frames):
+            height, width = frame.shape[:2]
+            found.append(tracker.update(frame))
+            if total:
+                progress(min(1.0, (i + 1) / total))
     n = len(found)
     has_face = np.array([p is not None for p in found], dtype=bool)
     landmarks = np.full((n, 68, 2), np.nan, np.float32)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,6 +133,8 @@ class LandmarkModels:
 
 _loaded: LandmarkModels | None = None
 _load_lock = threading.Lock()
+_users = 0  # analyses using the process-wide models right now
+_keep_loaded = True
 
 
 def load_landmark_models() -> LandmarkModels:
@@ -149,3 +153,34 @@ def load_landmark_models() -> LandmarkModels:
                 raise EngineUnavailableError(f"cannot load the face landmark model: {e}", path=path) from None
             _loaded = LandmarkModels(dlib.get_frontal_face_detector(), predictor, path)
         return _loaded
+
+
+def keep_landmark_models_loaded(keep: bool) -> None:
+    """Whether the process-wide models stay loaded while no analysis uses them.
+
+    Yes in a daemon (the default): every template it has not seen before saves the second
+    they take to load. No in a process that renders once (``lipsyncd render``): the 81 MB
+    go back as soon as the template's face is analysed, for the rest of the render.
+    """
+    global _keep_loaded
+    with _load_lock:
+        _keep_loaded = keep
+
+
+@contextmanager
+def landmark_models_in_use(models: LandmarkModels | None = None) -> Iterator[LandmarkModels]:
+    """``models``, or the process-wide ones for the length of the block (let go after the
+    last user when the process does not keep them: :func:`keep_landmark_models_loaded`)."""
+    global _loaded, _users
+    if models is not None:
+        yield models
+        return
+    with _load_lock:
+        _users += 1
+    try:
+        yield load_landmark_models()
+    finally:
+        with _load_lock:
+            _users -= 1
+            if _users == 0 and not _keep_loaded:
+                _loaded = None

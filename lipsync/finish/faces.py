@@ -29,7 +29,7 @@ from PIL import Image
 from lipsync.cachefile import write_npz
 from lipsync.engine import TemplateInfo
 from lipsync.errors import MediaError
-from lipsync.face.landmarks import Box, Detection, LandmarkModels, load_landmark_models, pick_face
+from lipsync.face.landmarks import Box, Detection, LandmarkModels, landmark_models_in_use, pick_face
 from lipsync.media.color import rgb_to_gray
 
 log = logging.getLogger(__name__)
@@ -66,28 +66,28 @@ class FacePath:
 
 def follow_face(frames: Iterable[np.ndarray], fps: float, models: LandmarkModels | None = None) -> FacePath:
     """The :class:`FacePath` of ``frames`` ((H, W, 3) uint8 RGB, in order)."""
-    models = models or load_landmark_models()
     followed: Box | None = None
     last_full = -1e9
     at, boxes = [], []
     n = searched = 0
-    for i, frame in enumerate(frames):
-        n = i + 1
-        if i % DETECT_EVERY:
-            continue
-        gray = rgb_to_gray(frame)
-        chosen = None
-        if followed is not None:
-            chosen = pick_face(_search_around(models, gray, followed), followed)
-            searched += 1
-        if chosen is None and (followed is not None or i - last_full >= LOST_SEARCH_SECONDS * fps):
-            chosen = pick_face(_search_whole(models, gray), followed)
-            last_full = i
-            searched += 1
-        followed = chosen.box if chosen is not None else None
-        if chosen is not None:
-            at.append(i)
-            boxes.append(chosen.box)
+    with landmark_models_in_use(models) as in_use:
+        for i, frame in enumerate(frames):
+            n = i + 1
+            if i % DETECT_EVERY:
+                continue
+            gray = rgb_to_gray(frame)
+            chosen = None
+            if followed is not None:
+                chosen = pick_face(_search_around(in_use, gray, followed), followed)
+                searched += 1
+            if chosen is None and (followed is not None or i - last_full >= LOST_SEARCH_SECONDS * fps):
+                chosen = pick_face(_search_whole(in_use, gray), followed)
+                last_full = i
+                searched += 1
+            followed = chosen.box if chosen is not None else None
+            if chosen is not None:
+                at.append(i)
+                boxes.append(chosen.box)
     centres = np.full((n, 2), np.nan)
     sizes = np.full((n, 2), np.nan)
     if at:
