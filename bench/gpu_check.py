@@ -64,10 +64,10 @@ def prepare(folder: Path) -> None:
         print(f"prepared {template.name}: face in {analysis.face_frames} of {analysis.frame_count} frames")
 
 
-class _Hog(FrameEngine):
+class GreedyEngine(FrameEngine):
     """Asks the GPU for more memory than it has, the way an engine with too big a batch does."""
 
-    name = "hog"
+    name = "greedy"
 
     def start(self, ctx: RenderContext) -> EngineSession:
         class Session(EngineSession):
@@ -94,7 +94,7 @@ def measure(inputs: Path, work: Path) -> dict:
     shutil.copytree(inputs / "faces", cache)
     checkpoint = seeded_checkpoint(work / "wav2lip-seeded.pth")  # 145 MB: made here, not carried
     try:  # a real CUDA out-of-memory from an engine must leave render() as a transient error
-        render(audio, inputs / "face_1280x720.mp4", work / "oom.mp4", engine=_Hog(),
+        render(audio, inputs / "face_1280x720.mp4", work / "oom.mp4", engine=GreedyEngine(),
                options=RenderOptions(device="cuda", cache_dir=cache))
         report["oom"] = "no error raised"
     except TransientRenderError as e:

@@ -123,6 +123,10 @@ class Engine(ABC):
     name: ClassVar[str]
     # share of a render's 0..1 progress spent preparing (audio features, face analysis)
     prepare_share: ClassVar[float] = 0.1
+    # whether the engine runs on the configured device; one that runs on the CPU whatever
+    # it is (warp, passthrough) is given "cpu", resolving "auto" never imports torch for it,
+    # and a job's record says "cpu"
+    uses_device: ClassVar[bool] = True
 
     def __init__(self) -> None:
         # remarks from loading, e.g. "wav2lip unavailable (...); using warp"
@@ -135,9 +139,6 @@ class FrameEngine(Engine):
     # chunks hold a multiple of this many frames (an engine that works on windows of
     # frames sees whole windows; only the video's last chunk may end inside one)
     frames_per_call: int = 1
-    # whether the engine runs on the configured device; one that runs on the CPU whatever
-    # it is (warp, passthrough) is given "cpu", and resolving "auto" never imports torch for it
-    uses_device: bool = True
 
     @abstractmethod
     def start(self, ctx: RenderContext) -> EngineSession:

@@ -118,27 +118,15 @@ def test_gpu_out_of_memory_from_any_engine_is_a_transient_render_error(media, tm
     assert (mapped.code, mapped.permanent) == ("render_transient", False)
 
 
-class _GreedyOnTheGpu(FrameEngine):
-    """Asks the GPU for more memory than it has, the way a neural engine with too big a batch does."""
-
-    name = "greedy-gpu"
-
-    def start(self, ctx: RenderContext) -> EngineSession:
-        class Session(EngineSession):
-            def process(self, chunk: FrameChunk) -> np.ndarray:
-                free, _total = torch.cuda.mem_get_info()
-                torch.empty(int(free * 2), dtype=torch.uint8, device=ctx.device)  # a real CUDA out-of-memory
-                return chunk.frames
-        return Session()
-
-
 @pytest.mark.gpu
 def test_real_cuda_out_of_memory_in_a_frame_engine_is_transient(media, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
+    from bench.gpu_check import GreedyEngine  # asks the GPU for twice the memory it has free
+
     audio, template = media
     with pytest.raises(TransientRenderError):
-        render(audio, template, tmp_path / "out.mp4", engine=_GreedyOnTheGpu(), options=RenderOptions(device="cuda"))
+        render(audio, template, tmp_path / "out.mp4", engine=GreedyEngine(), options=RenderOptions(device="cuda"))
     torch.cuda.empty_cache()
 
 

@@ -99,9 +99,8 @@ def warp_crops(crops: np.ndarray, offsets: np.ndarray, geometry: MouthGeometry, 
     The smooth parts (displacement fields, their inversion, the lip curves, the contour's
     falloff) are computed on a grid COARSE_STEP pixels apart and interpolated. Only around
     the mouth, where the lips part and the field jumps from the upper lip's to the lower
-    lip's, does the warp run per pixel. Where the displacement is zero the interpolated
-    sampling grid hits pixel centres to ~1e-12 px, so those pixels come out exactly as they
-    went in.
+    lip's, does the warp run per pixel. Where the displacement is zero (to float32's
+    rounding) the pixels come out exactly as they went in (:func:`warp_and_sample`).
     """
     t, hc, wc, _ = crops.shape
     offsets = np.asarray(offsets, np.float32)
@@ -196,8 +195,8 @@ def _mouth_pixels(crops, coarse, step, r0, c0, frame, box, lips):  # pragma: no 
                 at = bilinear_at(width, height, sx, sy)
                 for c in range(channels):
                     box[t, y, x, c] = bilinear(crops, t, c, at)
-                lips[t, y, x, 0], lips[t, y, x, 1], lips[t, y, x, 2] = u, v, top
-                lips[t, y, x, 3], lips[t, y, x, 4], lips[t, y, x, 5] = bottom, keep, in_gap
+                lips[t, y, x, _U], lips[t, y, x, _V], lips[t, y, x, _TOP] = u, v, top
+                lips[t, y, x, _BOTTOM], lips[t, y, x, _KEEP], lips[t, y, x, _IN_GAP] = bottom, keep, in_gap
 
 
 @compiled
@@ -265,7 +264,8 @@ def _soften_inner_lips(win, painted, near, edge):  # pragma: no cover - compiled
     for t in range(win.shape[0]):
         for y in range(rows):
             for x in range(cols):
-                v, top, bottom, keep = near[t, y, x, 1], near[t, y, x, 2], near[t, y, x, 3], near[t, y, x, 4]
+                v, top = near[t, y, x, _V], near[t, y, x, _TOP]
+                bottom, keep = near[t, y, x, _BOTTOM], near[t, y, x, _KEEP]
                 parted = smoothstep_scalar(0.5, 2.5, bottom - top) * keep
                 band = max(1.0 - smoothstep_scalar(0.0, edge, abs(v - top)),
                            1.0 - smoothstep_scalar(0.0, edge, abs(bottom - v)))
