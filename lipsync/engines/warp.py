@@ -52,7 +52,7 @@ class PreparedRender:
 
 def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
     """Analyse the template (or read its cache), sample its open mouths, and turn the audio
-    into visemes. Imports no torch."""
+    into visemes: numpy, dlib and FFmpeg, before the compiled loops load."""
     from lipsync.engines.warp_geometry import mouth_geometry
     from lipsync.engines.warp_samples import MouthSamples, mouth_samples
     from lipsync.face.analysis import analyze_template

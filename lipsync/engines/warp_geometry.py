@@ -2,8 +2,7 @@
 the middle of the inner lips, ``u`` along the line through the mouth corners, ``v`` down the
 chin), the lip curves in it, the face contour and the box of pixels the warp may touch.
 
-Plain numpy, computed once per render from the face analysis before torch is needed
-(:mod:`lipsync.engines.warp` prepares a render while torch imports on another thread).
+Plain numpy, computed once per render from the face analysis (:func:`lipsync.engines.warp.prepare`).
 """
 
 from __future__ import annotations
