@@ -132,6 +132,10 @@ class Engine(ABC):
         # remarks from loading, e.g. "wav2lip unavailable (...); using warp"
         self.load_notes: list[str] = []
 
+    def runs_on(self, device: str) -> str:
+        """The device a render with ``device`` configured runs on: that one, or "cpu"."""
+        return device if self.uses_device else "cpu"
+
 
 class FrameEngine(Engine):
     """Turns template frames into output frames inside the streaming pipeline."""

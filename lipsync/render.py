@@ -147,7 +147,7 @@ def _render_frames(engine: FrameEngine, audio: Path, audio_info: AudioInfo, temp
     n_template = template_info.frame_count
     ctx = RenderContext(
         audio_path=audio, template=template_info, fps=fps, frame_count=frame_count, options=options,
-        device=resolve_device(options.device) if engine.uses_device else "cpu",
+        device=resolve_device(engine.runs_on(options.device)),
         template_index=lambda i: template_index(i, n_template),
         progress=lambda f: report(share * _clamp(f)),
     )

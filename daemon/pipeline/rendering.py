@@ -74,7 +74,7 @@ class OutputRenderer:
                                   slot=slot.index if slot is not None else 0)
         options = dataclasses.replace(self.options, device=device)
         rec.rendering(engine=engine.name, outputs=[(p.name, p.template_name) for p in planned],
-                      notes=engine.load_notes, device=device if engine.uses_device else "cpu")
+                      notes=engine.load_notes, device=engine.runs_on(device))
         job.out_dir.mkdir(exist_ok=True)  # never parents: a vanished work folder stays vanished
         speech = self.speech(job)
         finishing = finish_spec(job, self.cfg)
