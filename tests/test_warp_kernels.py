@@ -91,16 +91,31 @@ def test_the_compiled_smoothstep_is_the_same_function():
     assert np.allclose([smoothstep_scalar(0.2, 1.3, float(v)) for v in x], smoothstep(0.2, 1.3, x), atol=1e-12)
 
 
-def test_a_warp_render_never_loads_torch(tmp_path):
-    """torch costs a process 1.5 s and 130 MB before its first frame; the warp needs none of it."""
+def test_a_warp_render_never_loads_torch_nor_scipys_linear_algebra(tmp_path):
+    """torch costs a process 1.5 s and 130 MB before its first frame, scipy.linalg (which
+    numba's first compile would import to probe for BLAS) 0.25-0.45 s and 16 MB; the warp
+    needs neither."""
     face = mf.write_still(tmp_path / "face.png", size=(256, 256))
     code = ("import sys; from pathlib import Path; from lipsync.render import render; "
             "from lipsync.engine import RenderOptions; from lipsync.engines import create_engine; "
             f"r = render(Path({str(mf.SPEECH_SHORT)!r}), Path({str(face)!r}), Path({str(tmp_path / 'o.mp4')!r}), "
             "engine=create_engine('warp'), options=RenderOptions(device='auto', "
             f"cache_dir=Path({str(tmp_path / 'cache')!r}))); "
-            "print(r.frames, sorted(m for m in ('torch', 'scipy.ndimage') if m in sys.modules))")
+            "print(r.frames, sorted(m for m in ('torch', 'scipy.ndimage', 'scipy.linalg') if m in sys.modules))")
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     frames, loaded = run.stdout.strip().split(" ", 1)
     assert int(frames) > 10 and loaded == "[]", run.stdout
+
+
+def test_compiled_code_that_wants_blas_still_gets_it_after_the_warp_loaded_numba():
+    """Skipping numba's BLAS probe is for the warp's start only: np.dot still runs on BLAS,
+    and np.convolve, which would have, gives numpy's answer with numba's own loop."""
+    code = ("import numpy as np, sys; import lipsync.engines.warp_kernels; from numba import njit; "
+            "a, b = np.random.default_rng(1).random((2, 300)); "
+            "dot = njit(lambda x, y: np.dot(x, y))(a, b); conv = njit(lambda x, y: np.convolve(x, y))(a, b[:40]); "
+            "print(bool(np.isclose(dot, a @ b)), bool(np.allclose(conv, np.convolve(a, b[:40]))), "
+            "'scipy.linalg' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["True", "True", "True"], run.stdout
