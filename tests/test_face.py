@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -65,9 +66,13 @@ def test_tracker_follows_a_moving_face_with_few_detections(models, tmp_path):
     clip = mf.write_face_video(tmp_path / "pan.mp4", seconds=2.0, size=(256, 256), pan=0.04, zoom=0.08, rot_deg=5.0)
     frames = decoded(clip)
     tracker = FaceTracker(models)
+    predictions = []
+    tracker.models = CountingModels(models, predictions)
     tracked = [tracker.update(f) for f in frames]
     assert all(p is not None for p in tracked)
     assert tracker.detections <= len(frames) // 4  # tracking, not detecting, between key frames
+    # one landmark prediction a frame: a frame the detector finds the face in is not also tracked
+    assert len(predictions) == len(frames)
 
     # every tracked shape agrees with a fresh full detection of that frame
     errors = []
@@ -81,6 +86,37 @@ def test_tracker_follows_a_moving_face_with_few_detections(models, tmp_path):
     # and the face really moved: its landmarks travel well beyond that error
     travel = np.linalg.norm(tracked[0] - tracked[len(frames) // 4], axis=1).mean()
     assert travel > 3.0
+
+
+class CountingModels:
+    """The models, counting the landmark predictions made with them."""
+
+    def __init__(self, models, predictions: list):
+        self._models, self._predictions = models, predictions
+
+    def detect(self, *args):
+        return self._models.detect(*args)
+
+    def predict(self, *args):
+        self._predictions.append(1)
+        return self._models.predict(*args)
+
+
+def test_an_analysis_that_fails_midway_stops_decoding_and_says_why(moving_face, monkeypatch):
+    """The frames are decoded on another thread: it stops before the template is closed, and
+    the error that stopped the analysis is the one raised."""
+    seen = []
+
+    def failing_update(self, frame):
+        seen.append(1)
+        if len(seen) == 10:
+            raise RuntimeError("the tracker failed at frame 10")
+        return None
+
+    monkeypatch.setattr(FaceTracker, "update", failing_update)
+    with pytest.raises(RuntimeError, match="frame 10"):
+        analyze_template(probe_template(moving_face))
+    assert not [t for t in threading.enumerate() if t.name == "lipsync-analysis-decode"]
 
 
 def test_covered_frames_have_no_face_and_the_rest_do(moving_face):
