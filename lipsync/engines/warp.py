@@ -53,6 +53,8 @@ class PreparedRender:
 def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
     """Analyse the template (or read its cache), sample its open mouths, and turn the audio
     into visemes: numpy, dlib and FFmpeg, before the compiled loops load."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from lipsync.engines.warp_geometry import mouth_geometry
     from lipsync.engines.warp_samples import MouthSamples, mouth_samples
     from lipsync.face.analysis import analyze_template
@@ -61,11 +63,17 @@ def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
     analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
                                 progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
     geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
-    # a photo's only open mouth is the one the warp already keeps in place
-    samples = MouthSamples.none() if ctx.template.is_still else mouth_samples(
-        ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir, digest=analysis.digest)
-    ctx.progress(0.9)
-    track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
+    if ctx.template.is_still:  # a photo's only open mouth is the one the warp already keeps in place
+        samples = MouthSamples.none()
+        track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
+    else:
+        # a template seen for the first time is decoded again for its samples (FFmpeg, mostly
+        # outside the GIL) while the audio features are computed here
+        with ThreadPoolExecutor(1, thread_name_prefix="lipsync-mouth-samples") as pool:
+            sampling = pool.submit(mouth_samples, ctx.template, analysis.landmarks, geometry.valid,
+                                   cache_dir=ctx.options.cache_dir, digest=analysis.digest)
+            track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
+            samples = sampling.result()
     ctx.progress(1.0)
     return PreparedRender(analysis, geometry, samples, track)
 
