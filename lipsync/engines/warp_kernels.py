@@ -5,7 +5,7 @@ coarse sampling grid, and the bilinear sampling the mouth's own loops share
 Why compiled loops and not numpy or torch: numpy needs a temporary array per step of a
 bilinear lookup (measured 6-12 ms a 230x250 crop, against under 0.5 ms here), and torch
 costs a render 1.5-1.8 s of import and 130 MB of memory before its first frame, against
-numba's 0.8 s and 60 MB (numba is installed anyway: librosa needs it). The loops release
+numba's 0.5-0.7 s and 45 MB (numba is installed anyway: librosa needs it). The loops release
 the GIL, so the pipeline's decoder and encoder threads run beside them.
 
 Compiled code is cached on disk (numba's ``cache=True``: beside this file when that is
