@@ -63,17 +63,15 @@ def prepare(ctx: RenderContext, settings: MouthSettings) -> PreparedRender:
     analysis = analyze_template(ctx.template, cache_dir=ctx.options.cache_dir,
                                 progress=lambda f: ctx.progress(_ANALYSIS_SHARE * f))
     geometry = mouth_geometry(analysis.landmarks, analysis.has_face, ctx.template.width, ctx.template.height)
-    if ctx.template.is_still:  # a photo's only open mouth is the one the warp already keeps in place
-        samples = MouthSamples.none()
+    # a template seen for the first time is decoded again for its samples (FFmpeg, mostly
+    # outside the GIL) while the audio features are computed here; a photo's only open
+    # mouth is the one the warp already keeps in place
+    with ThreadPoolExecutor(1, thread_name_prefix="lipsync-mouth-samples") as pool:
+        sampling = None if ctx.template.is_still else pool.submit(
+            mouth_samples, ctx.template, analysis.landmarks, geometry.valid, cache_dir=ctx.options.cache_dir,
+            digest=analysis.digest)
         track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
-    else:
-        # a template seen for the first time is decoded again for its samples (FFmpeg, mostly
-        # outside the GIL) while the audio features are computed here
-        with ThreadPoolExecutor(1, thread_name_prefix="lipsync-mouth-samples") as pool:
-            sampling = pool.submit(mouth_samples, ctx.template, analysis.landmarks, geometry.valid,
-                                   cache_dir=ctx.options.cache_dir, digest=analysis.digest)
-            track = mouth_track_from_file(ctx.audio_path, ctx.fps, ctx.frame_count, settings)
-            samples = sampling.result()
+    samples = sampling.result() if sampling is not None else MouthSamples.none()
     ctx.progress(1.0)
     return PreparedRender(analysis, geometry, samples, track)
 
