@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     from lipsync.face.landmarks import keep_landmark_models_loaded
     from lipsync.render import render
 
-    keep_landmark_models_loaded(False)  # one render: the models' 81 MB go back once the face is analysed
+    keep_landmark_models_loaded(False)  # one render: the models' 65 MB go back once the face is analysed
 
     bar = None if args.no_progress else ProgressBar(sys.stderr, out.name)
     started = time.monotonic()

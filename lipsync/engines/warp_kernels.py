@@ -8,9 +8,7 @@ costs a render 1.5-1.8 s of import and 130 MB of memory before its first frame, 
 numba's 0.5-0.7 s and 45 MB (numba is installed anyway: librosa needs it). The loops release
 the GIL, so the pipeline's decoder and encoder threads run beside them.
 
-Compiled code is cached on disk (numba's ``cache=True``: beside this file when that is
-writable, else in the user's cache folder, or in ``NUMBA_CACHE_DIR`` when set); where no
-folder is writable the loops are compiled once per process instead (a few seconds).
+Compiled code is cached on disk (:func:`lipsync.compiled.compiled`).
 
 Coordinates are pixels of the image sampled (x across, y down), and sampling clamps them to
 the image (the border pixels extend outward).
@@ -19,49 +17,9 @@ the image (the border pixels extend outward).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from lipsync.compiled import compiled
 from lipsync.engines.warp_samples import smoothstep
-
-
-def _load_numpy_support_without_blas_probe() -> None:
-    """Load numba's numpy support the way its first compile would, but without the probe
-    for scipy's BLAS it makes on the way (``numba.np.arraymath`` imports ``scipy.linalg``
-    only to learn whether ``np.correlate`` and ``np.convolve`` may call BLAS): 0.25-0.45 s
-    and 16 MB of every render's start, for loops that call neither. Those two then use
-    numba's own loop; ``np.dot`` and ``np.linalg`` still probe, and load scipy, on first use.
-    Where numba was loaded before, or names things differently, this does nothing."""
-    import sys
-
-    if "numba.np.arraymath" in sys.modules:
-        return
-    import numba.np.linalg as numba_linalg
-
-    probe = getattr(numba_linalg, "ensure_blas", None)
-    if probe is None:
-        return
-
-    def no_blas_wanted() -> None:
-        raise ImportError("not probed: the warp's loops use no BLAS")
-
-    numba_linalg.ensure_blas = no_blas_wanted
-    try:
-        import numba.np.arraymath  # noqa: F401 - the probe runs once, at this import
-    finally:
-        numba_linalg.ensure_blas = probe
-
-
-_load_numpy_support_without_blas_probe()
-
-
-def compiled(function):
-    """``function`` compiled by numba, cached on disk where a folder is writable. Division by
-    zero gives inf or nan as in numpy (numba's default raises)."""
-    options = {"nogil": True, "error_model": "numpy"}
-    try:
-        return njit(cache=True, **options)(function)
-    except RuntimeError:  # numba: "cannot cache function ...: no locator available" (read-only everywhere)
-        return njit(**options)(function)
 
 
 smoothstep_scalar = compiled(smoothstep)  # the same function, for the per-pixel loops
