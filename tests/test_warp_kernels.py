@@ -119,3 +119,39 @@ def test_compiled_code_that_wants_blas_still_gets_it_after_the_warp_loaded_numba
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["True", "True", "True"], run.stdout
+
+
+def test_mouth_samples_are_sampled_as_scipy_samples_them():
+    """The samples' bilinear lookup (numpy, so that a new template's render needs no
+    scipy.ndimage) against scipy's map_coordinates, edges and beyond them included."""
+    from lipsync.engines.warp_samples import bilinear_samples
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    points = np.stack([rng.uniform(-3, 53, (24, 48)), rng.uniform(-3, 43, (24, 48))], axis=-1)
+    points[0, :4] = [[0, 0], [49, 39], [49.5, 39.7], [12, 7]]
+    expected = np.stack([map_coordinates(image[..., c].astype(np.float32), [points[..., 1], points[..., 0]],
+                                         order=1, mode="nearest") for c in range(3)], axis=-1)
+    got = bilinear_samples(image, points)
+    assert got.dtype == np.float32 and got.shape == (24, 48, 3)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+
+
+def test_a_new_video_templates_analysis_and_mouth_samples_load_no_scipy(tmp_path):
+    """A template never seen: its face analysis and its mouth samples (a frame with the lips
+    apart is sampled) need neither scipy.ndimage (0.15-0.25 s) nor scipy.linalg."""
+    clip = mf.write_face_video(tmp_path / "face.mp4", seconds=1.0, size=(256, 256))
+    code = ("import sys; from pathlib import Path; import numpy as np\n"
+            "from lipsync.engine import RenderOptions; from lipsync.media.template import probe_template\n"
+            "from lipsync.face.analysis import analyze_template; from lipsync.engines import warp_samples as s\n"
+            f"t = probe_template(Path({str(clip)!r}), RenderOptions())\n"
+            f"a = analyze_template(t, cache_dir=Path({str(tmp_path / 'cache')!r}))\n"
+            "lm = a.landmarks.copy(); lm[:, 65:68, 1] += 12; lm[:, 55:60, 1] += 12  # lips apart\n"
+            "sampled = []; plain = s.sample_mouth\n"
+            "s.sample_mouth = lambda f, l: sampled.append(1) or plain(f, l)\n"
+            "s.mouth_samples(t, lm, a.has_face)\n"
+            "print(a.face_frames, len(sampled), sorted(m for m in ('scipy.ndimage', 'scipy.linalg') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    faces, sampled, loaded = run.stdout.strip().split(" ", 2)
+    assert int(faces) > 20 and int(sampled) >= 1 and loaded == "[]", run.stdout
