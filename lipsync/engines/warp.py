@@ -85,8 +85,8 @@ class WarpEngine(FrameEngine):
         super().__init__()
         self.device = device  # accepted as every engine's is, and not used
         self.mouth_settings = mouth or MouthSettings()
-        # the landmark model (about 100 MB) loads on the first template that is not in the
-        # analysis cache, once per process (lipsync.face.landmarks), as for wav2lip
+        # the landmark models load on the first template that is not in the analysis cache,
+        # once per process (lipsync.face.landmarks: 65 MB, mapped from their copies), as for wav2lip
 
     def start(self, ctx: RenderContext) -> WarpSession:
         prepared = prepare(ctx, self.mouth_settings)

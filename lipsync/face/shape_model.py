@@ -2,10 +2,11 @@
 
 The model is an ensemble of regression trees (Kazemi and Sullivan, 2014): 15 cascades of
 500 trees of depth 4, each cascade comparing 500 pixels placed relative to the current
-shape. dlib's Python binding costs a new template 0.4-0.6 s to load it (its portable number
-format, 100 MB parsed a value at a time, holding the GIL) and about 1.4 ms a prediction
-on a 720p frame. Here the same file is parsed by a compiled loop (about 0.1 s) into a few
-arrays, and a prediction is a compiled loop over them that releases the GIL.
+shape. dlib's Python binding takes 0.35-0.45 s to load it (its portable number format, 100
+MB parsed a value at a time, holding the GIL), and 0.7 ms a prediction on a 720p frame.
+Here the same file is parsed by a compiled loop (0.15-0.45 s in a new process) into a few
+arrays, kept as a copy that the next process maps in a millisecond (:func:`load_shape_model`),
+and a prediction is a compiled loop over them (0.5 ms) that releases the GIL.
 
 The arithmetic follows dlib's ``shape_predictor::operator()`` step by step, in the same
 precision (float32 shapes and features, the similarity transform in float64 and then cast,
