@@ -91,6 +91,13 @@ def test_the_compiled_smoothstep_is_the_same_function():
     assert np.allclose([smoothstep_scalar(0.2, 1.3, float(v)) for v in x], smoothstep(0.2, 1.3, x), atol=1e-12)
 
 
+def in_a_new_process(code: str) -> str:
+    """What the Python ``code`` prints, run in a fresh interpreter (what it imports is its own)."""
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
 def test_a_warp_render_never_loads_torch_nor_scipys_linear_algebra(tmp_path):
     """torch costs a process 1.5 s and 130 MB before its first frame, scipy.linalg (which
     numba's first compile would import to probe for BLAS) 0.25-0.45 s and 16 MB; the warp
@@ -102,10 +109,9 @@ def test_a_warp_render_never_loads_torch_nor_scipys_linear_algebra(tmp_path):
             "engine=create_engine('warp'), options=RenderOptions(device='auto', "
             f"cache_dir=Path({str(tmp_path / 'cache')!r}))); "
             "print(r.frames, sorted(m for m in ('torch', 'scipy.ndimage', 'scipy.linalg') if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    frames, loaded = run.stdout.strip().split(" ", 1)
-    assert int(frames) > 10 and loaded == "[]", run.stdout
+    stdout = in_a_new_process(code)
+    frames, loaded = stdout.strip().split(" ", 1)
+    assert int(frames) > 10 and loaded == "[]", stdout
 
 
 def test_compiled_code_that_wants_blas_still_gets_it_after_the_warp_loaded_numba():
@@ -116,9 +122,7 @@ def test_compiled_code_that_wants_blas_still_gets_it_after_the_warp_loaded_numba
             "dot = njit(lambda x, y: np.dot(x, y))(a, b); conv = njit(lambda x, y: np.convolve(x, y))(a, b[:40]); "
             "print(bool(np.isclose(dot, a @ b)), bool(np.allclose(conv, np.convolve(a, b[:40]))), "
             "'scipy.linalg' in sys.modules)")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.split() == ["True", "True", "True"], run.stdout
+    assert in_a_new_process(code).split() == ["True", "True", "True"]
 
 
 def test_mouth_samples_are_sampled_as_scipy_samples_them():
@@ -151,7 +155,6 @@ def test_a_new_video_templates_analysis_and_mouth_samples_load_no_scipy(tmp_path
             "s.sample_mouth = lambda f, l: sampled.append(1) or plain(f, l)\n"
             "s.mouth_samples(t, lm, a.has_face)\n"
             "print(a.face_frames, len(sampled), sorted(m for m in ('scipy.ndimage', 'scipy.linalg') if m in sys.modules))")
-    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    faces, sampled, loaded = run.stdout.strip().split(" ", 2)
-    assert int(faces) > 20 and int(sampled) >= 1 and loaded == "[]", run.stdout
+    stdout = in_a_new_process(code)
+    faces, sampled, loaded = stdout.strip().split(" ", 2)
+    assert int(faces) > 20 and int(sampled) >= 1 and loaded == "[]", stdout
