@@ -21,10 +21,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-
-from typing import TYPE_CHECKING
 
 from lipsync.errors import EngineUnavailableError
 
@@ -64,15 +63,20 @@ def predictor_path() -> Path:
     )
 
 
-def model_cache_folder() -> Path:
+def model_cache_folder() -> Path | None:
     """Where the models' fast-loading copies are kept, for every process of this user:
     systemd's ``CacheDirectory=`` (``$CACHE_DIRECTORY``), else ``$XDG_CACHE_HOME/lipsyncd``,
-    else ``~/.cache/lipsyncd``. Like numba's compiled code, they depend only on the installed
-    packages, never on a job."""
+    else ``~/.cache/lipsyncd``; None for a user without a home. Like numba's compiled code,
+    the copies depend only on the installed packages, never on a job."""
     systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
     if systemd:
         return Path(systemd)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lipsyncd"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "lipsyncd"
+    try:
+        return Path.home() / ".cache" / "lipsyncd"
+    except RuntimeError:  # no $HOME and no home in the user database
+        return None
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -180,9 +184,11 @@ def load_landmark_models() -> LandmarkModels:
         return _loaded
 
 
-def _face_detector(dlib, copies: Path):
+def _face_detector(dlib, copies: Path | None):
     """dlib's frontal face detector, from the copy dlib saved of it before: dlib builds it from
     a compressed string on every call (0.2 s), and reads its own saved file in 1 ms."""
+    if copies is None:
+        return dlib.get_frontal_face_detector()
     copy = copies / f"frontal_face_detector-dlib{getattr(dlib, '__version__', 'unknown')}.svm"
     try:
         return dlib.fhog_object_detector(str(copy))
