@@ -43,10 +43,15 @@ def _load_numpy_support_without_blas_probe() -> None:
 _load_numpy_support_without_blas_probe()
 
 
-def compiled(function):
+def compiled(function=None, *, inline: bool = False):
     """``function`` compiled by numba, cached on disk where a folder is writable. Division by
-    zero gives inf or nan as in numpy (numba's default raises)."""
-    options = {"nogil": True, "error_model": "numpy"}
+    zero gives inf or nan as in numpy (numba's default raises). ``inline=True`` (as
+    ``@compiled(inline=True)``): compiled into each compiled caller instead of called, for
+    small readers called millions of times (a call and its returned tuple cost more than
+    their work)."""
+    if function is None:
+        return lambda f: compiled(f, inline=inline)
+    options = {"nogil": True, "error_model": "numpy", **({"inline": "always"} if inline else {})}
     try:
         return njit(cache=True, **options)(function)
     except RuntimeError:  # numba: "cannot cache function ...: no locator available" (read-only everywhere)

@@ -58,8 +58,9 @@ def test_the_landmarks_are_dlibs_own_on_real_faces():
     ours = load_landmark_models()
     theirs = dlib.shape_predictor(str(predictor_path()))
     detector = dlib.get_frontal_face_detector()
+    faces = real_faces()
     compared = 0
-    for name, gray in real_faces():
+    for name, gray in faces:
         found = detector(gray, 1)
         assert found, f"no face found in {name}"
         r = found[0]
@@ -71,7 +72,7 @@ def test_the_landmarks_are_dlibs_own_on_real_faces():
             compared += 1
     assert compared == 5 * 6
     # and the points are a face's: the mouth under the nose, inside the detector's box
-    gray = real_faces()[0][1]
+    gray = faces[0][1]
     r = detector(gray, 1)[0]
     points = ours.predict(gray, (r.left(), r.top(), r.right(), r.bottom()))
     assert points[51, 1] > points[33, 1] > points[27, 1]  # upper lip below the nose tip below the nose bridge

@@ -43,7 +43,7 @@ class ShapeModelFormatError(ValueError):
     """The file is not a shape predictor in the layout this module reads."""
 
 
-@compiled
+@compiled(inline=True)
 def _read_int(buf, pos):  # pragma: no cover - compiled
     """dlib's portable integer at buf[pos]: a control byte (low 4 bits: how many bytes
     follow, 0x80: negative), then the magnitude little-endian. (value, next position)."""
@@ -59,7 +59,7 @@ def _read_int(buf, pos):  # pragma: no cover - compiled
     return (-value if control & 0x80 else value), pos + 1 + size
 
 
-@compiled
+@compiled(inline=True)
 def _read_float(buf, pos):  # pragma: no cover - compiled
     """dlib's portable float: an integer mantissa and an integer exponent (value =
     mantissa * 2**exponent; exponents 32000-32002 are inf, -inf and nan)."""
@@ -107,33 +107,10 @@ def _read_forests(buf, pos, splits, thresholds, leaves):  # pragma: no cover - c
 
 @compiled
 def _read_floats(buf, pos, out):  # pragma: no cover - compiled
-    """len(out) floats from buf[pos:] into out, as :func:`_read_float` reads one: the same
-    format, decoded in one loop (the leaves are 16 million of them). The position after."""
-    end = buf.shape[0]
+    """len(out) floats from buf[pos:] into out (the leaves: 16 million of them, hence the
+    readers compiled inline). The position after."""
     for k in range(out.shape[0]):
-        number = np.int64(0)
-        exponent = np.int64(0)
-        for part in range(2):  # the mantissa, then the exponent
-            if pos >= end:
-                raise ValueError("the model file ends early")
-            control = buf[pos]
-            size = control & 0x0F
-            if size == 0 or size > 8 or control & 0x70 or pos + 1 + size > end:
-                raise ValueError("not a number of dlib's format")
-            value = np.int64(0)
-            for b in range(size - 1, -1, -1):
-                value = (value << 8) | np.int64(buf[pos + 1 + b])
-            if control & 0x80:
-                value = -value
-            pos += 1 + size
-            if part == 0:
-                number = value
-            else:
-                exponent = value
-        if exponent >= 32000:
-            out[k] = np.inf if exponent == 32000 else (-np.inf if exponent == 32001 else np.nan)
-        else:
-            out[k] = math.ldexp(float(number), exponent)
+        out[k], pos = _read_float(buf, pos)
     return pos
 
 
@@ -250,9 +227,9 @@ def load_shape_model(path: Path, copies: Path | None = None) -> ShapeModel:
     its compiled modules; it is written to a temporary folder and renamed into place, so
     processes that start together never read half a copy.
     """
-    stat = path.stat()
     if copies is None:
         return read_shape_model(path)
+    stat = path.stat()
     copy = Path(copies) / f"{path.stem}-{stat.st_size}-{stat.st_mtime_ns}-v{_COPY_VERSION}"
     try:
         model = ShapeModel(*(np.load(copy / f"{field.name}.npy", mmap_mode="r", allow_pickle=False)
