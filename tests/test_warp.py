@@ -150,6 +150,23 @@ def test_only_the_mouth_and_jaw_change(engine, tmp_path):
     assert changed_frames > 0.9 * len(inputs)
 
 
+def test_a_frame_comes_out_the_same_whatever_frames_share_its_chunk(engine, tmp_path):
+    """The face pans, zooms and turns, so its box differs from frame to frame, and chunks of
+    16, 5 and 1 frames put different frames side by side: every frame comes out identical
+    (each crop's coarse grid lies on the same pixels of its own frame, and the work around
+    the mouth is decided per frame)."""
+    clip = mf.write_face_video(tmp_path / "moving.mp4", seconds=2.0, size=(256, 256), pan=0.03, zoom=0.06, rot_deg=4)
+    ctx = context(mf.SPEECH_SHORT, clip, RenderOptions())
+    session = engine.start(ctx)
+    inputs, in_sixteens, _, _ = _process_all(session, ctx, chunk=16)
+    boxes = session.geometry.box[: session.analysis.frame_count]
+    assert len(np.unique(boxes[:, 2] - boxes[:, 0])) > 3  # the crops differ in size
+    for chunk in (5, 1):
+        _, outputs, _, _ = _process_all(session, ctx, chunk=chunk)
+        np.testing.assert_array_equal(outputs, in_sixteens)
+    assert (in_sixteens != inputs).any(axis=3).sum(axis=(1, 2)).mean() > 200  # and the lips did move
+
+
 def test_a_template_without_any_face_fails_the_render(engine, tmp_path):
     clip = mf.write_plain_video(tmp_path / "empty-room.mp4", seconds=1.0, size=(160, 120))
     with pytest.raises(NoFaceError) as err:

@@ -78,12 +78,16 @@ def test_a_smooth_warp_samples_what_an_independent_bilinear_reference_samples(cr
 def test_skipped_cells_are_left_for_the_caller(crops):
     t, height, width, _ = crops.shape
     shifted = identity_grid(height, width, t) + np.float32(2.5)
-    got = warp_and_sample(crops, shifted, STEP, skip=(2, 5, 3, 6))
-    rows, cols = slice(2 * STEP, 5 * STEP), slice(3 * STEP, 6 * STEP)
-    assert np.array_equal(got[:, rows, cols], crops[:, rows, cols])
-    outside = np.ones((height, width), bool)
-    outside[rows, cols] = False
-    assert np.abs(got[:, outside].astype(np.int16) - reference(crops, shifted)[:, outside]).max() <= 1
+    skip = np.zeros((t, shifted.shape[1] - 1, shifted.shape[2] - 1), bool)
+    skip[0, 2:5, 3:6] = skip[1, 0, 0] = True  # cells: a block in one crop, the first one in another
+    skip[2, -1, -1] = True  # the last cell reaches to the crop's end
+    got = warp_and_sample(crops, shifted, STEP, skip=skip)
+    left = np.zeros(crops.shape[:3], bool)
+    left[0, 2 * STEP:5 * STEP, 3 * STEP:6 * STEP] = left[1, :STEP, :STEP] = True
+    left[2, (skip.shape[1] - 1) * STEP:, (skip.shape[2] - 1) * STEP:] = True
+    assert np.array_equal(got[left], crops[left])
+    assert np.abs(got[~left].astype(np.int16) - reference(crops, shifted)[~left]).max() <= 1
+    assert (got[~left] != crops[~left]).mean() > 0.5  # the rest moved
 
 
 def test_the_compiled_smoothstep_is_the_same_function():

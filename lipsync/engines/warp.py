@@ -5,16 +5,14 @@ open mouth where it has any (both cached by content), and turns the audio into p
 visemes (:mod:`lipsync.mouth`). Per chunk,
 :meth:`WarpSession.process <lipsync.engines.warp_session.WarpSession.process>` cuts the
 mouth-and-jaw region out of every frame that has a face, warps those crops together in
-one batch (:mod:`lipsync.engines.warp_field`) and pastes them back. Pixels outside that
-region, and whole frames without a face, are returned exactly as they came in.
+one batch and pastes them back. Pixels outside that region, and whole frames without a
+face, are returned exactly as they came in.
 
-It runs on the CPU, whatever ``device`` says: numpy for the motion model on a coarse grid,
-and loops compiled by numba for the work per pixel (:mod:`lipsync.engines.warp_kernels`),
-which release the GIL while the pipeline decodes and encodes beside them. Measured on two
-cores against the same warp in torch (which it replaced, to within one level of every
-pixel): 2.7 against 3.7 ms a 720p frame, and a render starts its first frame 1.3 s sooner
-and needs 130 MB less, without torch's import. A GPU would gain it nothing: the encoder
-sets the pace.
+It runs on the CPU, whatever ``device`` says, in loops compiled by numba: the motion model
+on a coarse grid (:mod:`lipsync.engines.warp_field`), the crops sampled through it
+(:mod:`lipsync.engines.warp_kernels`) and the lips and the opening per pixel
+(:mod:`lipsync.engines.warp_mouth`). They release the GIL while the pipeline decodes and
+encodes beside them. A GPU would gain it nothing: the encoder sets the pace.
 
 The preparation (:func:`prepare`: face analysis, mouth samples, visemes) is numpy, dlib and
 FFmpeg; the compiled loops load only after it, in :meth:`WarpEngine.start`, while the

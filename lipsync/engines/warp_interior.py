@@ -29,14 +29,15 @@ from lipsync.engines.warp_kernels import smoothstep_scalar as _smoothstep
 from lipsync.engines.warp_samples import SAMPLE_INSET, InteriorColours, MouthSamples, smoothstep
 
 
-def grain_noise(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Fixed per-pixel noise with std 1 (uniform), from an integer hash of the frame
-    coordinates: identical in every frame, so it adds texture without flicker (which the
-    encoder would also pay bits for)."""
-    h = xs.astype(np.int64) * 73856093 + ys.astype(np.int64) * 19349663
+@compiled
+def grain_noise(x, y):  # pragma: no cover - compiled; tested through the warp
+    """Fixed noise with std 1 (uniform) at the frame pixel (x, y), from an integer hash of
+    its coordinates: identical in every frame, so it adds texture without flicker (which
+    the encoder would also pay bits for)."""
+    h = np.int64(x) * 73856093 + np.int64(y) * 19349663
     h = ((h ^ (h >> 13)) & 0xFFFFFFF) * 1274126177  # masked first: no int64 overflow
     h = (h ^ (h >> 16)) & 0xFFFF
-    return (h.astype(np.float32) / np.float32(65535.0) - np.float32(0.5)) * np.float32(3.4641)  # uniform on +-sqrt(3)
+    return (h / 65535.0 - 0.5) * 3.4641  # uniform on +-sqrt(3)
 
 
 @dataclass(frozen=True)
@@ -75,79 +76,76 @@ class SampleBank:
         return SampleChoice(index.astype(np.int64), weight.astype(np.float32), self.gain[index])
 
 
-def draw_interior(frame_of: np.ndarray, across: np.ndarray, down: np.ndarray, gap: np.ndarray, width: np.ndarray,
-                  half_width: np.ndarray, colours: InteriorColours, bank: SampleBank | None,
-                  choice: SampleChoice | None) -> np.ndarray:
-    """(N, 3) float32 colour of the inside of the mouth at N pixels of a batch's openings.
-
-    Per pixel: frame_of, its frame in the batch; across, its position from the mouth's
-    middle, in half-widths of the opening (-1..1 at its corners); down, 0 at the upper inner
-    lip and 1 at the lower one; gap, the opening's height (pixels) at that column. Per frame
-    (T,): width, the mouth's width, and half_width, half the opening's width (pixels).
-    """
-    palette = np.array([colours.cavity, colours.floor, colours.tongue, colours.teeth], np.float32)
-    out = np.empty((len(across), 3), np.float32)
-    use_bank = bank is not None and choice is not None and bank.count > 0
-    images = bank.images if use_bank else np.zeros((1, 2, 2, 4), np.float32)
-    t = len(width)
-    index, weight, gain = ((choice.index, choice.weight, choice.gain) if use_bank
-                           else (np.zeros(t, np.int64), np.zeros(t, np.float32), np.ones((t, 3), np.float32)))
-    _draw(np.ascontiguousarray(frame_of, np.int64), *(np.ascontiguousarray(x, np.float32) for x in (
-        across, down, gap, np.ravel(width), np.ravel(half_width))), palette, use_bank, images,
-        np.ascontiguousarray(index, np.int64), np.ascontiguousarray(weight, np.float32),
-        np.ascontiguousarray(gain, np.float32), out)
-    return out
+def interior_palette(colours: InteriorColours) -> np.ndarray:
+    """(4, 3) the drawn interior's colours, in the order :func:`interior_colour` reads them."""
+    return np.array([colours.cavity, colours.floor, colours.tongue, colours.teeth], np.float64)
 
 
 @compiled
-def _draw(frame_of, across, down, gap, width, half_width, palette, use_bank, images, index, weight, gain,
-          out):  # pragma: no cover - compiled; tested through draw_interior and the warp
-    cavity, floor_rgb, tongue_rgb, teeth = palette[0], palette[1], palette[2], palette[3]
+def interior_colour(across, down, gap, width, half_width, palette, images, sample, share,
+                    gain):  # pragma: no cover - compiled; tested through the warp
+    """(r, g, b) of the inside of the mouth at one pixel of an opening.
+
+    across: the pixel's position from the mouth's middle, in half-widths of the opening
+    (-1..1 at its corners); down: 0 at the upper inner lip and 1 at the lower one; gap: the
+    opening's height (pixels) at that column; width: the mouth's width and half_width half
+    the opening's width (pixels); palette: :func:`interior_palette`. Where ``share`` > 0, the
+    mouth sample ``images[sample]`` (a :class:`SampleBank`'s) shows through that much, its
+    colours times ``gain`` (3,).
+    """
+    a, d, g, w = across, down, gap, width
+    side = abs(a)
+    depth = d * g  # pixels below the upper lip
+    to_lower = (1.0 - d) * g
+    centre = 1.0 - _smoothstep(0.6, 0.9, side)  # the upper teeth: all but the very corners
+    # upper teeth hang from the upper lip; the lower teeth show above the lower lip while
+    # the jaw is half open (wide open, the lip drops below them and the tongue takes over)
+    teeth_h = min(0.35 * g, 0.09 * w)
+    upper_teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
+    low_h = min(0.25 * g, 0.06 * w)
+    mid_open = _smoothstep(0.04 * w, 0.10 * w, g) * (1.0 - _smoothstep(0.20 * w, 0.32 * w, g))
+    lower_teeth = (_smoothstep(0.15 * low_h, 0.5 * low_h, to_lower)
+                   * (1.0 - _smoothstep(0.6 * low_h, low_h, to_lower))
+                   * (1.0 - _smoothstep(0.35, 0.65, side)) * mid_open)
+    # the tongue: a dome rising from the floor of the mouth, highest in the middle, seen
+    # once the jaw is well open
+    dome = d - (0.62 + 0.3 * side * side)
+    tongue = (_smoothstep(-0.04, 0.1, dome) * (1.0 - _smoothstep(0.55, 0.8, side))
+              * _smoothstep(0.08 * w, 0.2 * w, g))
+    # a tooth's edge: each tooth a little darker where it meets the next
+    pitch = abs(np.cos(a * half_width / (0.07 * max(w, 1.0)) * np.pi))
+    tooth_shade = 0.86 + 0.14 * pitch ** 0.3
+    # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
+    # which the light reaches through the opening; darker again towards the cheeks
+    floor = _smoothstep(0.2, 1.0, d)
+    darker = 1.0 - 0.4 * _smoothstep(0.45, 0.95, side)
+    # the tongue lit from the front: brightest along its ridge, darker towards its sides
+    lit = 1.05 - 0.35 * _smoothstep(0.0, 0.3, dome) - 0.3 * side
+    # towards the corners the inside of the cheeks and lips shows, in shadow: not a black hole
+    corner = _smoothstep(0.7, 1.0, side)
     rows, cols = images.shape[1], images.shape[2]
-    for n in range(across.shape[0]):
-        t = frame_of[n]
-        a, d, g, w = across[n], down[n], gap[n], width[t]
-        side = abs(a)
-        depth = d * g  # pixels below the upper lip
-        to_lower = (1.0 - d) * g
-        centre = 1.0 - _smoothstep(0.6, 0.9, side)  # the upper teeth: all but the very corners
-        # upper teeth hang from the upper lip; the lower teeth show above the lower lip while
-        # the jaw is half open (wide open, the lip drops below them and the tongue takes over)
-        teeth_h = min(0.35 * g, 0.09 * w)
-        upper_teeth = (1.0 - _smoothstep(0.6 * teeth_h, teeth_h, depth)) * centre
-        low_h = min(0.25 * g, 0.06 * w)
-        mid_open = _smoothstep(0.04 * w, 0.10 * w, g) * (1.0 - _smoothstep(0.20 * w, 0.32 * w, g))
-        lower_teeth = (_smoothstep(0.15 * low_h, 0.5 * low_h, to_lower)
-                       * (1.0 - _smoothstep(0.6 * low_h, low_h, to_lower))
-                       * (1.0 - _smoothstep(0.35, 0.65, side)) * mid_open)
-        # the tongue: a dome rising from the floor of the mouth, highest in the middle, seen
-        # once the jaw is well open
-        dome = d - (0.62 + 0.3 * side * side)
-        tongue = (_smoothstep(-0.04, 0.1, dome) * (1.0 - _smoothstep(0.55, 0.8, side))
-                  * _smoothstep(0.08 * w, 0.2 * w, g))
-        # a tooth's edge: each tooth a little darker where it meets the next
-        pitch = abs(np.cos(a * half_width[t] / (0.07 * max(w, 1.0)) * np.pi))
-        tooth_shade = 0.86 + 0.14 * pitch ** 0.3
-        # depth: darkest at the back, under the upper teeth; warmer towards the lower lip,
-        # which the light reaches through the opening; darker again towards the cheeks
-        floor = _smoothstep(0.2, 1.0, d)
-        darker = 1.0 - 0.4 * _smoothstep(0.45, 0.95, side)
-        # the tongue lit from the front: brightest along its ridge, darker towards its sides
-        lit = 1.05 - 0.35 * _smoothstep(0.0, 0.3, dome) - 0.3 * side
-        # towards the corners the inside of the cheeks and lips shows, in shadow: not a black hole
-        corner = _smoothstep(0.7, 1.0, side)
-        share, k, at = 0.0, 0, bilinear_at(cols, rows, 0.0, 0.0)
-        if use_bank:  # the template's own mouth at the nearest opening, stretched onto these lips
-            k = index[t]
-            at = bilinear_at(cols, rows, (min(max(a, -1.0), 1.0) + 1.0) * (0.5 * (cols - 1)),
-                             min(max((d - SAMPLE_INSET) / (1.0 - 2 * SAMPLE_INSET), 0.0), 1.0) * (rows - 1))
-            share = min(max(bilinear(images, k, 3, at) * weight[t], 0.0), 1.0)
-        for c in range(3):
-            value = (cavity[c] + (floor_rgb[c] - cavity[c]) * floor) * darker
-            value += (tongue_rgb[c] * lit - value) * (0.9 * tongue)
-            value += (teeth[c] * 0.7 * tooth_shade - value) * (0.6 * lower_teeth)
-            value += (teeth[c] * tooth_shade - value) * (0.85 * upper_teeth)
-            value += (tongue_rgb[c] * 0.55 - value) * (0.6 * corner)
-            if use_bank:
-                value += (bilinear(images, k, c, at) * gain[t, c] - value) * share
-            out[n, c] = value
+    at = bilinear_at(cols, rows, 0.0, 0.0)
+    if share > 0.0:  # the template's own mouth at the nearest opening, stretched onto these lips
+        at = bilinear_at(cols, rows, (min(max(a, -1.0), 1.0) + 1.0) * (0.5 * (cols - 1)),
+                         min(max((d - SAMPLE_INSET) / (1.0 - 2 * SAMPLE_INSET), 0.0), 1.0) * (rows - 1))
+        share = min(max(bilinear(images, sample, 3, at) * share, 0.0), 1.0)
+    shading = (floor, darker, tongue, lit, lower_teeth, tooth_shade, upper_teeth, corner)
+    red, green, blue = _layered(palette, 0, shading), _layered(palette, 1, shading), _layered(palette, 2, shading)
+    if share > 0.0:
+        red += (bilinear(images, sample, 0, at) * gain[0] - red) * share
+        green += (bilinear(images, sample, 1, at) * gain[1] - green) * share
+        blue += (bilinear(images, sample, 2, at) * gain[2] - blue) * share
+    return red, green, blue
+
+
+@compiled(inline=True)
+def _layered(palette, c, shading):  # pragma: no cover - compiled
+    """Channel c of the drawn interior: the cavity, then the tongue, the lower and the
+    upper teeth and the corners' shadow laid over it."""
+    cavity, floor_colour, tongue_colour, teeth = palette[0, c], palette[1, c], palette[2, c], palette[3, c]
+    floor, darker, tongue, lit, lower_teeth, tooth_shade, upper_teeth, corner = shading
+    value = (cavity + (floor_colour - cavity) * floor) * darker
+    value += (tongue_colour * lit - value) * (0.9 * tongue)
+    value += (teeth * 0.7 * tooth_shade - value) * (0.6 * lower_teeth)
+    value += (teeth * tooth_shade - value) * (0.85 * upper_teeth)
+    return value + (tongue_colour * 0.55 - value) * (0.6 * corner)

@@ -1,6 +1,7 @@
 """The ``warp`` engine's per-pixel loops, compiled by numba: the crops sampled through the
-coarse sampling grid, and the bilinear sampling the mouth's own loops share
-(:mod:`lipsync.engines.warp_field`, :mod:`lipsync.engines.warp_interior`).
+coarse sampling grid (:mod:`lipsync.engines.warp_field`), and the bilinear sampling and the
+division into cells that the mouth's own loops share (:mod:`lipsync.engines.warp_mouth`,
+:mod:`lipsync.engines.warp_interior`).
 
 Why compiled loops and not numpy or torch: numpy needs a temporary array per step of a
 bilinear lookup (measured 6-12 ms a 230x250 crop, against under 0.5 ms here), and torch
@@ -43,6 +44,15 @@ def bilinear(images, k, c, at):  # pragma: no cover - compiled
     return top + (bottom - top) * fy
 
 
+@compiled
+def cell_pixels(step, i, j, nh, nw, height, width):  # pragma: no cover - compiled
+    """Rows and columns [ya, yb) x [xa, xb) of the cell between coarse points i..i+1 and
+    j..j+1 of a grid of nh x nw points ``step`` apart on a height x width crop (the last
+    cells reach to the crop's end)."""
+    return (i * step, height if i >= nh - 2 else (i + 1) * step,
+            j * step, width if j >= nw - 2 else (j + 1) * step)
+
+
 # A grid point within this many pixels of its own pixel has not moved: sampling there differs
 # from the pixel by at most 255 * 0.001 < 0.5 levels, so the rounded sample *is* the pixel.
 # (The fields come back to a point's own position through float32 rotations: ~1e-5 px.)
@@ -53,16 +63,16 @@ _STILL = 1e-3
 def _warp_crops(crops, coarse, step, skip, out):  # pragma: no cover - compiled; tested through warp_and_sample
     t_count, height, width, channels = crops.shape
     nh, nw = coarse.shape[1], coarse.shape[2]
+    skipping = skip.shape[0] > 0
     for t in range(t_count):
         # cell by cell: a cell whose four corners do not move keeps the copy made before
         # (most of a crop: everything outside the moving part of the face)
         for i in range(max(nh - 1, 1)):
-            ya, yb = i * step, (height if i >= nh - 2 else (i + 1) * step)
             i1 = min(i + 1, nh - 1)
             for j in range(max(nw - 1, 1)):
-                if skip[0] <= i < skip[1] and skip[2] <= j < skip[3]:
+                if skipping and skip[t, i, j]:
                     continue
-                xa, xb = j * step, (width if j >= nw - 2 else (j + 1) * step)
+                ya, yb, xa, xb = cell_pixels(step, i, j, nh, nw, height, width)
                 j1 = min(j + 1, nw - 1)
                 still = True
                 for ci, cj in ((i, j), (i, j1), (i1, j), (i1, j1)):
@@ -86,18 +96,21 @@ def _warp_crops(crops, coarse, step, skip, out):  # pragma: no cover - compiled;
 
 
 def warp_and_sample(crops: np.ndarray, coarse_grid: np.ndarray, step: int,
-                    skip: tuple[int, int, int, int] = (0, 0, 0, 0)) -> np.ndarray:
+                    skip: np.ndarray | None = None) -> np.ndarray:
     """Each crop resampled where its coarse sampling grid says.
 
     crops: (T, H, W, C) uint8; coarse_grid: (T, h, w, 2) float32, for every point ``step``
     pixels apart (point (i, j) is pixel (i * step, j * step)) the x, y of the crop pixel it
     shows. The grid is upsampled bilinearly to every pixel and the crop sampled bilinearly
     there; returns (T, H, W, C) uint8, rounded. A grid point that names its own pixel gives
-    that pixel's value exactly. The cells (i, j) between grid points i..i+1 and j..j+1 with
-    ``skip[0] <= i < skip[1]`` and ``skip[2] <= j < skip[3]`` are left as they were, for the
-    caller to fill.
+    that pixel's value exactly. Cell (i, j) holds the pixels between grid points i..i+1 and
+    j..j+1 (the last ones reach to the crop's end); those with
+    ``skip[t, i, j]`` (T, h - 1, w - 1) are left as they were, for the caller to fill.
     """
     out = crops.copy()
     _warp_crops(np.ascontiguousarray(crops), np.ascontiguousarray(coarse_grid, np.float32), int(step),
-                np.asarray(skip, np.int64), out)
+                _NO_SKIP if skip is None else np.ascontiguousarray(skip, np.bool_), out)
     return out
+
+
+_NO_SKIP = np.zeros((0, 0, 0), np.bool_)
