@@ -15,7 +15,7 @@ figures are the **medians** of the runs of each kind, not the fastest:
 * ``cold``: warp with an empty cache (a template never seen), against passthrough. What
   depends only on the installation stays, as on a user's machine: numba's compiled code
   and the landmark models' fast-loading copies in the user's cache folder
-  (:func:`lipsync.face.landmarks.model_cache_folder`), made by the priming render.
+  (:func:`lipsync.cachefile.user_cache_folder`), made by the priming render.
 
 The template is bench/warp_bench.py's moving 720p25 presenter (the astronaut, slow pan,
 zoom and tilt), the audio ``--seconds`` of the committed espeak-ng speech. Prints the

@@ -6,7 +6,7 @@ downloaded at run time. The predictor file is located on disk directly: importin
 no longer provides. The predictor runs as a compiled loop of this package
 (:mod:`lipsync.face.shape_model`: the same landmarks as dlib's, without its 0.4-0.6 s load).
 
-Both load from copies kept in :func:`model_cache_folder` once made: the detector, which dlib
+Both load from copies kept in :func:`lipsync.cachefile.user_cache_folder` once made: the detector, which dlib
 builds from a compressed string on every call (0.2 s), as dlib saves it; the predictor
 converted to arrays. A process that cannot write there reads the originals each time.
 """
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lipsync.cachefile import user_cache_folder
 from lipsync.errors import EngineUnavailableError
 
 if TYPE_CHECKING:
@@ -61,22 +62,6 @@ def predictor_path() -> Path:
         f"the face landmark model {PREDICTOR_FILE} was not found (package {MODELS_PACKAGE}: {where}); "
         f"install it with: pip install {MODELS_PACKAGE}==0.3.0"
     )
-
-
-def model_cache_folder() -> Path | None:
-    """Where the models' fast-loading copies are kept, for every process of this user:
-    systemd's ``CacheDirectory=`` (``$CACHE_DIRECTORY``), else ``$XDG_CACHE_HOME/lipsyncd``,
-    else ``~/.cache/lipsyncd``; None for a user without a home. Like numba's compiled code,
-    the copies depend only on the installed packages, never on a job."""
-    systemd = os.environ.get("CACHE_DIRECTORY", "").split(":")[0]
-    if systemd:
-        return Path(systemd)
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "lipsyncd"
-    try:
-        return Path.home() / ".cache" / "lipsyncd"
-    except RuntimeError:  # no $HOME and no home in the user database
-        return None
 
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
@@ -162,7 +147,7 @@ _keep_loaded = True
 
 def load_landmark_models() -> LandmarkModels:
     """The process-wide detector + predictor, loaded on first use (from their copies in
-    :func:`model_cache_folder`: a few ms; the first time about 0.5 s, and 65 MB written)."""
+    :func:`lipsync.cachefile.user_cache_folder`: a few ms; the first time about 0.5 s, and 65 MB written)."""
     global _loaded
     with _load_lock:
         if _loaded is None:
@@ -175,7 +160,7 @@ def load_landmark_models() -> LandmarkModels:
             # face (the API server, a warm render's start) need not wait for it
             from lipsync.face.shape_model import ShapeModelFormatError, load_shape_model
 
-            copies = model_cache_folder()
+            copies = user_cache_folder()
             try:
                 predictor = load_shape_model(path, copies)
             except (OSError, ShapeModelFormatError) as e:
