@@ -167,6 +167,18 @@ def test_a_frame_comes_out_the_same_whatever_frames_share_its_chunk(engine, tmp_
     assert (in_sixteens != inputs).any(axis=3).sum(axis=(1, 2)).mean() > 200  # and the lips did move
 
 
+def test_crops_start_on_the_coarse_grid_of_their_own_box_even_at_the_frames_edge():
+    from lipsync.engines.warp_field import COARSE_STEP
+    from lipsync.engines.warp_session import _crop_starts
+
+    boxes = np.array([0, 10, 95, 100 - 20])
+    starts = _crop_starts(boxes, 20, 100)
+    assert (starts >= 0).all() and (starts + 20 <= 100).all()  # every crop inside the frame
+    assert ((boxes - starts) % COARSE_STEP == 0).all() and (starts <= boxes).all()  # on the box's own grid
+    assert list(starts[:2]) == [0, 10]  # where the crop fits, at its box
+    assert list(_crop_starts(np.array([5]), 20, 22)) == [2]  # no room for whole steps: flush with the end
+
+
 def test_a_template_without_any_face_fails_the_render(engine, tmp_path):
     clip = mf.write_plain_video(tmp_path / "empty-room.mp4", seconds=1.0, size=(160, 120))
     with pytest.raises(NoFaceError) as err:
