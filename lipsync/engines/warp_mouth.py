@@ -29,13 +29,7 @@ import numpy as np
 from lipsync.engines.warp_field import (C_BOTTOM, C_KEEP, C_RISE, C_TOP, COARSE_STEP, F_ACTIVE, F_HALF_OPEN, F_OFF_X,
                                         F_OFF_Y, F_UC, F_WIDTH, inner_lips, to_crop, to_uv)
 from lipsync.engines.warp_interior import grain_noise, interior_colour
-from lipsync.engines.warp_kernels import (
-    bilinear,
-    bilinear_at,
-    cell_pixels,
-    compiled,
-    smoothstep_scalar,
-)
+from lipsync.engines.warp_kernels import bilinear, bilinear_at, cell_pixels, compiled, smoothstep_scalar
 
 _EDGE_PX = 2.5  # half-width of the softened band along each inner lip
 _PARTED = 0.5  # lips less than this far apart (pixels) meet: no band is softened there
@@ -66,7 +60,7 @@ def mouth_cells(coarse, table, near, mouth):  # pragma: no cover - compiled; tes
             for j in range(j0, min(j1, mouth.shape[2] + 1) - 1):
                 below = above = 0
                 widest, kept = -np.inf, 0.0
-                # v - top and bottom - v at the corners: between them, every pixel's lie within their range
+                # v - top and bottom - v at the corners: every pixel's between them lie within their range
                 a_lo, a_hi, b_lo, b_hi = np.inf, -np.inf, np.inf, -np.inf
                 for ci, cj in ((i, j), (i, j + 1), (i + 1, j), (i + 1, j + 1)):
                     v = to_uv(frame, float(cj * step), float(ci * step))[1]
