@@ -278,7 +278,7 @@ def coarse_fields(table, contour, grid, coarse, near):  # pragma: no cover - com
     Writes grid (T, h, w, 2), the crop pixel x, y each point samples (the upper lip's field
     above the line between the moved inner lips, the lower's below it); coarse (T, h, w, 8),
     COARSE_CHANNELS; and near (T, 4), each crop's points [i0, i1) x [j0, j1) around the
-    moving lips: those within 2 steps of them, and one point more on every side (i0 = i1
+    moving lips: those within 2 steps of them, and one point more on every side (i0 >= i1
     where no lip moves). A point that keeps none of the motion samples its own pixel exactly.
     """
     step = COARSE_STEP
