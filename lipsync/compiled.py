@@ -6,9 +6,9 @@ Compiled code is cached on disk, in a folder named after a digest of the package
 not against the files of the functions it calls, so an installation updated in place (an
 editable install after ``git pull``) would otherwise go on running a caller with the old
 code of a callee. A change anywhere in the package compiles everything again, once (about
-6 s of the next warm render on 2 cores). Where no such folder can be written, numba's own places serve
-(beside the module, or its user-wide cache); where none is writable the loops are compiled
-once per process instead.
+6 s of the next warm render on 2 cores). Where no such folder can be written, numba's own
+places serve (beside the module, or its user-wide cache); where none is writable the loops
+are compiled once per process instead.
 
 Importing this module (and so any module with compiled loops) first loads numba's numpy
 support without its probe for scipy's BLAS (below).

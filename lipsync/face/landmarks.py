@@ -6,9 +6,10 @@ downloaded at run time. The predictor file is located on disk directly: importin
 no longer provides. The predictor runs as a compiled loop of this package
 (:mod:`lipsync.face.shape_model`: the same landmarks as dlib's, without its 0.4-0.6 s load).
 
-Both load from copies kept in :func:`lipsync.cachefile.user_cache_folder` once made: the detector, which dlib
-builds from a compressed string on every call (0.2 s), as dlib saves it; the predictor
-converted to arrays. A process that cannot write there reads the originals each time.
+Both load from copies kept in the user's cache folder
+(:func:`lipsync.cachefile.user_cache_folder`) once made: the detector, which dlib builds
+from a compressed string on every call (0.2 s), as dlib saves it; the predictor converted
+to arrays. A process that cannot write there reads the originals each time.
 """
 
 from __future__ import annotations
@@ -146,8 +147,8 @@ _keep_loaded = True
 
 
 def load_landmark_models() -> LandmarkModels:
-    """The process-wide detector + predictor, loaded on first use (from their copies in
-    :func:`lipsync.cachefile.user_cache_folder`: a few ms; the first time about 0.5 s, and 65 MB written)."""
+    """The process-wide detector + predictor, loaded on first use (from their copies in the
+    user's cache folder: a few ms; the first time about 0.5 s, and 65 MB written)."""
     global _loaded
     with _load_lock:
         if _loaded is None:

