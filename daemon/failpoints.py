@@ -68,7 +68,12 @@ def _kill(_phase: str) -> None:
 
 
 def _stop(_phase: str) -> None:
-    os.kill(os.getpid(), signal.SIGSTOP)  # returns after SIGCONT
+    # Sent to this thread, not the process: a process-directed SIGSTOP wakes one thread
+    # (usually the main one) to start the group stop, and until that thread gets a CPU the
+    # caller runs on -- on a busy machine far enough to write the very record the stop is
+    # meant to come before. A thread-directed one stops the caller as the call returns;
+    # the other threads follow. Returns after SIGCONT.
+    signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
 
 
 def _raise(phase: str) -> None:

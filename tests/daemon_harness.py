@@ -526,6 +526,22 @@ class NotifySocket:
         self.sock.close()
 
 
+def frozen(pid: int) -> bool:
+    """True once every thread of process ``pid`` is stopped by a signal (state T in /proc).
+
+    The process's own line only shows its main thread; a SIGSTOP reaches the threads one
+    by one, and a thread still running can write what the test means to come after the stop.
+    """
+    states = []
+    try:
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with open(f"{task.path}/stat") as fh:
+                states.append(fh.read().rsplit(")", 1)[1].split()[0])
+    except FileNotFoundError:  # the process (or a thread while listed) is gone
+        return False
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, *, daemons: Iterable[Daemon] = ()) -> Any:
     deadline = time.monotonic() + timeout
     while True:

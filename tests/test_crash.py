@@ -21,7 +21,7 @@ import pytest
 
 from daemon import failpoints
 from tests import outbox_files as sidecar
-from tests.daemon_harness import REPO, Daemon, NotifySocket, Share, Store, download, wait_until
+from tests.daemon_harness import REPO, Daemon, NotifySocket, Share, Store, download, frozen, wait_until
 
 JOB = "crash"
 
@@ -126,6 +126,50 @@ def test_failpoint_sleep_raise_and_exit():
     assert float(lines[0]) >= 0.3
     assert lines[1] == "failpoint after_render triggered"
     assert "not here" not in r.stdout
+
+
+# A worker thread reaches the failpoint while the main thread waits, both on one CPU, the main
+# thread as SCHED_BATCH, which never preempts a running thread when it wakes: the thread that
+# would start a process-wide stop waits for the worker's time slice to end -- a busy machine,
+# made certain. The marker file is the write the stop must come before (in the daemon: the
+# final sidecar).
+STOP_CHILD = """
+import os, sys, threading
+from daemon.failpoints import failpoint
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+go = threading.Event()
+def worker():
+    go.wait()
+    failpoint("before_sidecar_done", "job-1")
+    open(sys.argv[1], "w").close()
+thread = threading.Thread(target=worker)
+thread.start()
+os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+go.set()
+thread.join()
+print("resumed")
+"""
+
+
+def test_failpoint_stop_freezes_the_thread_that_reached_it_before_it_runs_on(tmp_path):
+    marker = tmp_path / "written-after-the-stop"
+    env = {k: v for k, v in os.environ.items() if k != failpoints.ENV_VAR}
+    env[failpoints.ENV_VAR] = "before_sidecar_done=stop@job"
+    child = subprocess.Popen([sys.executable, "-c", STOP_CHILD, str(marker)], cwd=REPO, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: frozen(child.pid) or child.poll() is not None, 30, "the child stopped")
+        assert child.poll() is None, child.communicate()[0]
+        time.sleep(0.3)  # a thread that ran on past the stop would have written by now
+        assert not marker.exists(), "the thread ran on past its stop failpoint"
+        os.kill(child.pid, signal.SIGCONT)
+        out, _ = child.communicate(timeout=30)
+        assert (child.returncode, out.strip()) == (0, "resumed")
+        assert marker.exists()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
 
 
 @pytest.mark.parametrize("spec,complaint", [

@@ -19,7 +19,7 @@ import pytest
 from daemon.errors import PermanentJobError
 from daemon.jobs import ClaimedJob
 from daemon.outbox import Outbox, RecordFenced, Sidecar, State, read_document
-from tests.daemon_harness import Daemon, Share, wait_until
+from tests.daemon_harness import Daemon, Share, frozen, wait_until
 
 HOST_A, HOST_B = "host-a", "host-b"
 
@@ -96,12 +96,8 @@ def test_a_final_record_never_goes_back(tmp_path):
 
 
 def stopped(daemon: Daemon) -> bool:
-    """True while the process is stopped by a signal (SIGSTOP): state T in /proc."""
-    try:
-        with open(f"/proc/{daemon.pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except FileNotFoundError:
-        return False
+    """True while the daemon is stopped by a signal (SIGSTOP), every thread of it."""
+    return frozen(daemon.pid)
 
 
 def dropped_lines(daemon: Daemon) -> int:
