@@ -50,7 +50,7 @@ PHASES = (
     "after_upload",         # the object is in the store, the sidecar does not know yet
     "before_sidecar_done",
     "after_sidecar_done",   # sidecar says done, inputs not yet moved to done/
-    "after_finish",         # inputs in done/, work folder not yet removed
+    "after_finish",         # inputs in done/, work folder removed, "job finished" (webhooks) not yet sent
     "heartbeat",            # each lease renewal round of the heartbeat thread
 )
 

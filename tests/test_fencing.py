@@ -155,6 +155,45 @@ def test_a_woken_host_never_rolls_back_a_job_another_host_finished(tmp_path, sto
                 d.terminate(20)
 
 
+@pytest.mark.slow
+def test_a_host_frozen_after_its_final_record_wakes_to_find_the_job_filed_and_drops_it_quietly(
+        tmp_path, store, media):
+    # the sleeper finished the job -- its "done" record stands -- and froze before filing the
+    # inputs; the taker finds the record final and files them; the sleeper, woken, must see
+    # the job gone to another host, not crash over the folder that is no longer there
+    share = Share(tmp_path / "share")
+    taker = Daemon(tmp_path, share, store, HOST_B,
+                   extra={"cluster": FAST_CLUSTER, "watch": {**FAST_WATCH, "settle_seconds": 3600}})
+    sleeper = Daemon(tmp_path, share, store, HOST_A, extra={"cluster": FAST_CLUSTER, "watch": FAST_WATCH})
+    taker.start()
+    sleeper.start(failpoints="after_sidecar_done=stop@job")
+    try:
+        share.drop_job("filed-by-b", media)
+        wait_until(lambda: stopped(sleeper), 60, "the sleeper frozen after its final record", daemons=[sleeper])
+        doc = share.wait_for(["filed-by-b"], ("done",), timeout=60, daemons=[taker])["filed-by-b"]
+        assert doc["host"] == HOST_A and doc["generation"] == 1, doc  # the finisher's record, as it wrote it
+        final = (share.outbox / "filed-by-b.json").read_bytes()
+        assert sorted(p.name for p in (share.root / "done" / "filed-by-b").iterdir()) == \
+            sorted(["filed-by-b.mp4", "filed-by-b.wav", "job.json"])
+        seen = dropped_lines(sleeper)
+        os.kill(sleeper.pid, signal.SIGCONT)
+        wait_until(lambda: dropped_lines(sleeper) > seen, 30, "the sleeper noticing", daemons=[sleeper])
+        time.sleep(1.0)  # room for any late damage
+        assert (share.outbox / "filed-by-b.json").read_bytes() == final
+        assert sleeper.alive
+        assert share.work_jobs() == []
+        texts = sleeper.log_text() + taker.log_text()
+        assert "Traceback" not in texts and "crashed" not in texts
+        # announced once (webhooks hang off the same "job finished"), by the host that filed it
+        finished = [e for d in (sleeper, taker) for e in d.log_events() if e.get("event") == "job finished"]
+        assert [(e["job"], e["state"]) for e in finished] == [("filed-by-b", "done")]
+    finally:
+        for d in (sleeper, taker):
+            if d.alive:
+                os.kill(d.pid, signal.SIGCONT)
+                d.terminate(20)
+
+
 CLAIM_PHASES = ["claim_record", "claim_moved", "before_lease", "claimed"]
 
 

@@ -311,7 +311,14 @@ class JobRunner:
         # not mistake for a takeover
         if self.heartbeat is not None:
             self.heartbeat.discard(job.work_dir)
-        workarea.finish(job, self.cfg, state)
+        try:
+            workarea.finish(job, self.cfg, state)
+        except OSError as exc:
+            # stalled past the lease after the final record: the daemon that took the job over
+            # found the record final and filed the inputs itself -- the job is no longer ours
+            if not lease.still_owner(job.work_dir, self.cfg.host_id):
+                raise JobLost("its inputs were filed by the daemon that took the job over") from exc
+            raise
 
     def _interrupted(self, run: JobRun) -> Outcome:
         """Leave the job claimed, its sidecar back to "queued": the next start resumes it."""
@@ -326,8 +333,9 @@ class JobRunner:
 
     def _cancelled(self, run: JobRun) -> Outcome:
         log.info("job cancelled on request")
-        err = PermanentJobError(f"cancelled on request while {'uploading' if run.step is Step.UPLOAD else 'queued or rendering'}"
-                                "; its inputs are kept: drop them again to render it", code="cancelled")
+        phase = "uploading" if run.step is Step.UPLOAD else "queued or rendering"
+        err = PermanentJobError(f"cancelled on request while {phase}; its inputs are kept: "
+                                "drop them again to render it", code="cancelled")
         try:
             return self._fail(run, err)
         except (RecordFenced, JobLost) as e:
