@@ -95,11 +95,6 @@ def test_a_final_record_never_goes_back(tmp_path):
 # --------------------------------------------------------------------------- real daemons
 
 
-def stopped(daemon: Daemon) -> bool:
-    """True while the daemon is stopped by a signal (SIGSTOP), every thread of it."""
-    return frozen(daemon.pid)
-
-
 def dropped_lines(daemon: Daemon) -> int:
     return sum(1 for e in daemon.log_events() if e.get("event", "").startswith("job taken over by another daemon"))
 
@@ -126,7 +121,7 @@ def test_a_woken_host_never_rolls_back_a_job_another_host_finished(tmp_path, sto
             for r in range(rounds):
                 name = f"{phase.replace('_', '-')}-{r}"
                 share.drop_job(name, media)
-                wait_until(lambda: stopped(sleeper), 60, f"{name}: the sleeper frozen at {phase}",
+                wait_until(lambda: frozen(sleeper.pid), 60, f"{name}: the sleeper frozen at {phase}",
                            daemons=[sleeper])
                 doc = share.wait_for([name], ("done",), timeout=60, daemons=[taker])[name]
                 assert doc["host"] == HOST_B and doc["generation"] >= 2, doc
@@ -169,7 +164,7 @@ def test_a_host_frozen_after_its_final_record_wakes_to_find_the_job_filed_and_dr
     sleeper.start(failpoints="after_sidecar_done=stop@job")
     try:
         share.drop_job("filed-by-b", media)
-        wait_until(lambda: stopped(sleeper), 60, "the sleeper frozen after its final record", daemons=[sleeper])
+        wait_until(lambda: frozen(sleeper.pid), 60, "the sleeper frozen after its final record", daemons=[sleeper])
         doc = share.wait_for(["filed-by-b"], ("done",), timeout=60, daemons=[taker])["filed-by-b"]
         assert doc["host"] == HOST_A and doc["generation"] == 1, doc  # the finisher's record, as it wrote it
         final = (share.outbox / "filed-by-b.json").read_bytes()
@@ -205,7 +200,7 @@ def test_a_claim_whose_folder_is_pulled_away_never_ends_the_daemon(tmp_path, sto
     daemon.start(failpoints=f"{phase}=stop*1")
     try:
         share.drop_job("pulled", media)
-        wait_until(lambda: stopped(daemon), 60, f"frozen at {phase}", daemons=[daemon])
+        wait_until(lambda: frozen(daemon.pid), 60, f"frozen at {phase}", daemons=[daemon])
         (job_dir,) = share.work_jobs()
         ghost = share.work / "ghost" / job_dir.name  # what another daemon's takeover does
         ghost.parent.mkdir(parents=True)

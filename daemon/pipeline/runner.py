@@ -316,7 +316,7 @@ class JobRunner:
         except OSError as exc:
             # stalled past the lease after the final record: the daemon that took the job over
             # found the record final and filed the inputs itself -- the job is no longer ours
-            if not lease.still_owner(job.work_dir, self.cfg.host_id):
+            if not self.owns(job):
                 raise JobLost("its inputs were filed by the daemon that took the job over") from exc
             raise
 
