@@ -80,3 +80,30 @@ def test_espeak_ng_reports_when_each_phoneme_is_spoken(tmp_path):
     assert all(a.end <= b.start + 1e-6 for a, b in zip(phonemes, phonemes[1:]))  # in order, never overlapping
     duration = len(load_mono(tmp_path / "bob.wav", 16000)) / 16000
     assert 0.5 < phonemes[-1].end <= duration + 0.01
+
+
+def test_a_voice_is_judged_on_the_mean_over_its_starts_against_the_frame_grid(tmp_path):
+    from bench.phonemes import Phoneme
+    from bench.warp_voices import combined, shifted
+
+    speech = load_mono(ROOT / "tests" / "data" / "speech" / "en-musetalk.flac", 16000)[:16000]
+    audio = write_flac(tmp_path / "one.flac", speech)
+    moved, phonemes = shifted(audio, [Phoneme("a", 0.1, 0.2)], 16, tmp_path)
+    samples = load_mono(moved, 16000)
+    assert samples.size == speech.size + 256 and not samples[:256].any()  # 16 ms of silence first
+    assert np.abs(samples[256:] - speech).max() < 1e-3
+    (a,) = phonemes
+    assert a.name == "a" and (a.start, a.end) == pytest.approx((0.116, 0.216))
+
+    def run(r_by_lag, closed, u_opening):
+        return {"correlation": max(r_by_lag.values()), "lag": 0, "by_lag": r_by_lag, "face_frames": 50,
+                "frames": 50, "closed_below_gap": 0.1, "pause_closures": {"pauses": 2, "closed": closed, "share": 0},
+                "vowels": {"a": {"frames": 3, "width_vs_rest": 0.9, "opening": 0.2},
+                           "u": {"frames": 2, "width_vs_rest": 0.8, "opening": u_opening}}}
+
+    got = combined([run({"-1": 0.5, "0": 0.8, "1": 0.7}, 2, 0.05), run({"-1": 0.5, "0": 0.6, "1": 0.9}, 1, 0.07)],
+                   (0, 8))
+    # r at the lag best on average (0.8 at lag 1), not the mean of each start's best (0.85)
+    assert (got["correlation"], got["lag"], got["correlation_by_phase"]) == (0.8, 1, [0.8, 0.9])
+    assert got["pause_closures"] == {"pauses": 4, "closed": 3, "share": 0.75}
+    assert got["vowels"]["u"] == {"frames": 4, "width_vs_rest": 0.8, "opening": 0.06, "opening_vs_a": 0.3}
