@@ -52,7 +52,10 @@ class MouthSettings:
     closure_depth: float = 12.0  # dB an energy dip must fall below both neighbours to close the lips
     closure_span: float = 0.15  # seconds either side in which those neighbours are looked for
     closure_keep: float = 0.25  # openness left in a video frame that contains a closure (it averages 40 ms)
-    vowel_open: float = 0.35  # how much an open vowel opens (and a close one closes) beyond its loudness
+    vowel_open: float = 0.35  # how much an open vowel (/a/) opens beyond its loudness
+    # and how much a close one (/i/ /u/) closes: more, as their lips part far less than /a/'s
+    # however loud (0.35 left formant-synthesised /u/ 0.65-0.72 as open as /a/)
+    vowel_close: float = 0.6
     vowel_span_octaves: float = 0.5  # formant shift from the speaker's median that makes a vowel fully open/spread/rounded
     # seconds of silence either side of speech still counted as speaking: a pause between
     # sentences keeps the lips as speech leaves them (closed), and only a longer silence
@@ -275,7 +278,8 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     hop_open = _smooth_attack_release(level, s.attack, s.release)
     hop_protrude = np.clip(-spreadish, 0.0, 1.0) * np.clip(1.0 - openish, 0.0, 1.0) * np.minimum(1.0, hop_open * 3.0)
     # rounded lips leave a small opening however loud the vowel
-    hop_open = np.clip(hop_open * (1.0 + s.vowel_open * openish) * (1.0 - 0.5 * hop_protrude), 0.0, 1.0)
+    vowel = 1.0 + np.where(openish > 0, s.vowel_open, s.vowel_close) * openish
+    hop_open = np.clip(hop_open * vowel * (1.0 - 0.5 * hop_protrude), 0.0, 1.0)
 
     # speaking, with short pauses bridged: between two words the mouth stays "in speech"
     # rather than snapping back to the template's own expression
@@ -298,10 +302,15 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     openness, spread = per_frame(hop_open), per_frame(spreadish)
     protrusion, activity = per_frame(hop_protrude), per_frame(hop_active)
     # a closure seals the lips for the video frame it falls in: at 25 fps a dip of 50-100 ms
-    # would otherwise be averaged away
+    # would otherwise be averaged away. The frame is the one *showing* the dip, without the
+    # lead: the silence of a /p b m/ is the lips closed, not a gesture ahead of the sound
+    # (with the lead, half of all closures fell a frame early, on the vowel before them)
     closures = _closures(level_db, speaking, s)
     if closures.size:
-        hit = np.searchsorted(closures, lo, side="left") < np.searchsorted(closures, hi, side="left")
+        shown = np.arange(frame_count) / fps
+        first = np.clip(np.floor(shown * FEATURE_RATE).astype(np.int64), 0, n)
+        after = np.clip(np.ceil((shown + 1.0 / fps) * FEATURE_RATE).astype(np.int64), 0, n)
+        hit = np.searchsorted(closures, first, side="left") < np.searchsorted(closures, after, side="left")
         openness[hit] *= s.closure_keep
         protrusion[hit] *= s.closure_keep
     return MouthTrack(np.clip(openness, 0.0, 1.0), np.clip(spread, -1.0, 1.0), np.clip(protrusion, 0.0, 1.0),
