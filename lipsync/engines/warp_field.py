@@ -44,7 +44,11 @@ from lipsync.engines.warp_geometry import MouthGeometry
 from lipsync.engines.warp_kernels import compiled, smoothstep_scalar
 
 # Shape of the motion, in mouth widths / fractions. Chosen by eye on real faces.
-MAX_OPENING = 0.38  # lip gap at openness 1, mid-mouth
+# The lip gap at openness 1, mid-mouth, in face widths (contour point 0 to 16): the jaw
+# drops by a share of the face, not of the lips -- a small mouth opens as far as a wide one
+# (0.185 keeps the astronaut fixtures' opening where it was chosen, 0.38 of their smiling
+# mouths; a painted face's narrow mouth opened 0.38 of its own width, too little to read)
+FULL_OPENING = 0.185
 UPPER_SHARE = 0.25  # share of the opening taken by the upper lip
 SPREAD = 0.16  # corner displacement at spread +-1 (each corner, in mouth widths); at 0.10 /i/ read no wider than rest
 SPREAD_CLOSES = 0.3  # and the opening is this much smaller at spread 1 (/i/: lips drawn flat, jaw nearly shut)
@@ -70,11 +74,12 @@ CONTOUR_ZERO_BAND = COARSE_STEP * 1.5 + 0.5
 # between its corners, the inner lips' corners (u); the nose's base and where the upper
 # lip's fade ends (v); the frame's viseme; what follows from it (the corners' shift, half
 # the opening's width, the opening's profile, the chin's drop); then the lip curves' three
-# coefficients each.
+# coefficients each; last the lip gap at full opening.
 (F_OFF_X, F_OFF_Y, F_OX, F_OY, F_AX, F_AY, F_WIDTH, F_UC, F_HW, F_U_IN0, F_U_IN1, F_NOSE_V, F_TOP_V,
  F_OPEN, F_SPREAD, F_PROTRUDE, F_ACTIVE, F_CORNER, F_HALF_OPEN, F_LENS_POWER, F_JAW_DROP) = range(21)
 F_UPPER, F_LOWER, F_OUTER_UPPER, F_OUTER_LOWER = 21, 24, 27, 30
-PARAMETERS = 33
+F_FULL_OPEN = 33  # the lip gap at openness 1 (pixels)
+PARAMETERS = 34
 
 # What coarse_fields gives for each coarse point, in this order: the crop pixel (x, y) the
 # lower and the upper lip's fields sample; the inner lips after the motion (v); the upper
@@ -102,6 +107,7 @@ def frame_parameters(g: MouthGeometry, rows: np.ndarray, pose: MouthPose, offset
     table[:, F_OX], table[:, F_OY] = g.origin[rows, 0], g.origin[rows, 1]
     table[:, F_AX], table[:, F_AY] = g.axis[rows, 0], g.axis[rows, 1]
     width = table[:, F_WIDTH] = g.width[rows]
+    table[:, F_FULL_OPEN] = FULL_OPENING * g.face_width[rows]
     table[:, F_UC], table[:, F_HW] = g.centre_u[rows], np.maximum(g.half_width[rows], 1.0)
     table[:, F_U_IN0], table[:, F_U_IN1] = g.inner_u[rows, 0], g.inner_u[rows, 1]
     table[:, F_NOSE_V] = g.nose_v[rows]
@@ -178,7 +184,7 @@ def lip_motion(frame, u):  # pragma: no cover - compiled
     inside = 1.0 - across * across
     lens = inside ** frame[F_LENS_POWER] if inside > 0.0 else 0.0
     width, active = frame[F_WIDTH], frame[F_ACTIVE]
-    target = frame[F_OPEN] * MAX_OPENING * width * lens * (1.0 - SPREAD_CLOSES * max(frame[F_SPREAD], 0.0))
+    target = frame[F_OPEN] * frame[F_FULL_OPEN] * lens * (1.0 - SPREAD_CLOSES * max(frame[F_SPREAD], 0.0))
     change = active * (target - max(lo - up, 0.0))
     pout = active * frame[F_PROTRUDE] * POUT * width * np.sqrt(max(inside, 0.0))
     return -UPPER_SHARE * change, (1.0 - UPPER_SHARE) * change, up, lo, pout

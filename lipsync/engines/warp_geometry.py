@@ -23,6 +23,7 @@ class MouthGeometry:
     origin: np.ndarray  # (N, 2) x, y of the mouth frame's origin
     axis: np.ndarray  # (N, 2) unit vector along u (left corner -> right corner)
     width: np.ndarray  # (N,) mouth width, corner to corner
+    face_width: np.ndarray  # (N,) the face's width across the contour's ends (points 0 and 16): the jaw's scale
     centre_u: np.ndarray  # (N,) u of the midpoint between the corners
     half_width: np.ndarray  # (N,) half the corner-to-corner distance along u
     inner_u: np.ndarray  # (N, 2) u of the inner-lip corners (landmarks 60, 64)
@@ -67,6 +68,7 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
     left, right = lm[:, MOUTH_CORNERS[0]], lm[:, MOUTH_CORNERS[1]]
     chord = right - left
     mouth_w = np.hypot(chord[:, 0], chord[:, 1])
+    face_w = np.hypot(*(lm[:, JAW_POINTS - 1] - lm[:, 0]).T)
     axis = chord / np.maximum(mouth_w, 1e-6)[:, None]
     down = np.stack([-axis[:, 1], axis[:, 0]], axis=1)
     origin = lm[:, 60:68].mean(axis=1)
@@ -90,9 +92,9 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
                     np.ceil(bounds[:, 2]) + 3, np.ceil(bounds[:, 3]) + 3], axis=1)
     box = np.clip(np.nan_to_num(box), 0, [width, height, width, height]).astype(np.int64)
     chin_v = contour[:, 8, 1]
-    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (chin_v > 0.5 * mouth_w) & (nose_v < 0)
-             & (box[:, 2] - box[:, 0] >= 8) & (box[:, 3] - box[:, 1] >= 8))
+    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (face_w >= mouth_w) & (chin_v > 0.5 * mouth_w)
+             & (nose_v < 0) & (box[:, 2] - box[:, 0] >= 8) & (box[:, 3] - box[:, 1] >= 8))
     f32 = lambda x: np.ascontiguousarray(x, np.float32)  # noqa: E731
-    return MouthGeometry(f32(origin), f32(axis), f32(mouth_w), f32(cu.mean(axis=1)),
+    return MouthGeometry(f32(origin), f32(axis), f32(mouth_w), f32(face_w), f32(cu.mean(axis=1)),
                          f32(np.abs(cu[:, 1] - cu[:, 0]) / 2), f32(inner_u), f32(upper), f32(lower),
                          f32(outer_upper), f32(outer_lower), f32(nose_v), f32(contour), box, valid)

@@ -10,7 +10,7 @@ import numpy as np
 
 from lipsync.engine import EngineSession, FrameChunk, RenderContext
 from lipsync.engines.warp import PreparedRender
-from lipsync.engines.warp_field import (COARSE_CHANNELS, COARSE_STEP, MAX_OPENING, MouthPose, coarse_fields,
+from lipsync.engines.warp_field import (COARSE_CHANNELS, COARSE_STEP, FULL_OPENING, MouthPose, coarse_fields,
                                         coarse_size, frame_parameters)
 from lipsync.engines.warp_geometry import MouthGeometry
 from lipsync.engines.warp_interior import SampleBank, SampleChoice, interior_palette
@@ -74,9 +74,15 @@ class WarpSession(EngineSession):
                                                            track.activity)))
         out = warp_crops(crops, np.stack([x0, y0], axis=1).astype(np.float32), self.geometry, rows, pose,
                          self._colours, self._bank,
-                         self._bank.choose(track.openness[frame_no] * MAX_OPENING) if self._bank else None)
+                         self._bank.choose(self._opening(frame_no, rows)) if self._bank else None)
         for k, (i, x, y) in enumerate(zip(which, x0, y0)):
             frames[i, y:y + crop_h, x:x + crop_w] = out[k]
+
+
+    def _opening(self, frame_no: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The lip gap each frame opens to, in mouth widths (as the mouth samples are sorted)."""
+        g = self.geometry
+        return self.track.openness[frame_no] * FULL_OPENING * g.face_width[rows] / np.maximum(g.width[rows], 1.0)
 
 
 def _crop_starts(box_starts: np.ndarray, size: int, limit: int) -> np.ndarray:
