@@ -84,6 +84,17 @@ def test_a_mouth_narrow_for_its_face_opens_as_far_as_its_jaw_drops(engine, tmp_p
     assert sync["correlation"] >= 0.75 and abs(sync["lag_frames"]) <= 1, sync
 
 
+def test_the_opening_scales_with_the_face_never_with_less_than_twice_the_mouth():
+    from lipsync.engines.warp_geometry import mouth_geometry
+
+    landmarks = np.zeros((2, 68, 2))
+    landmarks[:, 48], landmarks[:, 54] = (40.0, 60.0), (60.0, 60.0)  # a mouth 20 px wide
+    landmarks[0, 0], landmarks[0, 16] = (0.0, 40.0), (100.0, 40.0)  # a face 100 px wide
+    landmarks[1, 0], landmarks[1, 16] = (45.0, 40.0), (55.0, 40.0)  # a contour squeezed to 10 px
+    g = mouth_geometry(landmarks, np.ones(2, bool), 200, 200)
+    assert g.face_width.tolist() == [100.0, 40.0]
+
+
 def test_vowels_take_their_shapes(engine, tmp_path):
     """/a/ /i/ /u/ by formant synthesis: on the encoded video, as MediaPipe measures it, /u/
     is the narrowest mouth and /i/ the widest, /a/ the most open."""

@@ -68,7 +68,9 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
     left, right = lm[:, MOUTH_CORNERS[0]], lm[:, MOUTH_CORNERS[1]]
     chord = right - left
     mouth_w = np.hypot(chord[:, 0], chord[:, 1])
-    face_w = np.hypot(*(lm[:, JAW_POINTS - 1] - lm[:, 0]).T)
+    # a face is at least twice as wide as its mouth (real ones 2-3x): a contour squeezed by a
+    # turned head or a poor fit must not shrink the opening to nothing
+    face_w = np.maximum(np.hypot(*(lm[:, JAW_POINTS - 1] - lm[:, 0]).T), 2.0 * mouth_w)
     axis = chord / np.maximum(mouth_w, 1e-6)[:, None]
     down = np.stack([-axis[:, 1], axis[:, 0]], axis=1)
     origin = lm[:, 60:68].mean(axis=1)
@@ -92,8 +94,8 @@ def mouth_geometry(landmarks: np.ndarray, has_face: np.ndarray, width: int, heig
                     np.ceil(bounds[:, 2]) + 3, np.ceil(bounds[:, 3]) + 3], axis=1)
     box = np.clip(np.nan_to_num(box), 0, [width, height, width, height]).astype(np.int64)
     chin_v = contour[:, 8, 1]
-    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (face_w >= mouth_w) & (chin_v > 0.5 * mouth_w)
-             & (nose_v < 0) & (box[:, 2] - box[:, 0] >= 8) & (box[:, 3] - box[:, 1] >= 8))
+    valid = (np.asarray(has_face, bool) & (mouth_w >= 8) & (chin_v > 0.5 * mouth_w) & (nose_v < 0)
+             & (box[:, 2] - box[:, 0] >= 8) & (box[:, 3] - box[:, 1] >= 8))
     f32 = lambda x: np.ascontiguousarray(x, np.float32)  # noqa: E731
     return MouthGeometry(f32(origin), f32(axis), f32(mouth_w), f32(face_w), f32(cu.mean(axis=1)),
                          f32(np.abs(cu[:, 1] - cu[:, 0]) / 2), f32(inner_u), f32(upper), f32(lower),

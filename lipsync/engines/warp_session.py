@@ -78,7 +78,6 @@ class WarpSession(EngineSession):
         for k, (i, x, y) in enumerate(zip(which, x0, y0)):
             frames[i, y:y + crop_h, x:x + crop_w] = out[k]
 
-
     def _opening(self, frame_no: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The lip gap each frame opens to, in mouth widths (as the mouth samples are sorted)."""
         g = self.geometry
