@@ -135,13 +135,13 @@ def phoneme_frames(phonemes: list[Phoneme], fps: float) -> list[tuple[str, int]]
 PHASES_MS = (0, 8, 16, 24, 32)
 
 
-def shifted(audio: Path, phonemes: list[Phoneme] | None, ms: int, work: Path) -> tuple[Path, list[Phoneme] | None]:
-    """The audio (16 kHz mono) after ``ms`` of silence, and its phonemes moved by as much."""
-    from lipsync.media.audio import load_mono
+def shifted(samples: np.ndarray, name: str, phonemes: list[Phoneme] | None, ms: int,
+            work: Path) -> tuple[Path, list[Phoneme] | None]:
+    """A WAV of ``samples`` (16 kHz mono) after ``ms`` of silence, and the phonemes moved by as much."""
     from tests.media_factory import write_wav
 
-    samples = np.concatenate([np.zeros(ms * 16, np.float32), load_mono(audio, 16000)])
-    path = write_wav(work / f"{audio.stem}-{ms}ms.wav", (np.clip(samples, -1, 1) * 32767).astype(np.int16), 16000)
+    samples = np.concatenate([np.zeros(ms * 16, np.float32), samples])
+    path = write_wav(work / f"{name}-{ms}ms.wav", (np.clip(samples, -1, 1) * 32767).astype(np.int16), 16000)
     moved = None if phonemes is None else [Phoneme(p.name, p.start + ms / 1000, p.end + ms / 1000) for p in phonemes]
     return path, moved
 
@@ -150,9 +150,12 @@ def judge_voice(label: str, audio: Path, phonemes: list[Phoneme] | None, templat
                 rest: dict[str, tuple[float, float]], mouths_at: dict[str, np.ndarray], engine,
                 options: RenderOptions, work: Path, sheets: Path | None, phases_ms=PHASES_MS) -> dict:
     """Per template, the figures of one voice: every phase rendered and judged, then combined."""
+    from lipsync.media.audio import load_mono
+
+    samples = load_mono(audio, 16000)  # decoded once, shifted for every phase
     runs = []
     for ms in phases_ms:
-        moved_audio, moved_phonemes = shifted(audio, phonemes, ms, work)
+        moved_audio, moved_phonemes = shifted(samples, audio.stem, phonemes, ms, work)
         runs.append(judge_once(f"{label}-{ms}ms", moved_audio, moved_phonemes, templates, rest, mouths_at, engine,
                                options, work, sheets if ms == phases_ms[0] else None, sheet_name=label))
     return {name: combined([run[name] for run in runs], phases_ms) for name in templates}

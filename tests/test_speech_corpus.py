@@ -87,8 +87,7 @@ def test_a_voice_is_judged_on_the_mean_over_its_starts_against_the_frame_grid(tm
     from bench.warp_voices import combined, shifted
 
     speech = load_mono(ROOT / "tests" / "data" / "speech" / "en-musetalk.flac", 16000)[:16000]
-    audio = write_flac(tmp_path / "one.flac", speech)
-    moved, phonemes = shifted(audio, [Phoneme("a", 0.1, 0.2)], 16, tmp_path)
+    moved, phonemes = shifted(speech, "one", [Phoneme("a", 0.1, 0.2)], 16, tmp_path)
     samples = load_mono(moved, 16000)
     assert samples.size == speech.size + 256 and not samples[:256].any()  # 16 ms of silence first
     assert np.abs(samples[256:] - speech).max() < 1e-3

@@ -107,7 +107,7 @@ def frame_parameters(g: MouthGeometry, rows: np.ndarray, pose: MouthPose, offset
     table[:, F_OX], table[:, F_OY] = g.origin[rows, 0], g.origin[rows, 1]
     table[:, F_AX], table[:, F_AY] = g.axis[rows, 0], g.axis[rows, 1]
     width = table[:, F_WIDTH] = g.width[rows]
-    table[:, F_FULL_OPEN] = FULL_OPENING * g.face_width[rows]
+    table[:, F_FULL_OPEN] = full_opening(g, rows)
     table[:, F_UC], table[:, F_HW] = g.centre_u[rows], np.maximum(g.half_width[rows], 1.0)
     table[:, F_U_IN0], table[:, F_U_IN1] = g.inner_u[rows, 0], g.inner_u[rows, 1]
     table[:, F_NOSE_V] = g.nose_v[rows]
@@ -127,6 +127,11 @@ def frame_parameters(g: MouthGeometry, rows: np.ndarray, pose: MouthPose, offset
     table[:, F_LENS_POWER] = LENS_POWER - 0.25 * p + 0.15 * np.maximum(s, 0.0)
     _complete_parameters(table)
     return table
+
+
+def full_opening(g: MouthGeometry, rows: np.ndarray) -> np.ndarray:
+    """(T,) the lip gap (pixels) at openness 1 in template frames ``rows`` of ``g``."""
+    return FULL_OPENING * g.face_width[rows]
 
 
 @compiled

@@ -10,8 +10,8 @@ import numpy as np
 
 from lipsync.engine import EngineSession, FrameChunk, RenderContext
 from lipsync.engines.warp import PreparedRender
-from lipsync.engines.warp_field import (COARSE_CHANNELS, COARSE_STEP, FULL_OPENING, MouthPose, coarse_fields,
-                                        coarse_size, frame_parameters)
+from lipsync.engines.warp_field import (COARSE_CHANNELS, COARSE_STEP, MouthPose, coarse_fields,
+                                        coarse_size, frame_parameters, full_opening)
 from lipsync.engines.warp_geometry import MouthGeometry
 from lipsync.engines.warp_interior import SampleBank, SampleChoice, interior_palette
 from lipsync.engines.warp_kernels import warp_and_sample
@@ -81,7 +81,7 @@ class WarpSession(EngineSession):
     def _opening(self, frame_no: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The lip gap each frame opens to, in mouth widths (as the mouth samples are sorted)."""
         g = self.geometry
-        return self.track.openness[frame_no] * FULL_OPENING * g.face_width[rows] / np.maximum(g.width[rows], 1.0)
+        return self.track.openness[frame_no] * full_opening(g, rows) / np.maximum(g.width[rows], 1.0)
 
 
 def _crop_starts(box_starts: np.ndarray, size: int, limit: int) -> np.ndarray:
