@@ -56,7 +56,8 @@ class MouthSettings:
     # and how much a close one (/i/ /u/) closes: more, as their lips part far less than /a/'s
     # however loud (0.35 left formant-synthesised /u/ 0.65-0.72 as open as /a/)
     vowel_close: float = 0.6
-    vowel_span_octaves: float = 0.5  # formant shift from the speaker's median that makes a vowel fully open/spread/rounded
+    # formant shift from the speaker's median that makes a vowel fully open, spread or rounded
+    vowel_span_octaves: float = 0.5
     # seconds of silence either side of speech still counted as speaking: a pause between
     # sentences keeps the lips as speech leaves them (closed), and only a longer silence
     # brings back the template's own mouth -- on a face with parted lips at rest, a quick
@@ -236,6 +237,25 @@ def _relative(value: np.ndarray, voiced: np.ndarray, span: float,
     return np.nan_to_num(np.tanh((value - reference) / span))
 
 
+def frame_hops(starts: np.ndarray, duration: float, hops: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per video frame shown from ``starts`` (seconds) for ``duration``: the hops [lo, hi)
+    whose centres (hop j at j / FEATURE_RATE s) fall inside that interval, within 0..``hops``.
+
+    One rule for every per-frame figure, so frames tile the hops: at 25 fps each frame has
+    exactly 4, at 30 fps 3 or 4, and no hop falls in two frames. A boundary that lies on a
+    hop's centre (25 fps: every one) is rounded before it is compared, so float error in
+    ``i / fps`` never widens one frame by a hop and not its neighbour. A frame shorter than
+    a hop (over 100 fps) gets the hop nearest its middle.
+    """
+    start = np.round(np.asarray(starts, np.float64) * FEATURE_RATE, 6)
+    end = np.round(start + duration * FEATURE_RATE, 6)
+    lo, hi = np.ceil(start), np.ceil(end)
+    empty = hi <= lo
+    lo[empty] = np.round((start[empty] + end[empty]) / 2)
+    hi[empty] = lo[empty] + 1
+    return np.clip(lo, 0, hops).astype(np.int64), np.clip(hi, 0, hops).astype(np.int64)
+
+
 def mouth_track(features: HopFeatures, fps: float, frame_count: int,
                 settings: MouthSettings = MouthSettings()) -> MouthTrack:
     """Per-frame viseme values for ``frame_count`` output frames at ``fps``."""
@@ -288,11 +308,9 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     hop_active = _smooth_attack_release(active, 0.05, 0.15)
 
     # average the hops inside each frame's display interval, shifted earlier by the lead
-    times = (np.arange(frame_count) + 0.5) / fps + s.lead
-    half = 0.5 / fps
     n = len(features)
-    lo = np.clip(np.floor((times - half) * FEATURE_RATE).astype(np.int64), 0, n)
-    hi = np.clip(np.ceil((times + half) * FEATURE_RATE).astype(np.int64), 0, n)
+    shown = np.arange(frame_count) / fps
+    lo, hi = frame_hops(shown + s.lead, 1.0 / fps, n)
     width = np.maximum(hi - lo, 1)
 
     def per_frame(hops: np.ndarray) -> np.ndarray:
@@ -307,9 +325,7 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     # (with the lead, half of all closures fell a frame early, on the vowel before them)
     closures = _closures(level_db, speaking, s)
     if closures.size:
-        shown = np.arange(frame_count) / fps
-        first = np.clip(np.floor(shown * FEATURE_RATE).astype(np.int64), 0, n)
-        after = np.clip(np.ceil((shown + 1.0 / fps) * FEATURE_RATE).astype(np.int64), 0, n)
+        first, after = frame_hops(shown, 1.0 / fps, n)
         hit = np.searchsorted(closures, first, side="left") < np.searchsorted(closures, after, side="left")
         openness[hit] *= s.closure_keep
         protrusion[hit] *= s.closure_keep

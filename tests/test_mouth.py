@@ -8,8 +8,8 @@ import av
 import numpy as np
 
 from lipsync.media.audio import load_mono
-from lipsync.mouth import (RATE, MouthFeatures, MouthSettings, formants, mouth_track, mouth_track_from_file,
-                           mouth_track_from_samples)
+from lipsync.mouth import (RATE, MouthFeatures, MouthSettings, formants, frame_hops, mouth_track,
+                           mouth_track_from_file, mouth_track_from_samples)
 from tests import media_factory as mf
 
 FPS = 25.0
@@ -108,6 +108,35 @@ def test_a_closure_closes_the_frame_that_shows_it_not_the_one_before():
     o = mouth_track_from_samples(samples, FPS, frames_for(samples)).openness
     assert int(np.argmin(o[6:14])) + 6 == 10, o[6:14]
     assert o[10] < 0.3 and o[9] > 0.6, o[6:14]
+
+
+def test_every_frame_of_a_steady_rhythm_moves_the_mouth_alike():
+    # /a/ for one 25 fps frame, a 25 dB quieter /a/ for the next, over and over: every loud
+    # frame shows the same 40 ms of sound, so once the rhythm is steady every loud frame
+    # must open the mouth alike (and every quiet one). Frame boundaries lie exactly on hop
+    # centres at 25 fps; float error in i / fps used to widen some frames' averages to 5
+    # or 6 hops and not their neighbours', so the mouth jittered on a steady rhythm.
+    loud = vowel(0.04, (750.0, 1200.0))
+    samples = np.concatenate([np.concatenate([loud, loud * 10 ** (-25 / 20)]) for _ in range(60)])
+    samples = np.concatenate([samples, np.zeros(RATE // 2, np.float32)])
+    track = mouth_track_from_samples(samples, FPS, frames_for(samples))
+    steady = slice(20, 100)  # after the attack, before the end
+    loud_frames, quiet_frames = track.openness[steady][::2], track.openness[steady][1::2]
+    assert loud_frames.min() > quiet_frames.max() + 0.2, (loud_frames, quiet_frames)
+    assert np.ptp(loud_frames) < 0.01 and np.ptp(quiet_frames) < 0.01, (loud_frames, quiet_frames)
+
+
+def test_frames_tile_the_hops_one_rule_for_every_frame_rate():
+    for fps, sizes in ((25.0, {4}), (30.0, {3, 4}), (24.0, {4, 5}), (30000 / 1001, {3, 4}), (50.0, {2})):
+        starts = np.arange(200_000) / fps + 0.02  # the lead shifts every window alike
+        lo, hi = frame_hops(starts, 1.0 / fps, 10**9)
+        assert set(np.unique(hi - lo)) == sizes, fps
+        assert np.array_equal(hi[:-1], lo[1:]), fps  # no hop in two frames, none in no frame
+    # a frame shorter than a hop still shows one: the hop nearest its middle
+    lo, hi = frame_hops(np.arange(8) / 240.0, 1.0 / 240.0, 10**9)
+    assert np.array_equal(hi - lo, np.ones(8)) and lo.tolist() == [0, 1, 1, 1, 2, 2, 3, 3]
+    lo, hi = frame_hops(np.array([-0.1, 5.0]), 0.04, 100)  # clipped to the hops there are
+    assert lo.tolist() == [0, 100] and hi.tolist() == [0, 100]
 
 
 def test_vowels_have_shapes_rounded_spread_and_open():
