@@ -291,3 +291,43 @@ def _process_all(session, ctx, chunk: int = 16):
             outputs.append(session.process(FrameChunk(frames, out_idx, t_idx)).copy())
             indices.append(t_idx)
     return np.concatenate(inputs), np.concatenate(outputs), np.concatenate(indices), session
+
+
+def test_a_rounded_mouth_leaves_nothing_of_its_own_opening_beside_the_corners(engine, tmp_path):
+    """The astronaut smiles with her lips apart: the dark of her own opening reaches into
+    both corners. For /u/ the corners come in; that dark must come in with them, not stay
+    behind as a dot on the cheek (a pixel beside the right corner once sampled where the
+    corner had been, while its neighbours moved with it)."""
+    from PIL import Image
+
+    from lipsync.mouth import MouthTrack
+
+    still = tmp_path / "astronaut.png"
+    Image.fromarray(mf.astronaut()).save(still)
+    ctx = context(mf.SPEECH_SHORT, still, RenderOptions())
+    session = engine.start(ctx)
+    n = len(session.track)
+    for openness in (0.1, 0.3, 0.5):
+        session.track = MouthTrack(np.full(n, openness, np.float32), np.full(n, -1.0, np.float32),
+                                   np.ones(n, np.float32), np.ones(n, np.float32), ctx.fps)
+        with TemplateReader(ctx.template) as reader:
+            frame = next(iter(reader.frames([0])))
+        out = session.process(FrameChunk(frame[None].copy(), np.array([0]), np.array([0])))[0]
+        lips = session.analysis.landmarks[0][48:68]
+        (x0, y0), (x1, y1) = lips.min(axis=0), lips.max(axis=0)
+        pad = 0.5 * (x1 - x0)
+        box = (slice(int(y0 - pad), int(y1 + pad)), slice(int(x0 - pad), int(x1 + pad)))
+        assert not np.array_equal(out[box], frame[box])  # the mouth did move
+        assert _lone_dark_pixels(frame[box]) == [], "the template has none of its own"
+        assert _lone_dark_pixels(out[box]) == [], openness
+
+
+def _lone_dark_pixels(rgb: np.ndarray, by: float = 40.0) -> list[tuple[int, int]]:
+    """(x, y) of the pixels darker than all eight of their neighbours by more than ``by`` levels."""
+    lum = rgb.astype(np.float64).mean(axis=2)
+    h, w = lum.shape
+    centre = lum[1:-1, 1:-1]
+    darkest_neighbour = np.min([lum[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx]
+                                for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
+    ys, xs = np.nonzero(darkest_neighbour - centre > by)
+    return [(int(x) + 1, int(y) + 1) for y, x in zip(ys, xs)]

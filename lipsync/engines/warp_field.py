@@ -82,10 +82,10 @@ F_FULL_OPEN = 33  # the lip gap at openness 1 (pixels)
 PARAMETERS = 34
 
 # What coarse_fields gives for each coarse point, in this order: the crop pixel (x, y) the
-# lower and the upper lip's fields sample; the inner lips after the motion (v); the upper
-# lip's rise; how much of the motion the point keeps.
-COARSE_CHANNELS = ("low_x", "low_y", "up_x", "up_y", "top", "bottom", "rise", "keep")
-C_LOW_X, C_LOW_Y, C_UP_X, C_UP_Y, C_TOP, C_BOTTOM, C_RISE, C_KEEP = range(len(COARSE_CHANNELS))
+# lower and the upper lip's fields sample; the inner lips after the motion (v); how much of
+# the motion the point keeps.
+COARSE_CHANNELS = ("low_x", "low_y", "up_x", "up_y", "top", "bottom", "keep")
+C_LOW_X, C_LOW_Y, C_UP_X, C_UP_Y, C_TOP, C_BOTTOM, C_KEEP = range(len(COARSE_CHANNELS))
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def coarse_fields(table, contour, grid, coarse, near):  # pragma: no cover - com
 
     table: (T, PARAMETERS) frame_parameters; contour: (T, 17, 2) the face contours (u, v).
     Writes grid (T, h, w, 2), the crop pixel x, y each point samples (the upper lip's field
-    above the line between the moved inner lips, the lower's below it); coarse (T, h, w, 8),
+    above the line between the moved inner lips, the lower's below it); coarse (T, h, w, 7),
     COARSE_CHANNELS; and near (T, 4), each crop's points [i0, i1) x [j0, j1) around the
     moving lips: those within 2 steps of them, and one point more on every side (i0 >= i1
     where no lip moves). A point that keeps none of the motion samples its own pixel exactly.
@@ -315,7 +315,7 @@ def coarse_fields(table, contour, grid, coarse, near):  # pragma: no cover - com
                 coarse[t, i, j, C_LOW_X], coarse[t, i, j, C_LOW_Y] = low_x, low_y
                 coarse[t, i, j, C_UP_X], coarse[t, i, j, C_UP_Y] = up_x, up_y
                 coarse[t, i, j, C_TOP], coarse[t, i, j, C_BOTTOM] = top, bottom
-                coarse[t, i, j, C_RISE], coarse[t, i, j, C_KEEP] = rise, keep
+                coarse[t, i, j, C_KEEP] = keep
                 if keep > 0.0 and abs(u - uc) <= hw + 2 * step and top - 2 * step <= v <= bottom + 2 * step:
                     i0, i1, j0, j1 = min(i0, i), max(i1, i + 1), min(j0, j), max(j1, j + 1)
         if i0 < i1:

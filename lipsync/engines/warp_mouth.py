@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from lipsync.engines.warp_field import (C_BOTTOM, C_KEEP, C_RISE, C_TOP, COARSE_STEP, F_ACTIVE, F_HALF_OPEN, F_OFF_X,
-                                        F_OFF_Y, F_UC, F_WIDTH, inner_lips, to_crop, to_uv)
+from lipsync.engines.warp_field import (C_BOTTOM, C_KEEP, C_TOP, COARSE_STEP, F_ACTIVE, F_HALF_OPEN, F_OFF_X,
+                                        F_OFF_Y, F_UC, F_WIDTH, inner_lips, to_uv)
 from lipsync.engines.warp_interior import grain_noise, interior_colour
 from lipsync.engines.warp_kernels import bilinear, bilinear_at, cell_pixels, compiled, smoothstep_scalar
 
@@ -85,7 +85,7 @@ def mouth_pixels(crops, coarse, mouth, table, palette, grain, images, sample, sh
     """Write the pixels of the cells marked in ``mouth`` (T, h - 1, w - 1) into ``out`` (T, H,
     W, 3) uint8, from ``crops`` (the same shape); ``out`` holds the rest of the warp already.
 
-    coarse: (T, h, w, 8) COARSE_CHANNELS of points COARSE_STEP pixels apart
+    coarse: (T, h, w, 7) COARSE_CHANNELS of points COARSE_STEP pixels apart
     (:func:`lipsync.engines.warp_field.coarse_fields`, which also marks the cells); table:
     the frames' parameters (:func:`lipsync.engines.warp_field.frame_parameters`). What the
     interior is drawn from: palette (4, 3), grain (the skin's noise, levels), and per frame
@@ -174,13 +174,14 @@ def _sample_lips(crops, coarse, t, i, j, ya, yb, xa, xb, frame, work, oy, ox):  
             keep = _at(coarse, t, i, j, i1, j1, C_KEEP, w00, w01, w10, w11)
             u, v = to_uv(frame, float(x), float(y))
             in_gap = min(max(v - top, 0.0), 1.0) * min(max(bottom - v, 0.0), 1.0) * keep
-            if in_gap > 0:  # the template's own interior, hanging from the upper lip
-                sx, sy = to_crop(frame, u, v - _at(coarse, t, i, j, i1, j1, C_RISE, w00, w01, w10, w11))
+            if in_gap > 0:  # the opening: y0, y1, x0, x1 enclose it
                 y0, y1, x0, x1 = min(y0, y), max(y1, y + 1), min(x0, x), max(x1, x + 1)
-            else:
-                k = 0 if v >= (top + bottom) * 0.5 else 2  # the lower lip's field, or the upper's
-                sx = _at(coarse, t, i, j, i1, j1, k, w00, w01, w10, w11)
-                sy = _at(coarse, t, i, j, i1, j1, k + 1, w00, w01, w10, w11)
+            # the lower lip's field, or the upper's, which the template's own interior hangs
+            # from: it moves with the upper lip, corners and all (sampled where it stood, a
+            # piece of it stayed behind beside a corner drawn in for a rounded vowel)
+            k = 0 if v >= (top + bottom) * 0.5 and in_gap <= 0 else 2
+            sx = _at(coarse, t, i, j, i1, j1, k, w00, w01, w10, w11)
+            sy = _at(coarse, t, i, j, i1, j1, k + 1, w00, w01, w10, w11)
             at = bilinear_at(width, height, sx, sy)
             py, px = y - oy, x - ox
             for c in range(3):
