@@ -98,6 +98,15 @@ def _frames_within(start: float, end: float, fps: float, n: int, slack: int = 0)
     return np.arange(max(first, 0), min(last, n - 1) + 1)
 
 
+def closure_frames(phoneme: Phoneme, fps: float, n: int, slack: int = 1) -> np.ndarray:
+    """The frames in which a /p b m/ may show its lips shut: those whose middle lies in it,
+    give or take ``slack`` frames (where there are none, the frame it starts in)."""
+    frames = _frames_within(phoneme.start, phoneme.end, fps, n, slack)
+    if frames.size == 0:
+        frames = np.array([min(int(phoneme.start * fps), n - 1)])
+    return frames
+
+
 def pause_closures(gap: np.ndarray, pauses: Sequence[tuple[float, float]], fps: float,
                    scale: MouthScale) -> dict:
     """Share of the pauses in which the lips close in at least one frame."""
@@ -127,10 +136,7 @@ def phoneme_closures(gap: np.ndarray, phonemes: Sequence[Phoneme], fps: float, s
     bilabials = [p for p in _merged(phonemes) if is_bilabial(p.name)]
     closed = 0
     for p in bilabials:
-        frames = _frames_within(p.start, p.end, fps, gap.size, slack)
-        if frames.size == 0:  # shorter than a frame: the frame it falls in
-            frames = np.array([min(int(p.start * fps), gap.size - 1)])
-        if np.nanmin(gap[frames]) <= scale.closed_below:
+        if np.nanmin(gap[closure_frames(p, fps, gap.size, slack)]) <= scale.closed_below:
             closed += 1
     return {"bilabials": len(bilabials), "closed": closed,
             "share": round(closed / len(bilabials), 3) if bilabials else None, "slack_frames": slack}

@@ -26,7 +26,7 @@ fall against the frames, so one rendering is a draw, and the figures are over al
   as /a/);
 
 and writes one contact sheet per voice (rows: templates; columns: loud moments and pauses,
-or for synthetic voices the middles of /a/ /i/ /u/ /m/ /p/ /b/) for a person to judge.
+or for synthetic voices /a/ /i/ /u/ /m/ /p/ /b/: see :func:`phoneme_frames`) for a person to judge.
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ from bench.avsync import audio_envelope, av_sync, referee_mouths
 from bench.figures import report
 from bench.phonemes import Phoneme, is_bilabial, text_with_phonemes
 from bench.speech_corpus import ROOT, VOICES, Voice
-from bench.voice_judge import (MouthScale, pause_closures, phoneme_closures, speech_pauses, vowel_shapes,
-                               voice_sheet)
+from bench.voice_judge import (MouthScale, closure_frames, pause_closures, phoneme_closures, speech_pauses,
+                               vowel_shapes, voice_sheet)
 from lipsync.engine import RenderOptions
 from lipsync.engines import create_engine
 from lipsync.face.analysis import analyze_template
 from lipsync.media.template import probe_template
+from lipsync.mouth import mouth_track_from_file
 from lipsync.render import render
 from lipsync.timeline import template_index
 
@@ -116,16 +117,26 @@ def loud_and_quiet_frames(envelope: np.ndarray, pauses: list[tuple[float, float]
     return picks
 
 
-def phoneme_frames(phonemes: list[Phoneme], fps: float) -> list[tuple[str, int]]:
-    """The middle of the first long /a/, /i/, /u/ and the first /m/, /p/, /b/."""
+def phoneme_frames(phonemes: list[Phoneme], fps: float, openness: np.ndarray) -> list[tuple[str, int]]:
+    """The middle of the first long /a/, /i/, /u/; for the first /m/, /p/, /b/ the frame of
+    the window the closure figure judges (:func:`bench.voice_judge.closure_frames`) in which
+    the mouth model (``openness``, per frame) shuts the lips most. espeak-ng times a short
+    stop from its release: the closure is the silence before it, and the stop's middle
+    shows the lips parting for the next sound."""
     from bench.voice_judge import VOWEL_CLASSES
 
     wanted = [(f"/{v}/", names, 0.08) for v, names in VOWEL_CLASSES.items()] + [(f"/{c}/", (c,), 0.0) for c in "mpb"]
     picks = []
     for label, names, shortest in wanted:
         first = next((p for p in phonemes if p.name in names and p.end - p.start >= shortest), None)
-        if first is not None:
-            picks.append((f"{label} {first.start:.2f}s", int((first.start + first.end) / 2 * fps)))
+        if first is None:
+            continue
+        if is_bilabial(first.name):
+            window = closure_frames(first, fps, openness.size)
+            frame = int(window[np.argmin(openness[window])])
+        else:
+            frame = int((first.start + first.end) / 2 * fps)
+        picks.append((f"{label} {frame / fps:.2f}s", frame))
     return picks
 
 
@@ -192,7 +203,11 @@ def judge_once(label: str, audio: Path, phonemes: list[Phoneme] | None, template
     if sheets is not None and envelopes:
         fps = next(iter(results.values())).fps
         envelope = next(iter(envelopes.values()))
-        picks = phoneme_frames(phonemes, fps) if phonemes is not None else loud_and_quiet_frames(envelope, pauses, fps)
+        if phonemes is not None:
+            openness = mouth_track_from_file(audio, fps, next(iter(results.values())).frames).openness
+            picks = phoneme_frames(phonemes, fps, openness)
+        else:
+            picks = loud_and_quiet_frames(envelope, pauses, fps)
         rows = [(name, outputs[name], mouths_per_output_frame(mouths_at[name], results[name].frames))
                 for name in templates]
         voice_sheet(rows, picks, sheets / f"{sheet_name}.jpg")
@@ -295,7 +310,8 @@ def run_voices(argv: list[str]) -> None:
 
 def voice_table(per_voice: dict[str, dict]) -> str:
     """One line per voice and template: the figures a reader compares."""
-    lines = [f"{'voice':<16}{'template':<11}{'r':>6}{'lag':>5}{'pauses':>9}{'p b m':>9}  vowels (width/rest, opening/a)"]
+    lines = [f"{'voice':<16}{'template':<11}{'r':>6}{'lag':>5}{'pauses':>9}{'p b m':>9}"
+             "  vowels (width/rest, opening/a)"]
     for voice, v in per_voice.items():
         for template, f in v["templates"].items():
             p = f["pause_closures"]

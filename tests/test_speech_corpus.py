@@ -72,6 +72,22 @@ def test_closures_count_a_pause_or_phoneme_only_when_the_lips_close_inside_it():
     assert phoneme_closures(gap, phonemes, fps, scale, slack=0)["closed"] == 1
 
 
+def test_the_contact_sheet_shows_a_short_stop_where_the_lips_close_not_where_they_part():
+    from bench.phonemes import Phoneme
+    from bench.warp_voices import phoneme_frames
+
+    # as espeak-ng times it: a pause, a 34 ms /p/ (its release), /e/; the lips are shut in
+    # the pause's last frame (37: 1.48-1.52 s) and part in frame 38, which holds the /p/'s middle
+    phonemes = [Phoneme("_:", 1.0, 1.508), Phoneme("p", 1.508, 1.542), Phoneme("e", 1.542, 1.69),
+                Phoneme("a", 1.69, 1.85), Phoneme("m", 1.85, 1.95)]
+    openness = np.full(60, 0.8)
+    openness[25:38] = 0.0  # the pause
+    openness[38] = 0.57
+    openness[47] = 0.05  # the /m/ (frames 46-48) closes in its middle frame
+    picks = dict(phoneme_frames(phonemes, 25.0, openness))
+    assert picks == {"/a/ 1.76s": 44, "/p/ 1.48s": 37, "/m/ 1.88s": 47}, picks
+
+
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 def test_espeak_ng_reports_when_each_phoneme_is_spoken(tmp_path):
     phonemes = text_with_phonemes("Bob bought a map.", "en-us", tmp_path / "bob.wav")
