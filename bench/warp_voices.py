@@ -201,11 +201,11 @@ def judge_once(label: str, audio: Path, phonemes: list[Phoneme] | None, template
             entry["vowels"] = vowel_shapes(m, phonemes, result.fps, rest_width, rest_gap)
         figures[name] = entry
     if sheets is not None and envelopes:
-        fps = next(iter(results.values())).fps
+        first = next(iter(results.values()))  # every template here has the same timing
+        fps = first.fps
         envelope = next(iter(envelopes.values()))
         if phonemes is not None:
-            openness = mouth_track_from_file(audio, fps, next(iter(results.values())).frames).openness
-            picks = phoneme_frames(phonemes, fps, openness)
+            picks = phoneme_frames(phonemes, fps, mouth_track_from_file(audio, fps, first.frames).openness)
         else:
             picks = loud_and_quiet_frames(envelope, pauses, fps)
         rows = [(name, outputs[name], mouths_per_output_frame(mouths_at[name], results[name].frames))
