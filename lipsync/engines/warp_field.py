@@ -13,9 +13,12 @@ mouth frame:
   silence (activity 0) nothing moves at all and the template's expression is what shows;
 * each lip moves as a whole, from its inner edge to its outer edge (its texture is carried,
   not stretched); protrusion moves the outer edges outward (a pout reads as fuller lips);
+  how far a lip moves is the opening's profile *where the lip is shown*: with the corners
+  drawn in, a point of the lip lands nearer the middle than it stood;
 * below the lower lip the motion blends into a gentler jaw motion, above the upper lip it
   fades out before the nose;
-* the corners move in (rounded, and a little as the jaw opens) or out (spread) along ``u``;
+* the corners move in (rounded -- by a low F2 or by protrusion, counted once -- and a
+  little as the jaw opens) or out (spread) along ``u``;
 * where the lips part, the mouth interior is drawn (:mod:`lipsync.engines.warp_interior`).
 
 All of it is confined by the face's own contour: the jaw line of the 68 landmarks
@@ -50,9 +53,9 @@ from lipsync.engines.warp_kernels import compiled, smoothstep_scalar
 # mouths; a painted face's narrow mouth opened 0.38 of its own width, too little to read)
 FULL_OPENING = 0.185
 UPPER_SHARE = 0.25  # share of the opening taken by the upper lip
-SPREAD = 0.16  # corner displacement at spread +-1 (each corner, in mouth widths); at 0.10 /i/ read no wider than rest
+SPREAD = 0.16  # corners move out this much at spread 1 (each, in mouth widths); at 0.10 /i/ read no wider than rest
 SPREAD_CLOSES = 0.3  # and the opening is this much smaller at spread 1 (/i/: lips drawn flat, jaw nearly shut)
-ROUND = 0.16  # corners come in this much at protrusion 1
+ROUND = 0.16  # corners come in this much when rounded (spread -1 or protrusion 1, or both)
 ROUND_OPENING = 0.3  # and the opening narrows by this share of its half-width
 NARROW_WHEN_OPEN = 0.05  # corners come in this much at openness 1
 POUT = 0.07  # outer lip edges move outward this much at protrusion 1
@@ -116,8 +119,13 @@ def frame_parameters(g: MouthGeometry, rows: np.ndarray, pose: MouthPose, offset
         table[:, column:column + 3] = curve[rows]
     o, s, p, a = (np.asarray(x, np.float64) for x in (pose.openness, pose.spread, pose.protrusion, pose.activity))
     table[:, F_OPEN], table[:, F_SPREAD], table[:, F_PROTRUDE], table[:, F_ACTIVE] = o, s, p, a
-    # corners: spread out, rounded in, a little in as the jaw opens; all only while speaking
-    corner = table[:, F_CORNER] = a * width * (SPREAD * s - ROUND * p - NARROW_WHEN_OPEN * o)
+    # corners: spread out, rounded in, a little in as the jaw opens; all only while speaking.
+    # Rounding is one gesture with two cues, a low second formant (spread < 0) and energy
+    # low in the spectrum (protrusion): together they bring the corners in ROUND at most.
+    # Added up, a loud /u/ with both at full drew each corner 0.37 mouth widths in, and on
+    # a wide smile the opening closed to a sliver that the referee read as shut at every openness
+    rounding = np.minimum(np.maximum(-s, 0.0) + p, 1.0)
+    corner = table[:, F_CORNER] = a * width * (SPREAD * np.maximum(s, 0.0) - ROUND * rounding - NARROW_WHEN_OPEN * o)
     # half the width of the opening: between the inner-lip corners (the outer ones are
     # where the lips meet, never apart), moved with the corners, and pursed to a smaller,
     # rounder hole when the lips push forward
@@ -207,8 +215,13 @@ def _corner_shift(frame, u, v):  # pragma: no cover - compiled
 
 
 @compiled(inline=True)
-def _lower_field(frame, u, v):  # pragma: no cover - compiled
-    _, drop, _, lo, pout = lip_motion(frame, u)
+def _lower_field(frame, u, v, shown_u):  # pragma: no cover - compiled
+    # the lip's motion is the one wanted where the point is shown (shown_u): with the
+    # corners drawn in, it lands nearer the middle than it stood (u), and taken where it
+    # stood, the lip's drop was narrowed once more than the opening -- a loud rounded
+    # vowel's lower lip hung in a V inside its oval
+    _, drop, _, _, pout = lip_motion(frame, shown_u)
+    lo = inner_lips(frame, u)[1]
     uc, hw, width = frame[F_UC], frame[F_HW], frame[F_WIDTH]
     outer = max(_poly(frame, F_OUTER_LOWER, min(max(u, uc - hw), uc + hw)), lo + 1.0)
     # the lower lip moves as a whole (its outer edge further when pouting)...
@@ -220,8 +233,9 @@ def _lower_field(frame, u, v):  # pragma: no cover - compiled
 
 
 @compiled(inline=True)
-def _upper_field(frame, u, v):  # pragma: no cover - compiled
-    rise, _, up, _, pout = lip_motion(frame, u)
+def _upper_field(frame, u, v, shown_u):  # pragma: no cover - compiled
+    rise, _, _, _, pout = lip_motion(frame, shown_u)  # as the lower lip's (_lower_field)
+    up = inner_lips(frame, u)[0]
     uc, hw = frame[F_UC], frame[F_HW]
     outer = min(_poly(frame, F_OUTER_UPPER, min(max(u, uc - hw), uc + hw)), up - 1.0)
     lip = rise - pout * min(max((up - v) / (up - outer), 0.0), 1.0)
@@ -235,7 +249,7 @@ def _invert(frame, u, v, lower):  # pragma: no cover - compiled
     fixed-point iteration."""
     pu, pv = u, v
     for _ in range(_FIXED_POINT_STEPS):
-        shift = _lower_field(frame, pu, pv) if lower else _upper_field(frame, pu, pv)
+        shift = _lower_field(frame, pu, pv, u) if lower else _upper_field(frame, pu, pv, u)
         pu, pv = u - _corner_shift(frame, pu, pv), v - shift
     return pu, pv
 
