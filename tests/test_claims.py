@@ -137,12 +137,20 @@ def _race(share: str, host: str, seed: int, barrier, results) -> None:
     results.put((host, won))
 
 
+def _processes():
+    """Where the racing daemons and the crashing claims run: children of a fresh server
+    process, not forks of this one. A fork of a pytest worker copies none of its threads,
+    and a render earlier in the same worker leaves FFmpeg codec and scaler contexts whose
+    threads the child's garbage collector then waits for forever."""
+    return multiprocessing.get_context("forkserver")
+
+
 def test_two_daemons_racing_claim_every_job_exactly_once(tmp_path):
     cfg = make_cfg(tmp_path)
     for i in range(50):
         drop(cfg.paths.inbox, f"job{i:02d}.wav")
         drop(cfg.paths.inbox, f"job{i:02d}.mp4")
-    ctx = multiprocessing.get_context("fork")
+    ctx = _processes()
     barrier, results = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_race, args=(str(tmp_path), h, s, barrier, results))
              for h, s in (("host-a", 1), ("host-b", 2))]
@@ -202,7 +210,7 @@ def _crash_after(renames: int, fn, *args) -> None:
 
 
 def crash(renames: int, fn, *args) -> None:
-    proc = multiprocessing.get_context("fork").Process(target=_crash_after, args=(renames, fn, *args))
+    proc = _processes().Process(target=_crash_after, args=(renames, fn, *args))
     proc.start()
     proc.join(timeout=30)
     assert proc.exitcode == 17
