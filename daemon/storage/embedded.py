@@ -311,11 +311,21 @@ class EmbeddedSeaweed:
             if os.getppid() != parent:  # the parent died before prctl took effect
                 os._exit(1)
 
+        # Python run in the child at all (a preexec_fn) first clears the other threads' state
+        # there -- the main thread's thread-locals too, and a PyAV scaler left in one waits
+        # forever for slice threads the fork did not copy. util-linux's setpriv sets the
+        # signal after exec instead, with no Python in the child
+        setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+        preexec = None
+        if setpriv:
+            args = [setpriv, f"--pdeathsig={signal.Signals(deathsig).name.removeprefix('SIG')}", "--", *args]
+        else:
+            preexec = tie_to_parent
         with open(self.log_path, "ab") as logf:
             logf.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} starting weed mini\n".encode())
             logf.flush()
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                    cwd=self.data_dir, env=env, preexec_fn=tie_to_parent,
+                                    cwd=self.data_dir, env=env, preexec_fn=preexec,
                                     # its own session: a Ctrl+C on our terminal must not stop it
                                     # behind the supervisor's back; we stop it ourselves
                                     start_new_session=True, close_fds=True)
