@@ -143,6 +143,7 @@ def phoneme_closures(gap: np.ndarray, phonemes: Sequence[Phoneme], fps: float, s
 
 
 VOWEL_CLASSES = {"a": ("a", "a:", "A:", "A", "aa"), "i": ("i:", "i", "I", "i."), "u": ("u:", "u", "U", "u.")}
+SHORTEST_VOWEL = 0.06  # seconds: a vowel espeak-ng times shorter is mostly its neighbours' transitions
 
 
 def vowel_shapes(mouths: RefereeMouths, phonemes: Sequence[Phoneme], fps: float,
@@ -157,7 +158,7 @@ def vowel_shapes(mouths: RefereeMouths, phonemes: Sequence[Phoneme], fps: float,
     for vowel, names in VOWEL_CLASSES.items():
         frames = []
         for p in phonemes:
-            if p.name in names and p.end - p.start >= 0.06:
+            if p.name in names and p.end - p.start >= SHORTEST_VOWEL:
                 middle = (p.start + p.end) / 2
                 frames.extend(_frames_within(middle - 0.3 * (p.end - p.start), middle + 0.3 * (p.end - p.start),
                                              fps, mouths.gap.size).tolist())

@@ -118,14 +118,16 @@ def loud_and_quiet_frames(envelope: np.ndarray, pauses: list[tuple[float, float]
 
 
 def phoneme_frames(phonemes: list[Phoneme], fps: float, openness: np.ndarray) -> list[tuple[str, int]]:
-    """The middle of the first long /a/, /i/, /u/; for the first /m/, /p/, /b/ the frame of
+    """The middle of the first /a/, /i/, /u/ the vowel figures count (:data:`bench.voice_judge.SHORTEST_VOWEL`
+    long or longer: German's only /u/ are short); for the first /m/, /p/, /b/ the frame of
     the window the closure figure judges (:func:`bench.voice_judge.closure_frames`) in which
     the mouth model (``openness``, per frame) shuts the lips most. espeak-ng times a short
     stop from its release: the closure is the silence before it, and the stop's middle
     shows the lips parting for the next sound."""
-    from bench.voice_judge import VOWEL_CLASSES
+    from bench.voice_judge import SHORTEST_VOWEL, VOWEL_CLASSES
 
-    wanted = [(f"/{v}/", names, 0.08) for v, names in VOWEL_CLASSES.items()] + [(f"/{c}/", (c,), 0.0) for c in "mpb"]
+    wanted = ([(f"/{v}/", names, SHORTEST_VOWEL) for v, names in VOWEL_CLASSES.items()]
+              + [(f"/{c}/", (c,), 0.0) for c in "mpb"])
     picks = []
     for label, names, shortest in wanted:
         first = next((p for p in phonemes if p.name in names and p.end - p.start >= shortest), None)

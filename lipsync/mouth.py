@@ -58,6 +58,9 @@ class MouthSettings:
     vowel_close: float = 0.6
     # formant shift from the speaker's median that makes a vowel fully open, spread or rounded
     vowel_span_octaves: float = 0.5
+    # voiced evidence (hops at full weight, smoothed) under which a vowel's cue is shown
+    # weaker: it keeps a vowel's shape faint where little voice surrounds it
+    vowel_evidence: float = 0.1
     # seconds of silence either side of speech still counted as speaking: a pause between
     # sentences keeps the lips as speech leaves them (closed), and only a longer silence
     # brings back the template's own mouth -- on a face with parted lips at rest, a quick
@@ -293,8 +296,14 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     spreadish = _relative(np.log2(f2), voiced, span) * weight
     # Formants of recorded speech jump from hop to hop (reverberation, a formant taken for
     # its neighbour); over 0.1 s the vowel still shows, its noise much less: on the tune
-    # voices, AV sync on the painted face rose 0.02-0.04 with the vowel shapes kept (0.05 s before)
-    openish, spreadish = (_smooth_attack_release(x.astype(np.float32), 0.1, 0.1) for x in (openish, spreadish))
+    # voices, AV sync on the painted face rose 0.02-0.04 with the vowel shapes kept (0.05 s before).
+    # The average is over the voiced hops, each as loud as it counts: a consonant or a pause
+    # has no vowel, and taken as a neutral one it diluted every short vowel between two
+    # consonants (German "und": /U/ opened 0.53 as far as /a/ on the painted face, its
+    # rounding half lost), so the smoothed cue is divided by the smoothed weight.
+    evidence = _smooth_attack_release(weight.astype(np.float32), 0.1, 0.1) + np.float32(s.vowel_evidence)
+    openish, spreadish = (_smooth_attack_release(x.astype(np.float32), 0.1, 0.1) / evidence
+                          for x in (openish, spreadish))
     hop_open = _smooth_attack_release(level, s.attack, s.release)
     hop_protrude = np.clip(-spreadish, 0.0, 1.0) * np.clip(1.0 - openish, 0.0, 1.0) * np.minimum(1.0, hop_open * 3.0)
     # rounded lips leave a small opening however loud the vowel

@@ -79,13 +79,14 @@ def test_the_contact_sheet_shows_a_short_stop_where_the_lips_close_not_where_the
     # as espeak-ng times it: a pause, a 34 ms /p/ (its release), /e/; the lips are shut in
     # the pause's last frame (37: 1.48-1.52 s) and part in frame 38, which holds the /p/'s middle
     phonemes = [Phoneme("_:", 1.0, 1.508), Phoneme("p", 1.508, 1.542), Phoneme("e", 1.542, 1.69),
-                Phoneme("a", 1.69, 1.85), Phoneme("m", 1.85, 1.95)]
+                Phoneme("a", 1.69, 1.85), Phoneme("m", 1.85, 1.95), Phoneme("U", 1.95, 2.02)]
     openness = np.full(60, 0.8)
     openness[25:38] = 0.0  # the pause
     openness[38] = 0.57
     openness[47] = 0.05  # the /m/ (frames 46-48) closes in its middle frame
     picks = dict(phoneme_frames(phonemes, 25.0, openness))
-    assert picks == {"/a/ 1.76s": 44, "/p/ 1.48s": 37, "/m/ 1.88s": 47}, picks
+    # a 70 ms /U/ (German "und") is on the sheet: the vowel figures count it
+    assert picks == {"/a/ 1.76s": 44, "/u/ 1.96s": 49, "/p/ 1.48s": 37, "/m/ 1.88s": 47}, picks
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
