@@ -299,8 +299,9 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     # voices, AV sync on the painted face rose 0.02-0.04 with the vowel shapes kept (0.05 s before).
     # The average is over the voiced hops, each as loud as it counts: a consonant or a pause
     # has no vowel, and taken as a neutral one it diluted every short vowel between two
-    # consonants (German "und": /U/ opened 0.53 as far as /a/ on the painted face, its
-    # rounding half lost), so the smoothed cue is divided by the smoothed weight.
+    # consonants (formant-synthesised "bu bu bu" kept 0.74 of a long /u/'s rounding; German
+    # "und": /U/ opened 0.53 as far as /a/ on the painted face), so the smoothed cue is
+    # divided by the smoothed weight.
     evidence = _smooth_attack_release(weight.astype(np.float32), 0.1, 0.1) + np.float32(s.vowel_evidence)
     openish, spreadish = (_smooth_attack_release(x.astype(np.float32), 0.1, 0.1) / evidence
                           for x in (openish, spreadish))
