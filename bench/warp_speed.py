@@ -20,7 +20,9 @@ figures are the **medians** of the runs of each kind, not the fastest:
 The template is bench/warp_bench.py's moving 720p25 presenter (the astronaut, slow pan,
 zoom and tilt), the audio ``--seconds`` of the committed espeak-ng speech. Prints the
 figures and writes them as JSON; the ratios are the targets' terms (warm and cold over
-passthrough, peak memory over passthrough's).
+passthrough, peak memory over passthrough's). Beside the ratio of the medians, each
+``*_paired`` figure is the median of each warp run over the passthrough run right after
+it: on a shared machine whose load drifts during the bench, the two can differ by 0.1.
 """
 
 from __future__ import annotations
@@ -91,6 +93,11 @@ def main() -> None:
             runs["cold"].append(run("warp", audio, template, work / "cold.mp4", cold_state))
             runs["passthrough"].append(run("passthrough", audio, template, work / "plain.mp4", work / "plain-state"))
     median = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
+    # each warp run against the passthrough run right after it: a load that drifts over the
+    # minutes of the bench cancels out of each ratio, where it only averages out of the medians
+    after = [t for t, _ in runs["passthrough"]]
+    paired = {kind: statistics.median(t / after[2 * i + offset] for i, (t, _) in enumerate(runs[kind]))
+              for kind, offset in (("warm", 0), ("cold", 1))}
     memory = {k: statistics.median(m for _, m in v) for k, v in runs.items()}
     figures = {
         "size": f"{width}x{height}", "audio_seconds": args.seconds, "pairs": args.pairs,
@@ -99,6 +106,8 @@ def main() -> None:
         **{f"{k}_s": round(v, 2) for k, v in median.items()},
         "warm_over_passthrough": round(median["warm"] / median["passthrough"], 3),
         "cold_over_passthrough": round(median["cold"] / median["passthrough"], 3),
+        "warm_over_passthrough_paired": round(paired["warm"], 3),
+        "cold_over_passthrough_paired": round(paired["cold"], 3),
         **{f"peak_rss_{k}_mb": round(v, 1) for k, v in memory.items()},
         "warm_memory_over_passthrough": round(memory["warm"] / memory["passthrough"], 3),
         "cold_memory_over_passthrough": round(memory["cold"] / memory["passthrough"], 3),
