@@ -69,6 +69,18 @@ def timed_process(command: list[str], what: str) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def paired_ratios(runs: dict[str, list[tuple[float, float]]]) -> dict[str, float]:
+    """Per warp kind, the median of each run's time over the passthrough run right after it.
+
+    ``runs`` as :func:`main` takes them, round after round: warm, passthrough, cold,
+    passthrough. A load that drifts over the minutes of the bench cancels out of each
+    ratio, where it only averages out of the medians of each kind.
+    """
+    after = [t for t, _ in runs["passthrough"]]
+    return {kind: statistics.median(t / after[2 * i + offset] for i, (t, _) in enumerate(runs[kind]))
+            for kind, offset in (("warm", 0), ("cold", 1))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=5, help="alternating (warp, passthrough) pairs per kind")
@@ -93,11 +105,7 @@ def main() -> None:
             runs["cold"].append(run("warp", audio, template, work / "cold.mp4", cold_state))
             runs["passthrough"].append(run("passthrough", audio, template, work / "plain.mp4", work / "plain-state"))
     median = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
-    # each warp run against the passthrough run right after it: a load that drifts over the
-    # minutes of the bench cancels out of each ratio, where it only averages out of the medians
-    after = [t for t, _ in runs["passthrough"]]
-    paired = {kind: statistics.median(t / after[2 * i + offset] for i, (t, _) in enumerate(runs[kind]))
-              for kind, offset in (("warm", 0), ("cold", 1))}
+    paired = paired_ratios(runs)
     memory = {k: statistics.median(m for _, m in v) for k, v in runs.items()}
     figures = {
         "size": f"{width}x{height}", "audio_seconds": args.seconds, "pairs": args.pairs,

@@ -331,3 +331,19 @@ def _lone_dark_pixels(rgb: np.ndarray, by: float = 40.0) -> list[tuple[int, int]
                                 for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx], axis=0)
     ys, xs = np.nonzero(darkest_neighbour - centre > by)
     return [(int(x) + 1, int(y) + 1) for y, x in zip(ys, xs)]
+
+
+
+def test_the_speed_bench_pairs_each_warp_run_with_the_passthrough_run_after_it():
+    from bench.warp_speed import paired_ratios
+
+    # a shared machine's load swings from run to run; each warp run costs 5 % (warm) or
+    # 15 % (cold) over the passthrough run made right after it, under the same load
+    load = np.random.default_rng(7).uniform(10.0, 20.0, 10)
+    runs = {"passthrough": [(float(t), 0.0) for t in load],
+            "warm": [(1.05 * float(load[2 * i]), 0.0) for i in range(5)],
+            "cold": [(1.15 * float(load[2 * i + 1]), 0.0) for i in range(5)]}
+    assert paired_ratios(runs) == pytest.approx({"warm": 1.05, "cold": 1.15})
+    # the ratio of the kinds' medians carries the swings
+    medians = {k: float(np.median([t for t, _ in v])) for k, v in runs.items()}
+    assert abs(medians["warm"] / medians["passthrough"] - 1.05) > 0.02
