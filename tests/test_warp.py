@@ -333,7 +333,6 @@ def _lone_dark_pixels(rgb: np.ndarray, by: float = 40.0) -> list[tuple[int, int]
     return [(int(x) + 1, int(y) + 1) for y, x in zip(ys, xs)]
 
 
-
 def test_the_speed_bench_pairs_each_warp_run_with_the_passthrough_run_after_it():
     from bench.warp_speed import paired_ratios
 
