@@ -199,13 +199,20 @@ def _smooth_attack_release(x: np.ndarray, attack: float, release: float) -> np.n
 
 def _local_minima(x: np.ndarray, order: int) -> np.ndarray:
     """Indices lower than their ``order`` neighbours on each side (the ends compare with
-    themselves, so never count). scipy.signal's argrelmin does the same, but importing
-    scipy.signal costs a render about a second."""
-    idx = np.arange(x.size)
-    lowest = np.ones(x.size, bool)
+    themselves, so never count); a run of equal values counts as one, found at its middle.
+    (scipy.signal's argrelmin misses such a flat bottom -- the exact zeros a speech
+    synthesiser leaves between syllables make one -- and importing scipy.signal costs a
+    render about a second.)"""
+    if x.size == 0:
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], x[1:] != x[:-1]]))
+    ends = np.append(starts[1:], x.size)
+    values = x[starts]
+    idx = np.arange(values.size)
+    lowest = np.ones(values.size, bool)
     for k in range(1, order + 1):
-        lowest &= (x < x[np.maximum(idx - k, 0)]) & (x < x[np.minimum(idx + k, x.size - 1)])
-    return np.flatnonzero(lowest)
+        lowest &= (values < values[np.maximum(idx - k, 0)]) & (values < values[np.minimum(idx + k, values.size - 1)])
+    return (starts[lowest] + ends[lowest] - 1) // 2
 
 
 def _moving_max(x: np.ndarray, size: int) -> np.ndarray:

@@ -110,6 +110,20 @@ def test_a_closure_closes_the_frame_that_shows_it_not_the_one_before():
     assert o[10] < 0.3 and o[9] > 0.6, o[6:14]
 
 
+def test_lips_close_in_the_exact_silence_a_speech_synthesiser_leaves_between_syllables():
+    # "a-a-a" with 80 ms of zeros after each /a/: the dip has a flat bottom, and a search for
+    # hops lower than their neighbours found none there -- the lips stayed half open (0.48)
+    ah = vowel(0.22, (750.0, 1200.0))
+    gap = np.zeros(int(0.08 * RATE), np.float32)
+    quiet = np.zeros(RATE // 4, np.float32)
+    samples = np.concatenate([quiet] + [np.concatenate([ah, gap]) for _ in range(6)] + [quiet])
+    o = mouth_track_from_samples(samples, FPS, frames_for(samples)).openness
+    vowels = [int((0.25 + 0.3 * k + 0.11) * FPS) for k in range(5)]
+    gaps = [int((0.25 + 0.3 * k + 0.26) * FPS) for k in range(5)]
+    assert min(o[v] for v in vowels) > 0.6
+    assert max(o[g - 2:g + 2].min() for g in gaps) < 0.2  # the gap, give or take the lead
+
+
 def test_every_frame_of_a_steady_rhythm_moves_the_mouth_alike():
     # /a/ for one 25 fps frame, a 25 dB quieter /a/ for the next, over and over: every loud
     # frame shows the same 40 ms of sound, so once the rhythm is steady every loud frame
