@@ -309,9 +309,12 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     # consonants (formant-synthesised "bu bu bu" kept 0.74 of a long /u/'s rounding; German
     # "und": /U/ opened 0.53 as far as /a/ on the painted face), so the smoothed cue is
     # divided by the smoothed weight.
-    evidence = _smooth_attack_release(weight.astype(np.float32), 0.1, 0.1) + np.float32(s.vowel_evidence)
-    openish, spreadish = (_smooth_attack_release(x.astype(np.float32), 0.1, 0.1) / evidence
-                          for x in (openish, spreadish))
+    # (one window for the cues and the weight: the division needs them averaged alike)
+    def over_vowel(x: np.ndarray) -> np.ndarray:
+        return _smooth_attack_release(x.astype(np.float32), 0.1, 0.1)
+
+    evidence = over_vowel(weight) + np.float32(s.vowel_evidence)
+    openish, spreadish = over_vowel(openish) / evidence, over_vowel(spreadish) / evidence
     hop_open = _smooth_attack_release(level, s.attack, s.release)
     hop_protrude = np.clip(-spreadish, 0.0, 1.0) * np.clip(1.0 - openish, 0.0, 1.0) * np.minimum(1.0, hop_open * 3.0)
     # rounded lips leave a small opening however loud the vowel
