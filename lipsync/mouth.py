@@ -1,9 +1,11 @@
 """Audio → mouth motion: per output video frame, a small viseme model of four numbers.
 
 * ``openness`` 0..1 follows the loudness of the speech band (300-3400 Hz) above a noise
-  gate, with a fast attack and a slightly slower release, the way a jaw moves; an open
-  vowel (/a/: its first formant high, energy in 500-1100 Hz) opens it further than a close
-  one (/i/, /u/: first formant low, energy under 500 Hz) of the same loudness;
+  gate, against the loud level of the 15 s around it (so a stretch recorded quieter moves
+  the mouth as much), with a fast attack and a slightly slower release, the way a jaw
+  moves; an open vowel (/a/: its first formant high, energy in 500-1100 Hz) opens it
+  further than a close one (/i/, /u/: first formant low, energy under 500 Hz) of the same
+  loudness;
 * dips of energy between syllables (a /p/, /b/, /m/) all but close the lips for the video
   frame they fall in;
 * ``spread`` -1..1 is rounded (-1, /u/ /o/) to spread (+1, /i/ /e/), from the balance of
@@ -48,6 +50,12 @@ class MouthSettings:
     gate_below_peak: float = 40.0  # dB under the loud speech level that count as silence
     silence_level: float = -60.0  # dBFS of speech-band energy under which nothing opens
     dynamic_range: float = 35.0  # dB under the loud speech level over which the mouth opens
+    # seconds of audio around each moment whose loud level the mouth opens against (the whole
+    # recording where it is shorter): a long recording whose level changes -- a second
+    # session, another microphone, a speaker who turns away -- has the same mouth throughout,
+    # where one level for the whole hour left a stretch 20 dB quieter opening a quarter as far
+    level_window: float = 15.0
+    level_follow: float = 24.0  # dB under the recording's loud level that a quieter stretch is followed to
     curve: float = 1.2  # >1: quiet speech opens the mouth a little, only loud vowels fully
     closure_depth: float = 12.0  # dB an energy dip must fall below both neighbours to close the lips
     closure_span: float = 0.15  # seconds either side in which those neighbours are looked for
@@ -238,6 +246,35 @@ def _closures(level_db: np.ndarray, speaking: np.ndarray, s: MouthSettings) -> n
     return np.array(found, np.int64)
 
 
+_GATE_OVER_FLOOR = 6.0  # dB over the noise floor (the quietest tenth of the hops) that is speech
+_GATE_UNDER_LOUD = 20.0  # dB under the loud level that is always speech
+
+
+def _loud_level(level_db: np.ndarray, peak: float, floor: float, s: MouthSettings) -> np.ndarray:
+    """Per hop (float64): the loud speech level (98th percentile, as ``peak`` is the whole
+    recording's) of the ``level_window`` seconds around it, the window kept inside the
+    recording: a recording no longer than one window has ``peak`` throughout. Measured once
+    a second and interpolated between.
+
+    Followed down at most ``level_follow`` dB, and never to within 26 dB of the noise floor
+    (its 6 dB of gate plus the 20 the gate keeps under the loud level): in a long silence
+    the window holds only the room's noise, and a loud level taken from it would open the
+    mouth on that noise. A recording without pauses has no floor to keep clear of and keeps
+    ``peak``."""
+    hops = level_db.size
+    window = max(1, int(round(s.level_window * FEATURE_RATE)))
+    if hops <= window:
+        return np.full(hops, peak)
+    points = np.append(np.arange(0, hops, int(FEATURE_RATE)), hops - 1)
+    starts = np.clip(points - window // 2, 0, hops - window)
+    windows = np.lib.stride_tricks.sliding_window_view(level_db, window)
+    # a few dozen windows at a time: an hour's 3600 windows of 1500 hops would be 21 MB at once
+    levels = np.concatenate([np.percentile(windows[starts[k:k + 64]], 98, axis=1)
+                             for k in range(0, starts.size, 64)])
+    lowest = min(peak, max(peak - s.level_follow, floor + _GATE_OVER_FLOOR + _GATE_UNDER_LOUD))
+    return np.maximum(np.interp(np.arange(hops), points, levels), lowest)
+
+
 def _relative(value: np.ndarray, voiced: np.ndarray, span: float,
               bounds: tuple[float, float] = (-np.inf, np.inf)) -> np.ndarray:
     """-1..1: a feature against the speaker's own median over voiced hops, kept within
@@ -277,12 +314,16 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     if peak < s.silence_level:
         return MouthTrack.at_rest(frame_count, fps)  # nothing but silence or hum: the template's own mouth
     floor = float(np.percentile(level_db, 10))
-    # the gate sits above the noise floor, but never within 20 dB of the peak: a clip of
-    # uninterrupted speech has no pauses to measure the floor in
-    gate = max(min(floor + 6.0, peak - 20.0), peak - s.gate_below_peak, s.silence_level)
-    speaking = level_db > gate
-    bottom = max(gate, peak - s.dynamic_range)
-    level = np.clip((level_db - bottom) / max(peak - bottom, 1.0), 0.0, 1.0) ** s.curve
+    loud = _loud_level(level_db, peak, floor, s)  # per hop: the loud level around it
+    # the gate sits above the noise floor, but never within 20 dB of the loud level: a clip
+    # of uninterrupted speech has no pauses to measure the floor in
+    gate = np.maximum(np.maximum(np.minimum(floor + _GATE_OVER_FLOOR, loud - _GATE_UNDER_LOUD),
+                                 loud - s.gate_below_peak), s.silence_level)
+    bottom = np.maximum(gate, loud - s.dynamic_range)
+    # float32 like level_db, so a recording of one loud level gives what one number did
+    speaking = level_db > gate.astype(np.float32)
+    span = np.maximum(loud - bottom, 1.0).astype(np.float32)
+    level = np.clip((level_db - bottom.astype(np.float32)) / span, 0.0, 1.0) ** s.curve
 
     # the vowel: formant balances relative to this speaker, only where there is a voice to
     # judge (elsewhere they are noise), held smoothly through consonants

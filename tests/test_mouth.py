@@ -65,6 +65,37 @@ def test_speech_opens_and_closes_with_its_loudness():
     assert pause.sum() >= 5 and np.all(o[pause] < 0.08)
 
 
+def test_a_stretch_recorded_quieter_moves_the_mouth_as_the_rest_does():
+    # half a minute of speech, then the same speech 20 dB quieter (a second session, another
+    # microphone): one loud level for the whole recording opened the quiet half a quarter as
+    # far; the level now follows the speaker, a window's half (7.5 s) behind a change
+    speech = np.tile(load_mono(mf.SPEECH), 5)[:30 * RATE]
+    samples = np.concatenate([speech, speech * np.float32(0.1)])
+    track = mouth_track_from_samples(samples, FPS, frames_for(samples))
+    loud, quiet = track.openness[:750], track.openness[750:]
+    settled = slice(round(MouthSettings().level_window / 2 * FPS), None)
+    assert quiet[settled].mean() > 0.9 * loud[settled].mean(), (quiet[settled].mean(), loud[settled].mean())
+    assert np.percentile(quiet[settled], 90) > 0.9 * np.percentile(loud[settled], 90)
+    assert np.all(track.activity[100:-100] == 1)  # speaking throughout: the quiet half is not taken for silence
+
+
+def test_a_long_silence_in_a_long_recording_keeps_the_mouth_shut_however_noisy():
+    # 40 s of room noise between two stretches of speech: the loud level measured there is
+    # the noise's, and following it down would open the mouth on the noise
+    rng = np.random.default_rng(7)
+    speech = np.tile(load_mono(mf.SPEECH), 3)[:20 * RATE]
+    level = np.sqrt(np.mean(speech.astype(np.float64) ** 2))
+    for noise_db in (-60.0, -35.0):  # under the speech's mean level: a quiet room and a noisy one
+        hiss = (rng.normal(size=40 * RATE) * level * 10 ** (noise_db / 20)).astype(np.float32)
+        samples = np.concatenate([speech, hiss, speech]) + np.resize(hiss, 80 * RATE)
+        track = mouth_track_from_samples(samples, FPS, frames_for(samples))
+        middle = slice(round(25 * FPS), round(55 * FPS))  # over 5 s from either stretch of speech
+        assert track.openness[middle].max() < 0.05, (noise_db, track.openness[middle].max())
+        assert track.activity[round(30 * FPS):round(50 * FPS)].max() == 0, noise_db
+        assert track.openness[:round(20 * FPS)].max() > 0.8  # and the speech either side still moves it
+        assert track.openness[round(60 * FPS):].max() > 0.8
+
+
 def test_mouth_opens_slightly_before_the_sound():
     speech = load_mono(mf.SPEECH_SHORT)
     lead_in = np.zeros(int(0.6 * RATE), np.float32)
