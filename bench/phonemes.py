@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from tests.media_factory import write_wav
+
+_ROOT = Path(__file__).resolve().parent.parent
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_PHONEME_EVENTS = 0x0001
@@ -80,31 +85,36 @@ class _Espeak:
         return pcm, list(self.events)
 
 
-_ENGINE: _Espeak | None = None
-
-
 def text_with_phonemes(text: str, voice: str, path: Path, words_per_minute: int = 150) -> list[Phoneme]:
     """Speak ``text`` with the espeak-ng ``voice`` into the WAV ``path``; the phonemes with
     their times. Pauses between words carry no phoneme.
 
-    The library keeps state from one text to the next within a process: its pauses between
-    clauses come out a little longer after other texts (the voice bench's Spanish: 5.42 s
-    spoken first, 5.49 s after the English, 5.53 s after the German; everything before its
-    first pause the same). So the same text is the same audio only after the same texts:
-    the voice bench always speaks its three in one order, and a script that compares with
-    its figures must do the same."""
-    global _ENGINE
-    if _ENGINE is None:
-        _ENGINE = _Espeak()
-    pcm, events = _ENGINE.speak(text, voice, words_per_minute)
-    write_wav(path, pcm, _ENGINE.rate)
-    rate = float(_ENGINE.rate)
+    Each text is spoken by a new process (``python -m bench.phonemes``, about 0.2 s): the
+    library keeps state from one text to the next, and its pauses between clauses came out
+    longer after other texts (the voice bench's Spanish: 5.42 s spoken first, 5.49 s after
+    the English, 5.53 s after the German), so the same text was the same audio only after
+    the same texts. Ending the library and starting it again in one process hangs."""
+    spoken = subprocess.run([sys.executable, "-m", "bench.phonemes", voice, str(words_per_minute), str(path)],
+                            input=text, capture_output=True, text=True, cwd=_ROOT, check=False)
+    if spoken.returncode != 0:
+        raise RuntimeError(f"espeak-ng could not speak {voice!r}: {spoken.stderr.strip()[-500:]}")
+    reply = json.loads(spoken.stdout)
+    events, samples, rate = reply["events"], reply["samples"], float(reply["rate"])
     phonemes = []
     for k, (name, sample) in enumerate(events):
-        end = events[k + 1][1] if k + 1 < len(events) else pcm.size
+        end = events[k + 1][1] if k + 1 < len(events) else samples
         if name and name != "_" and end > sample:  # "_": a pause
             phonemes.append(Phoneme(name, sample / rate, end / rate))
     return phonemes
+
+
+def _speak_once(voice: str, words_per_minute: int, path: Path) -> None:
+    """The child's side: the text from standard input into ``path``; the events, the
+    sample count and the rate as JSON on standard output."""
+    engine = _Espeak()
+    pcm, events = engine.speak(sys.stdin.read(), voice, words_per_minute)
+    write_wav(path, pcm, engine.rate)
+    json.dump({"events": events, "samples": int(pcm.size), "rate": engine.rate}, sys.stdout)
 
 
 BILABIALS = frozenset({"p", "b", "m", "p#", "b#", "ph", "m-"})
@@ -112,3 +122,7 @@ BILABIALS = frozenset({"p", "b", "m", "p#", "b#", "ph", "m-"})
 
 def is_bilabial(name: str) -> bool:
     return name in BILABIALS
+
+
+if __name__ == "__main__":
+    _speak_once(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
