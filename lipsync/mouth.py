@@ -48,7 +48,11 @@ class MouthSettings:
     attack: float = 0.020  # seconds, time constant of opening
     release: float = 0.050  # seconds, time constant of closing
     gate_below_peak: float = 40.0  # dB under the loud speech level that count as silence
-    silence_level: float = -60.0  # dBFS of speech-band energy under which nothing opens
+    # dBFS of speech-band energy: a recording whose loud level is under it is silence or hum
+    # throughout (within a recording, the gate follows its own floor and loud level, so the
+    # same speech recorded 20 dB quieter moves the mouth the same; a fixed -60 dB gate had
+    # narrowed such a recording's range, and it opened 0.87 as far)
+    silence_level: float = -60.0
     dynamic_range: float = 35.0  # dB under the loud speech level over which the mouth opens
     # seconds of audio around each moment whose loud level the mouth opens against (the whole
     # recording where it is shorter): a long recording whose level changes -- a second
@@ -317,8 +321,7 @@ def mouth_track(features: HopFeatures, fps: float, frame_count: int,
     loud = _loud_level(level_db, peak, floor, s)  # per hop: the loud level around it
     # the gate sits above the noise floor, but never within 20 dB of the loud level: a clip
     # of uninterrupted speech has no pauses to measure the floor in
-    gate = np.maximum(np.maximum(np.minimum(floor + _GATE_OVER_FLOOR, loud - _GATE_UNDER_LOUD),
-                                 loud - s.gate_below_peak), s.silence_level)
+    gate = np.maximum(np.minimum(floor + _GATE_OVER_FLOOR, loud - _GATE_UNDER_LOUD), loud - s.gate_below_peak)
     bottom = np.maximum(gate, loud - s.dynamic_range)
     # float32 like level_db, so a recording of one loud level gives what one number did
     speaking = level_db > gate.astype(np.float32)
