@@ -10,11 +10,12 @@ over), then the same 30 s ``--drop-db`` quieter, and has the referee (MediaPipe'
 bench/referee/, not the engine's landmark family) read the lips in every frame.
 
 Per half it reports the mean and the 90th percentile of the opening beyond the mouth at
-rest (read in the silence), over the half's last 22.5 s (the engine's loud level is
-measured over 15 s of audio, so the first 7.5 s after the change are a transition), and
-``quiet_over_loud``: the quiet half's mean opening over the loud half's. The same speech
-should move the mouth alike (1.0; one loud level for the whole recording gave 0.42). Also
-the correlation of the opening with the speech envelope in each half, at lag 0.
+rest (read in the silence), over the half's last 22.5 s, and ``quiet_over_loud``: the
+quiet half's mean opening over the loud half's. The same speech should move the mouth
+alike (1.0; one loud level for the whole recording gave 0.42). ``transition_over_loud`` is
+the same ratio for the quiet speech from 0.5 s to 7.5 s after the change, where a loud
+level measured over the 15 s around each moment still holds loud speech (half a window).
+Also the correlation of the opening with the speech envelope in each half, at lag 0.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ RESULTS = ROOT / "bench" / "results"
 FPS = 25.0
 LEAD_IN = 2.0  # seconds of silence: the mouth at rest
 HALF = 30.0  # seconds of speech on each side of the change
-TRANSITION = 7.5  # seconds after the change left out (half the engine's level window)
+TRANSITION = 7.5  # seconds after the change judged apart (half the engine's level window)
 VOICE = ROOT / "tests" / "data" / "speech" / "en-musetalk.flac"
 
 
@@ -86,6 +87,9 @@ def measure(work: Path, drop_db: float) -> dict:
                "quiet": half_figures(gap[quiet], envelope[quiet], rest),
                "measured_by": "MediaPipe face mesh 0.10.21 (bench/referee), re-detected on the encoded output"}
     figures["quiet_over_loud"] = round(figures["quiet"]["mean_opening"] / figures["loud"]["mean_opening"], 3)
+    change = at(LEAD_IN + HALF)
+    after = gap[change + at(0.5):change + at(TRANSITION)] - rest
+    figures["transition_over_loud"] = round(float(np.nanmean(after)) / figures["loud"]["mean_opening"], 3)
     return figures
 
 

@@ -60,6 +60,7 @@ class MouthSettings:
     # where one level for the whole hour left a stretch 20 dB quieter opening a quarter as far
     level_window: float = 15.0
     level_follow: float = 24.0  # dB under the recording's loud level that a quieter stretch is followed to
+    level_step: float = 6.0  # dB between the two halves of that window that make a change of level
     curve: float = 1.2  # >1: quiet speech opens the mouth a little, only loud vowels fully
     closure_depth: float = 12.0  # dB an energy dip must fall below both neighbours to close the lips
     closure_span: float = 0.15  # seconds either side in which those neighbours are looked for
@@ -254,11 +255,24 @@ _GATE_OVER_FLOOR = 6.0  # dB over the noise floor (the quietest tenth of the hop
 _GATE_UNDER_LOUD = 20.0  # dB under the loud level that is always speech
 
 
+def _window_levels(level_db: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
+    """The 98th percentile of level_db[start:start + length] for each of ``starts``."""
+    windows = np.lib.stride_tricks.sliding_window_view(level_db, length)
+    # a few dozen windows at a time: an hour's 3600 windows of 1500 hops would be 21 MB at once
+    return np.concatenate([np.percentile(windows[starts[k:k + 64]], 98, axis=1) for k in range(0, starts.size, 64)])
+
+
 def _loud_level(level_db: np.ndarray, peak: float, floor: float, s: MouthSettings) -> np.ndarray:
     """Per hop (float64): the loud speech level (98th percentile, as ``peak`` is the whole
     recording's) of the ``level_window`` seconds around it, the window kept inside the
     recording: a recording no longer than one window has ``peak`` throughout. Measured once
     a second and interpolated between.
+
+    Where the level steps (the two halves of that window differ by ``level_step`` dB or
+    more), the window that ends at the moment or the one that starts there serves instead,
+    whichever is nearer the level of the 2 s around it: so quieter speech after a change of
+    recording level opens the mouth as fully within a second or two (the window around it,
+    half loud, set the level for half a window).
 
     Followed down at most ``level_follow`` dB, and never to within 26 dB of the noise floor
     (its 6 dB of gate plus the 20 the gate keeps under the loud level): in a long silence
@@ -266,15 +280,23 @@ def _loud_level(level_db: np.ndarray, peak: float, floor: float, s: MouthSetting
     mouth on that noise. A recording without pauses has no floor to keep clear of and keeps
     ``peak``."""
     hops = level_db.size
-    window = max(1, int(round(s.level_window * FEATURE_RATE)))
+    window = max(2, int(round(s.level_window * FEATURE_RATE)))
     if hops <= window:
         return np.full(hops, peak)
-    points = np.append(np.arange(0, hops, int(FEATURE_RATE)), hops - 1)
-    starts = np.clip(points - window // 2, 0, hops - window)
-    windows = np.lib.stride_tricks.sliding_window_view(level_db, window)
-    # a few dozen windows at a time: an hour's 3600 windows of 1500 hops would be 21 MB at once
-    levels = np.concatenate([np.percentile(windows[starts[k:k + 64]], 98, axis=1)
-                             for k in range(0, starts.size, 64)])
+    second = int(FEATURE_RATE)
+    points = np.append(np.arange(0, hops, second), hops - 1)
+    last = hops - window
+    centred = np.clip(points - window // 2, 0, last)
+    levels = _window_levels(level_db, centred, window)
+    half = window // 2
+    step = np.abs(_window_levels(level_db, centred, half) - _window_levels(level_db, centred + window - half, half))
+    changed = np.flatnonzero(step >= s.level_step)
+    if changed.size:
+        at = points[changed]
+        ending, starting = (_window_levels(level_db, np.clip(start, 0, last), window)
+                            for start in (at - window + 1, at))
+        near = _window_levels(level_db, np.clip(at - second, 0, hops - 2 * second), 2 * second)
+        levels[changed] = np.where(np.abs(ending - near) <= np.abs(starting - near), ending, starting)
     lowest = min(peak, max(peak - s.level_follow, floor + _GATE_OVER_FLOOR + _GATE_UNDER_LOUD))
     return np.maximum(np.interp(np.arange(hops), points, levels), lowest)
 
