@@ -295,7 +295,8 @@ def _loud_level(level_db: np.ndarray, peak: float, floor: float, s: MouthSetting
         at = points[changed]
         ending, starting = (_window_levels(level_db, np.clip(start, 0, last), window)
                             for start in (at - window + 1, at))
-        near = _window_levels(level_db, np.clip(at - second, 0, hops - 2 * second), 2 * second)
+        around = min(2 * second, hops)
+        near = _window_levels(level_db, np.clip(at - around // 2, 0, hops - around), around)
         levels[changed] = np.where(np.abs(ending - near) <= np.abs(starting - near), ending, starting)
     lowest = min(peak, max(peak - s.level_follow, floor + _GATE_OVER_FLOOR + _GATE_UNDER_LOUD))
     return np.maximum(np.interp(np.arange(hops), points, levels), lowest)
