@@ -46,7 +46,8 @@ def level_change_audio(path: Path, drop_db: float) -> Path:
     from lipsync.media.audio import load_mono
     from tests.media_factory import write_wav
 
-    speech = np.tile(load_mono(VOICE, 16000), int(np.ceil(HALF / 10.0)))[:int(HALF * 16000)]
+    voice = load_mono(VOICE, 16000)
+    speech = np.tile(voice, int(np.ceil(HALF * 16000 / voice.size)))[:int(HALF * 16000)]
     quieter = speech * np.float32(10 ** (-drop_db / 20))
     samples = np.concatenate([np.zeros(int(LEAD_IN * 16000), np.float32), speech, quieter])
     return write_wav(path, np.round(np.clip(samples, -1, 1) * 32767).astype(np.int16), 16000)
